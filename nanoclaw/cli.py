@@ -1,0 +1,56 @@
+"""The `nanoclaw` command: parses arguments and hands over to one function.
+
+Each command is a few lines over functions that tests call directly. A bad
+setting or argument ends the program with one line saying what to change;
+nothing here decides anything the library does not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from events import EventDecodeError
+from nanoclaw import cli_events, cli_groups
+from nanoclaw.config import ConfigError, load_settings
+from nanoclaw.logs import setup_logging
+from router.groups import GroupError
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nanoclaw",
+        description="NanoClaw Pro: a personal Claude assistant in your chat apps.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    cli_events.add_parsers(sub)
+    cli_groups.add_parsers(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"nanoclaw: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    settings.ensure_dirs()
+    setup_logging(settings, to_files=True, stderr_level="WARNING")
+    try:
+        return args.handler(settings, args) or 0
+    except cli_events.UsageError as exc:
+        print(f"nanoclaw: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (GroupError, EventDecodeError) as exc:
+        print(f"nanoclaw: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""`nanoclaw groups add|list|remove`: which chats the assistant serves."""
+
+from __future__ import annotations
+
+import argparse
+
+from events import EventLog
+from nanoclaw import show
+from nanoclaw.config import Settings
+from router import groups
+
+
+def cmd_add(settings: Settings, args: argparse.Namespace) -> int:
+    log = EventLog(settings.db_path, sync=settings.event_log_sync)
+    try:
+        group = groups.register_group(
+            log, settings, jid=args.jid, name=args.name, folder=args.folder,
+            trigger=args.trigger, requires_trigger=not args.no_trigger, is_main=args.main,
+        )
+    finally:
+        log.close()
+    if args.json:
+        show.json_line(_as_dict(group))
+        return 0
+    kind = "main group" if group.is_main else "group"
+    when = "every message" if group.is_main or not group.requires_trigger else f"messages starting with {group.trigger}"
+    print(f"registered {kind} {group.name!r} ({group.jid}) in groups/{group.folder}/; "
+          f"the assistant answers {when}")
+    return 0
+
+
+def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
+    log = EventLog(settings.db_path, sync=settings.event_log_sync)
+    try:
+        found = groups.list_groups(log)
+    finally:
+        log.close()
+    if args.json:
+        for group in found:
+            show.json_line(_as_dict(group))
+        return 0
+    if not found:
+        print("no groups yet: nanoclaw groups add local:me --name Me --folder main --main")
+        return 0
+    rows = [
+        (g.folder, g.jid, "main" if g.is_main else "", g.trigger if g.requires_trigger and not g.is_main else "(none)", g.name)
+        for g in found
+    ]
+    show.table(("FOLDER", "JID", "ROLE", "TRIGGER", "NAME"), rows)
+    return 0
+
+
+def cmd_remove(settings: Settings, args: argparse.Namespace) -> int:
+    log = EventLog(settings.db_path, sync=settings.event_log_sync)
+    try:
+        group = groups.remove_group(log, args.group)
+    finally:
+        log.close()
+    print(f"removed {group.name!r} ({group.jid}); groups/{group.folder}/ and its history are kept")
+    if group.is_main:
+        print("there is no main group now: add one with 'nanoclaw groups add ... --main'")
+    return 0
+
+
+def _as_dict(group: groups.Group) -> dict:
+    return {
+        "jid": group.jid, "name": group.name, "folder": group.folder, "trigger": group.trigger,
+        "requires_trigger": group.requires_trigger, "is_main": group.is_main,
+        "container_config": group.container_config, "added_at": group.added_at,
+    }
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("groups", help="register, list and remove groups")
+    gsub = p.add_subparsers(dest="groups_command", required=True, metavar="COMMAND")
+
+    add = gsub.add_parser("add", help="serve a chat as a group with its own folder")
+    add.add_argument("jid", help="the chat id, such as local:me or tg:-1001234567890")
+    add.add_argument("--name", required=True, help="a display name")
+    add.add_argument("--folder", required=True, help="folder under groups/ (letters, digits, _ and -)")
+    add.add_argument("--trigger", help="trigger word (default @ASSISTANT_NAME)")
+    add.add_argument("--no-trigger", action="store_true", help="answer every message, no trigger needed")
+    add.add_argument("--main", action="store_true", help="the owner's main group (exactly one)")
+    add.add_argument("--json", action="store_true")
+    add.set_defaults(handler=cmd_add)
+
+    ls = gsub.add_parser("list", help="list registered groups")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(handler=cmd_list)
+
+    rm = gsub.add_parser("remove", help="stop serving a group (its files stay)")
+    rm.add_argument("group", help="JID or folder")
+    rm.set_defaults(handler=cmd_remove)

@@ -1,0 +1,275 @@
+"""Settings, read once from the environment and the install's `.env`.
+
+Every runtime path lives under the install root (`NANOCLAW_ROOT`, else the
+current directory) so tests and benchmarks run in throw-away roots. Values
+are typed and validated here, at start-up: a bad value is one clear error
+naming the key and what it accepts, never a silent fallback (SPEC.md,
+"Where Pro differs" item 6). Secrets read from `.env` stay in this object;
+they are never copied into `os.environ`, so no child process inherits them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+DEFAULT_ASSISTANT_NAME = "Andy"
+DEFAULT_CONTAINER_IMAGE = "nanoclaw-agent:latest"
+DEFAULT_CONTAINER_TIMEOUT_MS = 1_800_000
+DEFAULT_IDLE_TIMEOUT_MS = 1_800_000
+DEFAULT_CONTAINER_MAX_OUTPUT_BYTES = 10 * 1024 * 1024
+DEFAULT_MAX_MESSAGES_PER_PROMPT = 10
+DEFAULT_MAX_CONCURRENT_CONTAINERS = 5
+
+LOG_LEVELS = ("trace", "debug", "info", "warn", "error", "fatal")
+AGENT_PROVIDERS = ("claude", "scripted")
+SYNC_MODES = ("normal", "full")
+
+# Keys whose values are credentials: kept out of os.environ and out of logs.
+SECRET_KEYS = (
+    "ANTHROPIC_API_KEY",
+    "CLAUDE_CODE_OAUTH_TOKEN",
+    "ANTHROPIC_AUTH_TOKEN",
+    "TELEGRAM_BOT_TOKEN",
+    "SLACK_BOT_TOKEN",
+    "SLACK_APP_TOKEN",
+    "DISCORD_BOT_TOKEN",
+)
+
+_INT_RE = re.compile(r"^\s*[+-]?\d[\d_]*\s*$")
+
+
+class ConfigError(Exception):
+    """A setting has a value the program cannot run with."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(f"{key}: {message}")
+        self.key = key
+
+
+def parse_dotenv(text: str) -> dict[str, str]:
+    """Parse `.env` text with v1's rules (SPEC 2.1).
+
+    Blank lines and `#` comments are skipped; the line splits at the first
+    `=`; matching outer quotes are dropped; an empty value counts as absent;
+    a later duplicate wins. No `export`, no escapes, no inline comments.
+    """
+    values: dict[str, str] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, value = (part.strip() for part in line.split("=", 1))
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        if key and value:
+            values[key] = value
+    return values
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """Read a `.env` file; a missing file is an empty mapping."""
+    try:
+        return parse_dotenv(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(".env", f"cannot read {path}: {exc}") from exc
+
+
+class _Source:
+    """Looks a key up in the process environment first, then in `.env`."""
+
+    def __init__(self, environ: dict[str, str], dotenv: dict[str, str]):
+        self.environ = environ
+        self.dotenv = dotenv
+
+    def get(self, key: str) -> str | None:
+        value = self.environ.get(key)
+        if value is not None and value.strip() != "":
+            return value
+        return self.dotenv.get(key)
+
+    def integer(self, key: str, default: int, low: int, high: int, unit: str) -> int:
+        raw = self.get(key)
+        if raw is None:
+            return default
+        accepted = f"accepted: a whole number of {unit} from {low:_} to {high:_}"
+        if not _INT_RE.match(raw):
+            raise ConfigError(key, f"{raw!r} is not a whole number ({accepted})")
+        value = int(raw.strip().replace("_", ""))
+        if not low <= value <= high:
+            raise ConfigError(key, f"{value:_} is out of range ({accepted})")
+        return value
+
+    def choice(self, key: str, default: str, allowed: tuple[str, ...]) -> str:
+        raw = self.get(key)
+        if raw is None:
+            return default
+        value = raw.strip().lower()
+        if value == "warning":
+            value = "warn"
+        if value not in allowed:
+            raise ConfigError(key, f"{raw!r} is not one of: {', '.join(allowed)}")
+        return value
+
+
+def _resolve_timezone(source: _Source) -> str:
+    """`TZ` from the environment or `.env`, else the OS zone, else UTC."""
+    raw = source.get("TZ")
+    if raw is None or raw.strip() in (":/etc/localtime", ":localtime"):
+        return _os_timezone()
+    name = raw.strip().lstrip(":")
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigError(
+            "TZ", f"{raw!r} is not an IANA time zone (accepted: names such as UTC, Europe/Berlin)"
+        ) from exc
+    return name
+
+
+def _os_timezone() -> str:
+    """The machine's zone name from /etc/localtime, or UTC when unknown."""
+    try:
+        target = os.path.realpath("/etc/localtime")
+        marker = "/zoneinfo/"
+        if marker in target:
+            name = target.split(marker, 1)[1]
+            ZoneInfo(name)
+            return name
+    except (OSError, ZoneInfoNotFoundError, ValueError):
+        pass
+    return "UTC"
+
+
+def _assistant_name(source: _Source) -> str:
+    name = (source.get("ASSISTANT_NAME") or DEFAULT_ASSISTANT_NAME).strip()
+    if not 1 <= len(name) <= 64 or any(ch.isspace() or ch in "<>&\"" for ch in name):
+        raise ConfigError(
+            "ASSISTANT_NAME",
+            f"{name!r} is not usable (accepted: 1 to 64 characters, no spaces or < > & \")",
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting the service runs with; build it with `load_settings()`."""
+
+    root: Path
+    home: Path
+    assistant_name: str = DEFAULT_ASSISTANT_NAME
+    assistant_has_own_number: bool = False
+    timezone: str = "UTC"
+    container_image: str = DEFAULT_CONTAINER_IMAGE
+    container_timeout_ms: int = DEFAULT_CONTAINER_TIMEOUT_MS
+    idle_timeout_ms: int = DEFAULT_IDLE_TIMEOUT_MS
+    container_max_output_bytes: int = DEFAULT_CONTAINER_MAX_OUTPUT_BYTES
+    max_messages_per_prompt: int = DEFAULT_MAX_MESSAGES_PER_PROMPT
+    max_concurrent_containers: int = DEFAULT_MAX_CONCURRENT_CONTAINERS
+    log_level: str = "info"
+    agent_provider: str = "claude"
+    event_log_sync: str = "normal"
+    secrets: dict[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def trigger(self) -> str:
+        """The default trigger word, `@<assistant name>`."""
+        return f"@{self.assistant_name}"
+
+    @property
+    def store_dir(self) -> Path:
+        return self.root / "store"
+
+    @property
+    def db_path(self) -> Path:
+        return self.store_dir / "messages.db"
+
+    @property
+    def queue_path(self) -> Path:
+        return self.store_dir / "queue.db"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def ipc_dir(self) -> Path:
+        return self.data_dir / "ipc"
+
+    @property
+    def groups_dir(self) -> Path:
+        return self.root / "groups"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def config_dir(self) -> Path:
+        """`~/.config/nanoclaw`: allowlists live here, outside every mount."""
+        return self.home / ".config" / "nanoclaw"
+
+    @property
+    def mount_allowlist_path(self) -> Path:
+        return self.config_dir / "mount-allowlist.json"
+
+    @property
+    def sender_allowlist_path(self) -> Path:
+        return self.config_dir / "sender-allowlist.json"
+
+    @property
+    def verbose_container_logs(self) -> bool:
+        return self.log_level in ("debug", "trace")
+
+    def secret(self, key: str) -> str | None:
+        """A credential by name, or None; never logged, never exported."""
+        return self.secrets.get(key)
+
+    def ensure_dirs(self) -> None:
+        """Create the runtime folders under the root."""
+        for path in (self.store_dir, self.ipc_dir, self.groups_dir, self.logs_dir):
+            path.mkdir(parents=True, exist_ok=True)
+
+
+def load_settings(environ: dict[str, str] | None = None) -> Settings:
+    """Read and validate every setting; raise ConfigError on the first bad one."""
+    env = dict(os.environ if environ is None else environ)
+    root = Path(env.get("NANOCLAW_ROOT") or os.getcwd()).expanduser().resolve()
+    if root.exists() and not root.is_dir():
+        raise ConfigError("NANOCLAW_ROOT", f"{root} is not a directory")
+    source = _Source(env, read_dotenv(root / ".env"))
+    home = Path(env.get("HOME") or Path.home()).expanduser()
+    container_timeout = source.integer(
+        "CONTAINER_TIMEOUT", DEFAULT_CONTAINER_TIMEOUT_MS, 1_000, 7 * 86_400_000, "milliseconds"
+    )
+    idle_timeout = source.integer(
+        "IDLE_TIMEOUT", DEFAULT_IDLE_TIMEOUT_MS, 1_000, 7 * 86_400_000, "milliseconds"
+    )
+    return Settings(
+        root=root,
+        home=home,
+        assistant_name=_assistant_name(source),
+        assistant_has_own_number=(source.get("ASSISTANT_HAS_OWN_NUMBER") or "") == "true",
+        timezone=_resolve_timezone(source),
+        container_image=(source.get("CONTAINER_IMAGE") or DEFAULT_CONTAINER_IMAGE).strip(),
+        container_timeout_ms=container_timeout,
+        idle_timeout_ms=idle_timeout,
+        container_max_output_bytes=source.integer(
+            "CONTAINER_MAX_OUTPUT_SIZE", DEFAULT_CONTAINER_MAX_OUTPUT_BYTES, 1_024, 1 << 30, "bytes"
+        ),
+        max_messages_per_prompt=source.integer(
+            "MAX_MESSAGES_PER_PROMPT", DEFAULT_MAX_MESSAGES_PER_PROMPT, 1, 1_000, "messages"
+        ),
+        max_concurrent_containers=source.integer(
+            "MAX_CONCURRENT_CONTAINERS", DEFAULT_MAX_CONCURRENT_CONTAINERS, 1, 64, "containers"
+        ),
+        log_level=source.choice("LOG_LEVEL", "info", LOG_LEVELS),
+        agent_provider=source.choice("AGENT_PROVIDER", "claude", AGENT_PROVIDERS),
+        event_log_sync=source.choice("EVENT_LOG_SYNC", "normal", SYNC_MODES),
+        secrets={key: value for key in SECRET_KEYS if (value := source.get(key))},
+    )

@@ -1,0 +1,186 @@
+"""Registered groups: the rules for adding and removing them, and reading them.
+
+A group is one chat JID with one folder under `groups/`. Registration never
+silently replaces anything (SPEC.md "Where Pro differs" item 5): a folder in
+use by another JID, a second main group, a reserved or malformed folder name
+are clear errors. The check and the event are one transaction, so two
+registrations racing cannot both win.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+
+from events import EventLog
+from events import types as t
+from nanoclaw.config import DEFAULT_ASSISTANT_NAME, Settings
+
+FOLDER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+RESERVED_FOLDERS = ("global", "errors")
+MAX_JID_CHARS = 256
+MAX_NAME_CHARS = 200
+TEMPLATES_DIR = Path(__file__).resolve().parents[1] / "groups"
+
+
+class GroupError(Exception):
+    """A registration request that cannot be carried out, and why."""
+
+
+@dataclass(frozen=True)
+class Group:
+    jid: str
+    name: str
+    folder: str
+    trigger: str
+    requires_trigger: bool
+    is_main: bool
+    container_config: t.ContainerConfig | None
+    added_at: str
+
+
+def validate_folder(folder: str) -> None:
+    """Raise GroupError unless `folder` is a safe, unreserved group folder name."""
+    if not FOLDER_RE.match(folder or ""):
+        raise GroupError(
+            f"invalid folder {folder!r}: use 1-64 characters, letters, digits, '_' or '-', "
+            "starting with a letter or digit"
+        )
+    if folder.lower() in RESERVED_FOLDERS:
+        raise GroupError(f"invalid folder {folder!r}: the name is reserved")
+
+
+def validate_jid(jid: str) -> None:
+    if not jid or len(jid) > MAX_JID_CHARS or any(ch.isspace() for ch in jid):
+        raise GroupError(f"invalid JID {jid!r}: a non-empty chat id without spaces")
+
+
+def group_dir(settings: Settings, folder: str) -> Path:
+    """The group's folder, checked to stay inside `groups/`."""
+    validate_folder(folder)
+    base = settings.groups_dir.resolve()
+    path = (base / folder).resolve()
+    if path.parent != base:
+        raise GroupError(f"folder {folder!r} resolves outside {base}")
+    return path
+
+
+def _row_to_group(row) -> Group:
+    config = row["container_config"]
+    return Group(
+        jid=row["jid"],
+        name=row["name"],
+        folder=row["folder"],
+        trigger=row["trigger"],
+        requires_trigger=bool(row["requires_trigger"]),
+        is_main=bool(row["is_main"]),
+        container_config=None if config is None else msgspec.json.decode(config, type=t.ContainerConfig),
+        added_at=row["added_at"],
+    )
+
+
+def list_groups(log: EventLog) -> list[Group]:
+    return [_row_to_group(r) for r in log.query("SELECT * FROM groups ORDER BY is_main DESC, folder")]
+
+
+def find_group(log: EventLog, jid_or_folder: str) -> Group | None:
+    rows = log.query(
+        "SELECT * FROM groups WHERE jid = ? OR folder = ? ORDER BY jid = ? DESC LIMIT 1",
+        (jid_or_folder, jid_or_folder, jid_or_folder),
+    )
+    return _row_to_group(rows[0]) if rows else None
+
+
+def register_group(
+    log: EventLog,
+    settings: Settings,
+    *,
+    jid: str,
+    name: str,
+    folder: str,
+    trigger: str | None = None,
+    requires_trigger: bool = True,
+    is_main: bool = False,
+    container_config: t.ContainerConfig | None = None,
+    by: str = "cli",
+) -> Group:
+    """Register a chat as a group, create its folder and memory, and return it."""
+    validate_jid(jid)
+    validate_folder(folder)
+    name = (name or "").strip()
+    if not name or len(name) > MAX_NAME_CHARS:
+        raise GroupError(f"invalid name {name!r}: 1-{MAX_NAME_CHARS} characters")
+    trigger = (trigger or "").strip() or settings.trigger
+    event = t.GroupRegistered(
+        jid=jid, name=name, folder=folder, trigger=trigger, requires_trigger=requires_trigger,
+        is_main=is_main, container_config=container_config, registered_by=by,
+    )
+    with log.transaction() as tx:
+        _check_conflicts(tx.query("SELECT jid, folder, is_main FROM groups"), event)
+        tx.append(event)
+    ensure_group_files(settings, folder, is_main=is_main)
+    group = find_group(log, jid)
+    assert group is not None
+    return group
+
+
+def _check_conflicts(rows, new: t.GroupRegistered) -> None:
+    for row in rows:
+        if row["jid"] == new.jid:
+            raise GroupError(f"{new.jid} is already registered (folder {row['folder']!r}); "
+                             "remove it first or change it with 'nanoclaw groups set'")
+        if row["folder"] == new.folder:
+            raise GroupError(f"folder {new.folder!r} is already used by {row['jid']}; "
+                             "choose another folder")
+        if new.is_main and row["is_main"]:
+            raise GroupError(f"{row['jid']} (folder {row['folder']!r}) is already the main group; "
+                             "there is exactly one, remove it first")
+
+
+def remove_group(log: EventLog, jid_or_folder: str, *, by: str = "cli") -> Group:
+    """Stop serving a group; its folder, memory and history stay on disk."""
+    with log.transaction() as tx:
+        rows = tx.query(
+            "SELECT * FROM groups WHERE jid = ? OR folder = ? ORDER BY jid = ? DESC LIMIT 1",
+            (jid_or_folder, jid_or_folder, jid_or_folder),
+        )
+        if not rows:
+            raise GroupError(f"no registered group has the JID or folder {jid_or_folder!r}")
+        group = _row_to_group(rows[0])
+        tx.append(t.GroupRemoved(jid=group.jid, folder=group.folder, removed_by=by))
+    return group
+
+
+def template_text(settings: Settings, kind: str) -> str:
+    """The memory template for `main` or `global`, named for this assistant."""
+    candidates = (settings.groups_dir / kind / "CLAUDE.md", TEMPLATES_DIR / kind / "CLAUDE.md")
+    text = next((p.read_text(encoding="utf-8") for p in candidates if p.is_file()), "")
+    name = settings.assistant_name
+    if name != DEFAULT_ASSISTANT_NAME:
+        text = re.sub(rf"^# {DEFAULT_ASSISTANT_NAME}$", f"# {name}", text, count=1, flags=re.M)
+        text = text.replace(f"You are {DEFAULT_ASSISTANT_NAME}", f"You are {name}")
+    return text
+
+
+def ensure_global_memory(settings: Settings) -> None:
+    """Make sure the root has the global memory file every group can read."""
+    target = settings.groups_dir / "global" / "CLAUDE.md"
+    source = TEMPLATES_DIR / "global" / "CLAUDE.md"
+    if not target.exists() and source.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+
+
+def ensure_group_files(settings: Settings, folder: str, *, is_main: bool) -> Path:
+    """Create `groups/<folder>/logs/` and the group's `CLAUDE.md` if missing."""
+    ensure_global_memory(settings)
+    path = group_dir(settings, folder)
+    (path / "logs").mkdir(parents=True, exist_ok=True)
+    memory = path / "CLAUDE.md"
+    if not memory.exists():
+        memory.write_text(template_text(settings, "main" if is_main else "global"), encoding="utf-8")
+    return path
