@@ -1,0 +1,38 @@
+"""Shared fixtures: every test runs in its own temporary install root and home."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from events import EventLog
+from nanoclaw.config import Settings, load_settings
+
+
+@pytest.fixture
+def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh install root (NANOCLAW_ROOT) and HOME, set for this process and children."""
+    install = tmp_path / "install"
+    home = tmp_path / "home"
+    install.mkdir()
+    home.mkdir()
+    monkeypatch.setenv("NANOCLAW_ROOT", str(install))
+    monkeypatch.setenv("HOME", str(home))
+    for key in ("TZ", "ASSISTANT_NAME", "LOG_LEVEL", "CONTAINER_TIMEOUT", "IDLE_TIMEOUT"):
+        monkeypatch.delenv(key, raising=False)
+    return install
+
+
+@pytest.fixture
+def settings(root: Path) -> Settings:
+    result = load_settings()
+    result.ensure_dirs()
+    return result
+
+
+@pytest.fixture
+def log(settings: Settings):
+    event_log = EventLog(settings.db_path)
+    yield event_log
+    event_log.close()

@@ -1,0 +1,125 @@
+"""Group registration rules: validated folders, one main group, no silent replacement."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from events import types as t
+from nanoclaw.cli import main
+from nanoclaw.config import load_settings
+from router.groups import GroupError, list_groups, register_group, remove_group, validate_folder
+
+
+@pytest.mark.parametrize("folder", ["main", "telegram_family", "a", "A-1_b", "x" * 64])
+def test_valid_folder_names(folder):
+    validate_folder(folder)
+
+
+@pytest.mark.parametrize(
+    "folder",
+    ["", " main", "main ", "-lead", "_lead", "a/b", "a\\b", "..", "../x", "x" * 65, "global", "GLOBAL",
+     "errors", "Errors", "caf\u00e9", "a.b", "a b"],
+)
+def test_invalid_or_reserved_folder_names_are_refused(folder):
+    with pytest.raises(GroupError, match="invalid folder"):
+        validate_folder(folder)
+
+
+def test_registration_creates_the_folder_and_memory_from_the_template(settings, log):
+    register_group(log, settings, jid="local:me", name="Me", folder="main", is_main=True)
+    group = register_group(log, settings, jid="tg:-100", name="Family", folder="tg_family")
+    assert group.trigger == "@Andy" and group.requires_trigger and not group.is_main
+    memory = settings.groups_dir / "tg_family" / "CLAUDE.md"
+    assert memory.read_text().startswith("# Andy\n")
+    assert (settings.groups_dir / "tg_family" / "logs").is_dir()
+    assert (settings.groups_dir / "global" / "CLAUDE.md").is_file()
+    assert "register_group" in (settings.groups_dir / "main" / "CLAUDE.md").read_text()
+
+
+def test_templates_carry_the_configured_assistant_name(root, monkeypatch, log):
+    monkeypatch.setenv("ASSISTANT_NAME", "Claw")
+    settings = load_settings()
+    register_group(log, settings, jid="tg:-100", name="Family", folder="family")
+    text = (settings.groups_dir / "family" / "CLAUDE.md").read_text()
+    assert text.startswith("# Claw\n") and "You are Claw" in text and "Andy" not in text
+    assert register_group(log, settings, jid="tg:-101", name="B", folder="b").trigger == "@Claw"
+
+
+def test_an_existing_memory_file_is_never_overwritten(settings, log):
+    folder = settings.groups_dir / "family"
+    folder.mkdir(parents=True)
+    (folder / "CLAUDE.md").write_text("my notes\n")
+    register_group(log, settings, jid="tg:-100", name="Family", folder="family")
+    assert (folder / "CLAUDE.md").read_text() == "my notes\n"
+
+
+def test_a_folder_in_use_by_another_jid_is_an_error_and_nothing_is_replaced(settings, log):
+    register_group(log, settings, jid="tg:-100", name="Family", folder="family")
+    with pytest.raises(GroupError, match="already used by tg:-100"):
+        register_group(log, settings, jid="tg:-200", name="Other", folder="family")
+    assert [(g.jid, g.folder) for g in list_groups(log)] == [("tg:-100", "family")]
+    assert log.last_seq() == 1
+
+
+def test_a_jid_cannot_be_registered_twice(settings, log):
+    register_group(log, settings, jid="tg:-100", name="Family", folder="family")
+    with pytest.raises(GroupError, match="already registered"):
+        register_group(log, settings, jid="tg:-100", name="Family", folder="family2")
+
+
+def test_there_is_exactly_one_main_group(settings, log):
+    register_group(log, settings, jid="local:me", name="Me", folder="main", is_main=True)
+    with pytest.raises(GroupError, match="already the main group"):
+        register_group(log, settings, jid="tg:1", name="Phone", folder="phone", is_main=True)
+    remove_group(log, "main")
+    register_group(log, settings, jid="tg:1", name="Phone", folder="phone", is_main=True)
+    assert [g.jid for g in list_groups(log) if g.is_main] == ["tg:1"]
+
+
+def test_an_empty_trigger_means_the_default_and_a_custom_one_is_kept_literally(settings, log):
+    assert register_group(log, settings, jid="a:1", name="A", folder="a", trigger="  ").trigger == "@Andy"
+    assert register_group(log, settings, jid="a:2", name="B", folder="b", trigger="@C.L.A.U.D.E").trigger == "@C.L.A.U.D.E"
+
+
+def test_removing_keeps_the_folder_and_frees_the_jid_and_folder(settings, log):
+    register_group(log, settings, jid="tg:-100", name="Family", folder="family")
+    removed = remove_group(log, "tg:-100")
+    assert removed.folder == "family"
+    assert (settings.groups_dir / "family" / "CLAUDE.md").exists()
+    assert list_groups(log) == []
+    register_group(log, settings, jid="tg:-300", name="New", folder="family")
+    types = [r.type for r in log.read_since(0)]
+    assert types == ["GroupRegistered", "GroupRemoved", "GroupRegistered"]
+
+
+def test_removing_an_unknown_group_is_a_clear_error(log):
+    with pytest.raises(GroupError, match="no registered group"):
+        remove_group(log, "nope")
+
+
+def test_the_cli_adds_lists_and_removes_groups(settings, capsys):
+    assert main(["groups", "add", "local:me", "--name", "Me", "--folder", "main", "--main"]) == 0
+    assert main(["groups", "add", "tg:-1", "--name", "Fam", "--folder", "fam", "--trigger", "@Bot"]) == 0
+    assert main(["groups", "add", "tg:-2", "--name", "Quiet", "--folder", "quiet", "--no-trigger"]) == 0
+    capsys.readouterr()
+    assert main(["groups", "list", "--json"]) == 0
+    listed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(g["folder"], g["is_main"], g["trigger"], g["requires_trigger"]) for g in listed] == [
+        ("main", True, "@Andy", True), ("fam", False, "@Bot", True), ("quiet", False, "@Andy", False)
+    ]
+    assert main(["groups", "list"]) == 0
+    table = capsys.readouterr().out
+    assert table.splitlines()[0].split() == ["FOLDER", "JID", "ROLE", "TRIGGER", "NAME"]
+    assert main(["groups", "remove", "fam"]) == 0
+    assert "kept" in capsys.readouterr().out
+    assert main(["groups", "add", "tg:-3", "--name", "X", "--folder", "quiet"]) == 1
+    assert "already used by tg:-2" in capsys.readouterr().err
+
+
+def test_group_changes_are_events_in_the_log(settings, log):
+    register_group(log, settings, jid="tg:-100", name="Family", folder="family", requires_trigger=False)
+    record = log.read_since(0)[0]
+    assert isinstance(record.event, t.GroupRegistered)
+    assert (record.stream, record.event.requires_trigger, record.event.registered_by) == ("tg:-100", False, "cli")
