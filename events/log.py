@@ -223,8 +223,15 @@ class EventLog:
             self.waker.published(tx.last_seq)
 
     def append(self, event: t.Event, *, key: str | None = None) -> Appended:
-        with self.transaction() as tx:
-            return tx.append(event, key=key)
+        """Append one event; one that no projection folds is a single autocommit statement."""
+        if type(event) in projections.APPLY:
+            with self.transaction() as tx:
+                return tx.append(event, key=key)
+        with self._write_lock:
+            appended = Transaction(self._writer).append(event, key=key)
+        if appended.created:
+            self.waker.published(appended.seq)
+        return appended
 
     def append_many(
         self, items: Iterable[t.Event | tuple[t.Event, str | None]]
