@@ -26,6 +26,12 @@ class Stage:
     def handle(self, tx: Transaction, record: Record) -> None:
         raise NotImplementedError
 
+    def handle_batch(self, tx: Transaction, records: list[Record]) -> None:
+        """Handle records read together; override to decide over the whole batch."""
+        for record in records:
+            self.handle(tx, record)
+            fault_point(f"stage-{self.name}-handled")
+
 
 def drain(log: EventLog, stage: Stage, *, batch: int = 200) -> int:
     """Handle every event past the stage's checkpoint; returns how many were handled."""
@@ -40,9 +46,7 @@ def drain(log: EventLog, stage: Stage, *, batch: int = 200) -> int:
         with log.transaction() as tx:
             if tx.checkpoint(stage.name) != start:
                 continue  # another drain of this stage got there first
-            for record in records:
-                stage.handle(tx, record)
-                fault_point(f"stage-{stage.name}-handled")
+            stage.handle_batch(tx, records)
             done = records[-1].seq if len(records) == batch else high
             tx.set_checkpoint(stage.name, done)
         handled += len(records)

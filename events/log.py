@@ -92,6 +92,45 @@ def decode_row(seq: int, type_name: str, data: str) -> t.Event:
     return event
 
 
+def select(
+    conn: sqlite3.Connection,
+    after_seq: int,
+    *,
+    types: Iterable[type[t.Event] | str] | None = None,
+    streams: Iterable[str] | None = None,
+    limit: int | None = READ_BATCH,
+    before_seq: int | None = None,
+    newest: bool = False,
+) -> list[Record]:
+    """Events after `after_seq` (and before `before_seq`), oldest first.
+
+    With `newest`, the last `limit` matching events rather than the first.
+    """
+    sql = ["SELECT seq, at, type, stream, key, data FROM events WHERE seq > ?"]
+    params: list[object] = [after_seq]
+    if before_seq is not None:
+        sql.append("AND seq < ?")
+        params.append(before_seq)
+    for column, values in (("type", types), ("stream", streams)):
+        if values is not None:
+            names = [v if isinstance(v, str) else v.__name__ for v in values]
+            sql.append(f"AND {column} IN ({', '.join('?' * len(names))})")
+            params.extend(names)
+    sql.append("ORDER BY seq DESC" if newest else "ORDER BY seq")
+    if limit is not None:
+        sql.append("LIMIT ?")
+        params.append(limit)
+    rows = conn.execute(" ".join(sql), params).fetchall()
+    if newest:
+        rows.reverse()
+    return [_record(row) for row in rows]
+
+
+def _record(row: tuple) -> Record:
+    seq, at, type_name, stream, key, data = row
+    return Record(seq, at, type_name, stream, key, decode_row(seq, type_name, data))
+
+
 def fold(target: sqlite3.Connection, rows: sqlite3.Cursor, *, batch: int = 5000) -> int:
     """Apply stored rows `(seq, at, type, data)` to the projections on `target`."""
     count = 0
@@ -166,6 +205,10 @@ class Transaction:
             sql = f"SELECT key, seq FROM events WHERE key IN ({marks})"
             found.update(self.conn.execute(sql, chunk).fetchall())
         return found
+
+    def read_since(self, after_seq: int, **filters) -> list[Record]:
+        """Events as of this transaction, own appends included (see `select`)."""
+        return select(self.conn, after_seq, **filters)
 
     def query(self, sql: str, params: Sequence | dict = ()) -> list[sqlite3.Row]:
         """Read projections (or anything) as of this transaction."""
@@ -270,38 +313,15 @@ class EventLog:
         ).fetchone()
         return row[0] if row else 0
 
-    def read_since(
-        self,
-        after_seq: int,
-        *,
-        types: Iterable[type[t.Event] | str] | None = None,
-        streams: Iterable[str] | None = None,
-        limit: int | None = READ_BATCH,
-        before_seq: int | None = None,
-    ) -> list[Record]:
-        """Events after `after_seq` in seq order, optionally filtered."""
-        sql = ["SELECT seq, at, type, stream, key, data FROM events WHERE seq > ?"]
-        params: list[object] = [after_seq]
-        if before_seq is not None:
-            sql.append("AND seq < ?")
-            params.append(before_seq)
-        for column, values in (("type", types), ("stream", streams)):
-            if values is not None:
-                names = [v if isinstance(v, str) else v.__name__ for v in values]
-                sql.append(f"AND {column} IN ({', '.join('?' * len(names))})")
-                params.extend(names)
-        sql.append("ORDER BY seq")
-        if limit is not None:
-            sql.append("LIMIT ?")
-            params.append(limit)
-        rows = self.reader().execute(" ".join(sql), params).fetchall()
-        return [self._record(row) for row in rows]
+    def read_since(self, after_seq: int, **filters) -> list[Record]:
+        """Events after `after_seq` in seq order, optionally filtered (see `select`)."""
+        return select(self.reader(), after_seq, **filters)
 
     def get(self, seq: int) -> Record | None:
         row = self.reader().execute(
             "SELECT seq, at, type, stream, key, data FROM events WHERE seq = ?", (seq,)
         ).fetchone()
-        return None if row is None else self._record(row)
+        return None if row is None else _record(row)
 
     def wait(self, after_seq: int, timeout: float | None) -> int:
         """Block until some event after `after_seq` is committed; returns the newest seq."""
@@ -328,11 +348,6 @@ class EventLog:
             if len(records) < READ_BATCH:
                 after_seq = max(after_seq, high)
                 self.wait(high, idle_timeout)
-
-    @staticmethod
-    def _record(row: tuple) -> Record:
-        seq, at, type_name, stream, key, data = row
-        return Record(seq, at, type_name, stream, key, decode_row(seq, type_name, data))
 
     # --- projections -----------------------------------------------------------
 

@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from events import EventDecodeError
-from nanoclaw import cli_events, cli_groups
+from nanoclaw import cli_chat, cli_events, cli_groups
 from nanoclaw.config import ConfigError, load_settings
 from nanoclaw.logs import setup_logging
 from router.groups import GroupError
@@ -28,7 +28,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     cli_events.add_parsers(sub)
     cli_groups.add_parsers(sub)
+    cli_chat.add_parsers(sub)
+    run = sub.add_parser("run", help="run the service (what systemd starts)")
+    run.set_defaults(handler=_run, long_running=True)
     return parser
+
+
+def _run(settings, args) -> int:
+    from nanoclaw.service import run_service
+
+    return run_service(settings)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nanoclaw: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     settings.ensure_dirs()
-    setup_logging(settings, to_files=True, stderr_level="WARNING")
+    long_running = getattr(args, "long_running", False)
+    setup_logging(settings, to_files=True, stderr_level=None if long_running else "WARNING")
     try:
         return args.handler(settings, args) or 0
     except cli_events.UsageError as exc:

@@ -1,0 +1,3 @@
+"""Chat channels. Importing this package registers every installed channel."""
+
+from router.channels import local  # noqa: F401  (registers itself)

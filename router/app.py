@@ -1,0 +1,128 @@
+"""The router process: wires channels and stages together; decides nothing itself.
+
+Start-up order (DESIGN.md "Processes", after the runtime check and orphan
+cleanup done by `nanoclaw run`): channels connect (one without credentials
+is skipped; none at all is fatal), every stage replays what lies past its
+checkpoint, then the live loops wait for the log's wake-ups. Shutdown stops
+the loops and disconnects the channels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+
+from loguru import logger
+
+import router.channels  # noqa: F401  (registers the installed channels)
+from events import EventLog, consumer
+from nanoclaw.config import Settings
+from router.allowlist import AllowlistFile
+from router.channels import registry
+from router.channels.base import Channel, ChannelContext, InboundMessage
+from router.delivery import Delivery, Typing
+from router.inbound import Inbound, registered_chats
+from router.trigger_stage import TriggerStage
+
+SAFETY_POLL_S = 5.0
+
+
+class RouterApp:
+    """Channels in, events out; replies back through the owning channel."""
+
+    def __init__(self, settings: Settings, log: EventLog):
+        self.settings = settings
+        self.log = log
+        self.allowlist = AllowlistFile(settings.sender_allowlist_path)
+        self.inbound = Inbound(log, self.allowlist)
+        self.trigger_stage = TriggerStage(settings, self.allowlist)
+        self.channels: list[Channel] = []
+        self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="router-db")
+        self._stop = asyncio.Event()
+        self._wakes: list[asyncio.Event] = []
+        self._tasks: list[asyncio.Task] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def on_db(self, fn, *args):
+        """Run a log operation on the router's one database thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._db, partial(fn, *args))
+
+    def _context(self) -> ChannelContext:
+        async def on_message(channel: str, message: InboundMessage) -> int | None:
+            return await self.on_db(self.inbound.message, channel, message)
+
+        async def on_chat_metadata(jid, timestamp, name, channel, is_group) -> None:
+            await self.on_db(self.inbound.chat_metadata, jid, timestamp, name, channel, is_group)
+
+        return ChannelContext(self.settings, on_message, on_chat_metadata, partial(registered_chats, self.log))
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.channels = registry.create_channels(self._context())
+        for channel in self.channels:
+            await channel.connect()
+            logger.info("channel {} connected", channel.name)
+        replayed = await self.on_db(consumer.drain, self.log, self.trigger_stage)
+        logger.info("replayed {} message event(s) past the trigger stage's checkpoint", replayed)
+        self.delivery = Delivery(self.log, self.channels, self.on_db)
+        self.typing = Typing(self.log, self.channels, self.on_db)
+        self.log.waker.add_listener(self._on_append)
+        self._tasks = [
+            asyncio.create_task(self._loop_stage("triggers", self._drain_triggers)),
+            asyncio.create_task(self._loop_stage("delivery", self.delivery.dispatch)),
+            asyncio.create_task(self._loop_stage("typing", self.typing.dispatch)),
+        ]
+        logger.info("router live: {} channel(s), {} group(s)", len(self.channels),
+                    len(registered_chats(self.log)))
+
+    async def _drain_triggers(self) -> None:
+        await self.on_db(consumer.drain, self.log, self.trigger_stage)
+
+    def _on_append(self, seq: int) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._wake_all)
+
+    def _wake_all(self) -> None:
+        for wake in self._wakes:
+            wake.set()
+
+    async def _loop_stage(self, name: str, step) -> None:
+        wake = asyncio.Event()
+        self._wakes.append(wake)
+        while not self._stop.is_set():
+            wake.clear()
+            try:
+                await step()
+            except Exception:
+                logger.exception("stage {} failed; retrying after the next event", name)
+            try:
+                await asyncio.wait_for(wake.wait(), SAFETY_POLL_S)
+            except asyncio.TimeoutError:
+                pass
+
+    async def stop(self) -> None:
+        """Stop the loops, finish or cancel deliveries, disconnect every channel."""
+        self._stop.set()
+        self.log.waker.remove_listener(self._on_append)
+        self._wake_all()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if hasattr(self, "delivery"):
+            await self.delivery.stop()
+        for channel in self.channels:
+            try:
+                await channel.disconnect()
+            except Exception as exc:
+                logger.warning("channel {} did not disconnect cleanly: {}", channel.name, exc)
+        self._db.shutdown(wait=True)
+        logger.info("router stopped")
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        """Start, wait for `stop`, then shut down."""
+        await self.start()
+        try:
+            await stop.wait()
+        finally:
+            await self.stop()

@@ -1,0 +1,89 @@
+"""The one interface every chat channel implements, and what it gets in return.
+
+A channel connects to a platform, hands each inbound message and chat
+update to the router through `ChannelContext`, and sends text to the chats
+it owns. Sends carry the outbound's idempotency key so a channel that can
+deduplicate (the local chat does) delivers a reply once even when the
+router resends it after a crash.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Awaitable, Callable
+
+import msgspec
+
+from nanoclaw.config import Settings
+
+
+class InboundMessage(msgspec.Struct, frozen=True, kw_only=True):
+    """One message as a channel reports it (the fields of SPEC 3.1 `messages`)."""
+
+    chat_jid: str
+    message_id: str
+    sender: str
+    sender_name: str
+    content: str
+    timestamp: str
+    is_from_me: bool = False
+    is_bot_message: bool = False
+    reply_to_message_id: str | None = None
+    reply_to_message_content: str | None = None
+    reply_to_sender_name: str | None = None
+    thread_id: str | None = None
+
+
+@dataclass(frozen=True)
+class RegisteredChat:
+    """What a channel may know about a registered group."""
+
+    jid: str
+    name: str
+    folder: str
+    is_main: bool
+
+
+@dataclass(frozen=True)
+class ChannelContext:
+    """The router's callbacks, handed to every channel factory."""
+
+    settings: Settings
+    on_message: Callable[[str, InboundMessage], Awaitable[int | None]]
+    on_chat_metadata: Callable[[str, str, str, str | None, bool | None], Awaitable[None]]
+    registered_groups: Callable[[], dict[str, RegisteredChat]]
+
+
+class Channel(ABC):
+    """A connection to one chat platform."""
+
+    name: str = ""
+
+    @abstractmethod
+    async def connect(self) -> None:
+        """Establish the platform connection (awaited at start-up)."""
+
+    @abstractmethod
+    async def send(self, jid: str, text: str, *, outbound_id: str) -> None:
+        """Deliver text to a chat; raise when it was not delivered."""
+
+    @abstractmethod
+    def owns_jid(self, jid: str) -> bool:
+        """True when this channel is responsible for the chat."""
+
+    @abstractmethod
+    async def disconnect(self) -> None:
+        """Close the platform connection (at shutdown)."""
+
+    def is_connected(self) -> bool:
+        return True
+
+    async def set_typing(self, jid: str, on: bool) -> None:
+        """Show or hide a typing indicator; channels without one ignore it."""
+
+    async def sync_groups(self, force: bool) -> None:
+        """Refresh chat names and metadata from the platform, where supported."""
+
+
+ChannelFactory = Callable[[ChannelContext], "Channel | None"]

@@ -1,0 +1,97 @@
+"""The other end of the local chat socket: used by `nanoclaw chat`, tests and benchmarks.
+
+A blocking client with a reader thread: it attaches to a local JID, sends
+messages with fresh ids, and queues what the router pushes (replies,
+typing, acknowledgements) for the caller to take.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import queue
+import socket
+import threading
+import uuid
+from pathlib import Path
+
+
+class ChatClientError(Exception):
+    """The router is not reachable, or refused a request."""
+
+
+class LocalChatClient:
+    def __init__(self, path: Path, jid: str, *, sender: str | None = None, timeout: float = 10.0):
+        self.jid = jid
+        self.sender = sender or getpass.getuser()
+        self.events: queue.Queue[dict] = queue.Queue()
+        self._acks: dict[str, queue.Queue[dict]] = {}
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self._sock.connect(str(path))
+        except OSError as exc:
+            self._sock.close()
+            raise ChatClientError(
+                f"cannot reach the router at {path} ({exc.strerror or exc}); is 'nanoclaw run' running?") from exc
+        self._file = self._sock.makefile("rb")
+        self._lock = threading.Lock()
+        self._attached: queue.Queue[dict] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, name="local-chat-reader", daemon=True)
+        self._reader.start()
+        attached = self._request({"op": "attach", "jid": jid}, self._attached, timeout)
+        self.history: list[dict] = attached.get("history", [])
+
+    def _write(self, message: dict) -> None:
+        data = (json.dumps(message, ensure_ascii=False) + "\n").encode()
+        with self._lock:
+            self._sock.sendall(data)
+
+    def _request(self, message: dict, answers: queue.Queue, timeout: float) -> dict:
+        self._write(message)
+        try:
+            answer = answers.get(timeout=timeout)
+        except queue.Empty as exc:
+            raise ChatClientError(f"no answer from the router within {timeout:g} s") from exc
+        if answer.get("op") == "error":
+            raise ChatClientError(answer.get("message", "refused"))
+        return answer
+
+    def _read(self) -> None:
+        for line in self._file:
+            try:
+                message = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            op = message.get("op")
+            if op == "attached" or (op == "error" and not self._acks):
+                self._attached.put(message)
+            elif op in ("ack", "error") and message.get("id") in self._acks:
+                self._acks.pop(message["id"]).put(message)
+            elif op == "error" and self._acks:
+                self._acks.pop(next(iter(self._acks))).put(message)
+            else:
+                self.events.put(message)
+        self.events.put({"op": "closed"})
+
+    def send(self, text: str, *, message_id: str | None = None, timeout: float = 10.0) -> dict:
+        """Send one message; returns the router's ack once the message is recorded."""
+        message_id = message_id or uuid.uuid4().hex
+        answers: queue.Queue[dict] = queue.Queue()
+        self._acks[message_id] = answers
+        request = {"op": "send", "jid": self.jid, "id": message_id, "text": text}
+        if self.sender:
+            request["sender"] = self.sender
+        return self._request(request, answers, timeout)
+
+    def next_event(self, timeout: float | None) -> dict | None:
+        try:
+            return self.events.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def close(self) -> None:
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._sock.close()

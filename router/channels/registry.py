@@ -1,0 +1,52 @@
+"""Channels join this registry when their module is imported.
+
+A factory returns None when its credentials are missing; the router then
+skips that channel with a warning (SPEC 1.3, 4.2). The order of
+registration is the order channels are tried when finding a JID's owner.
+"""
+
+from __future__ import annotations
+
+from loguru import logger
+
+from router.channels.base import Channel, ChannelContext, ChannelFactory
+
+_factories: dict[str, ChannelFactory] = {}
+
+
+class NoChannelsError(Exception):
+    """Every channel was skipped: the router would have nobody to talk to."""
+
+
+def register(name: str, factory: ChannelFactory) -> None:
+    """Add or replace a channel factory (a replacement keeps its position)."""
+    _factories[name] = factory
+
+
+def get(name: str) -> ChannelFactory | None:
+    return _factories.get(name)
+
+
+def names() -> list[str]:
+    return list(_factories)
+
+
+def create_channels(ctx: ChannelContext) -> list[Channel]:
+    """Instantiate every registered channel that has what it needs."""
+    channels: list[Channel] = []
+    for name, factory in _factories.items():
+        channel = factory(ctx)
+        if channel is None:
+            logger.warning("channel {}: credentials missing, skipping it", name)
+            continue
+        channels.append(channel)
+    if not channels:
+        raise NoChannelsError(
+            "no channel could start: set a channel's credentials (for example TELEGRAM_BOT_TOKEN in .env)"
+        )
+    return channels
+
+
+def owner_of(channels: list[Channel], jid: str) -> Channel | None:
+    """The first channel that owns the JID (SPEC 4.4)."""
+    return next((c for c in channels if c.owns_jid(jid)), None)

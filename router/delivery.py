@@ -1,0 +1,136 @@
+"""Outbound delivery: queued replies reach their chats, in order, at most once more.
+
+The `outbound` projection is the outbox: every row still `queued` is owed to
+a chat, so a restart resumes exactly where delivery stopped. Each chat has
+its own sender task, so a chat whose channel fails or hangs delays only its
+own replies (pitfall 33). A send is recorded as `OutboundSent` right after
+it returns; a crash between the two resends the reply once, with the same
+outbound id, which a deduplicating channel absorbs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Awaitable, Callable
+
+from loguru import logger
+
+from events import EventLog
+from events import types as t
+from nanoclaw.faults import fault_point
+from router.channels.base import Channel
+from router.channels.registry import owner_of
+
+DELIVERY_ATTEMPTS = 3
+BACKOFF_S = 1.0
+SEND_TIMEOUT_S = 30.0
+READ_LIMIT = 1000
+
+RunOnDb = Callable[..., Awaitable]
+
+
+class Delivery:
+    """Sends queued outbound messages through their owning channels."""
+
+    def __init__(self, log: EventLog, channels: list[Channel], on_db: RunOnDb, *,
+                 attempts: int = DELIVERY_ATTEMPTS, backoff_s: float = BACKOFF_S,
+                 send_timeout_s: float = SEND_TIMEOUT_S):
+        self.log = log
+        self.channels = channels
+        self.on_db = on_db
+        self.attempts = attempts
+        self.backoff_s = backoff_s
+        self.send_timeout_s = send_timeout_s
+        self._chats: dict[str, asyncio.Task] = {}
+
+    async def dispatch(self) -> None:
+        """Start a sender for every chat that has queued replies and none running."""
+        chats = await self.on_db(self._queued_chats)
+        for chat in chats:
+            task = self._chats.get(chat)
+            if task is None or task.done():
+                self._chats[chat] = asyncio.create_task(self._deliver_chat(chat), name=f"deliver {chat}")
+
+    async def stop(self) -> None:
+        for task in self._chats.values():
+            task.cancel()
+        await asyncio.gather(*self._chats.values(), return_exceptions=True)
+
+    def _queued_chats(self) -> list[str]:
+        rows = self.log.query(
+            "SELECT chat_jid, min(queued_seq) AS first FROM outbound WHERE state = 'queued' "
+            "GROUP BY chat_jid ORDER BY first")
+        return [row["chat_jid"] for row in rows]
+
+    def _next_for(self, chat: str):
+        rows = self.log.query(
+            "SELECT outbound_id, text FROM outbound WHERE state = 'queued' AND chat_jid = ? "
+            "ORDER BY queued_seq LIMIT 1", (chat,))
+        return rows[0] if rows else None
+
+    async def _deliver_chat(self, chat: str) -> None:
+        while (item := await self.on_db(self._next_for, chat)) is not None:
+            await self._deliver(chat, item["outbound_id"], item["text"])
+
+    async def _deliver(self, chat: str, outbound_id: str, text: str) -> None:
+        channel = owner_of(self.channels, chat)
+        if channel is None:
+            await self._record_failure(chat, outbound_id, 0, f"no channel owns {chat}")
+            return
+        reason = "unknown"
+        for attempt in range(1, self.attempts + 1):
+            try:
+                await asyncio.wait_for(channel.send(chat, text, outbound_id=outbound_id), self.send_timeout_s)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a channel's failure must never stall delivery
+                reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                logger.warning("sending to {} failed (attempt {}/{}): {}", chat, attempt, self.attempts, reason)
+                if attempt < self.attempts:
+                    await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
+                continue
+            fault_point("delivery-after-send")
+            await self.on_db(self._record_sent, chat, outbound_id, attempt, channel.name)
+            return
+        await self._record_failure(chat, outbound_id, self.attempts, reason)
+
+    def _record_sent(self, chat: str, outbound_id: str, attempts: int, channel: str) -> None:
+        self.log.append(t.OutboundSent(outbound_id=outbound_id, chat_jid=chat, attempts=attempts, channel=channel),
+                        key=f"sent:{outbound_id}")
+
+    async def _record_failure(self, chat: str, outbound_id: str, attempts: int, reason: str) -> None:
+        logger.error("gave up on a reply to {} after {} attempt(s): {}", chat, attempts, reason)
+        await self.on_db(lambda: self.log.append(
+            t.OutboundFailed(outbound_id=outbound_id, chat_jid=chat, attempts=attempts, reason=reason),
+            key=f"failed:{outbound_id}"))
+
+
+class Typing:
+    """Typing indicators from run events (SPEC 4.5): on at start and when piping, off at the end."""
+
+    def __init__(self, log: EventLog, channels: list[Channel], on_db: RunOnDb):
+        self.log = log
+        self.channels = channels
+        self.on_db = on_db
+        self.after = log.last_seq()
+
+    async def dispatch(self) -> None:
+        high, records = await self.on_db(self._read)
+        self.after = high if len(records) < READ_LIMIT else records[-1].seq
+        for record in records:
+            event = record.event
+            if isinstance(event, t.AgentRunStarted) and event.task_id is not None:
+                continue
+            on = not isinstance(event, t.AgentRunFinished)
+            channel = owner_of(self.channels, event.chat_jid)
+            if channel is not None:
+                try:
+                    await channel.set_typing(event.chat_jid, on)
+                except Exception as exc:  # typing is a courtesy; never let it break anything
+                    logger.warning("typing indicator for {} failed: {}", event.chat_jid, exc)
+
+    def _read(self):
+        high = self.log.last_seq()
+        records = self.log.read_since(self.after, types=[t.AgentRunStarted, t.MessagesPiped, t.AgentRunFinished],
+                                      before_seq=high + 1, limit=READ_LIMIT)
+        return high, records

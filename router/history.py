@@ -1,0 +1,51 @@
+"""Reading a chat's messages back from the log: the pending window and its prompt.
+
+The router (when piping) and the agent-run job (when starting) both hand an
+agent the newest `MAX_MESSAGES_PER_PROMPT` messages after the group's
+cursor; this module is the one definition of that window.
+"""
+
+from __future__ import annotations
+
+from events import Record, Transaction
+from events import types as t
+from router.prompt import PromptMessage, format_prompt
+
+
+def is_conversation(event: t.MessageReceived) -> bool:
+    """Messages the agent sees: not the bot's own echoes, not empty (SPEC 3.3)."""
+    return not event.is_bot_message and bool(event.content)
+
+
+def pending_messages(reader: Transaction, chat_jid: str, after_seq: int, limit: int) -> list[Record]:
+    """The newest `limit` conversation messages after `after_seq`, oldest first."""
+    found: list[Record] = []
+    before: int | None = None
+    while len(found) < limit:
+        chunk = reader.read_since(after_seq, types=[t.MessageReceived], streams=[chat_jid],
+                                  limit=limit, before_seq=before, newest=True)
+        if not chunk:
+            break
+        found = [r for r in chunk if is_conversation(r.event)] + found
+        before = chunk[0].seq
+        if len(chunk) < limit:
+            break
+    return found[-limit:]
+
+
+def cursor_of(reader: Transaction, chat_jid: str) -> int:
+    rows = reader.query("SELECT seq FROM cursors WHERE chat_jid = ?", (chat_jid,))
+    return rows[0][0] if rows else 0
+
+
+def prompt_for(records: list[Record], timezone: str) -> str:
+    messages = []
+    for record in records:
+        ev: t.MessageReceived = record.event  # type: ignore[assignment]
+        messages.append(PromptMessage(
+            sender_name=ev.sender_name, content=ev.content, timestamp=ev.timestamp,
+            reply_to_message_id=ev.reply_to_message_id,
+            reply_to_message_content=ev.reply_to_message_content,
+            reply_to_sender_name=ev.reply_to_sender_name,
+        ))
+    return format_prompt(messages, timezone)

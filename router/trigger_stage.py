@@ -1,0 +1,114 @@
+"""The trigger stage: which new messages wake a group's agent, and how.
+
+Woken by every append (no 2 s poll), it reads the new messages past its
+checkpoint. For each registered group whose messages pass the trigger rules
+it either pipes the pending window into the group's running container
+(an input file, then `MessagesPiped`) or asks for a run
+(`AgentRunRequested`), which the jobs dispatcher turns into a huey job. The
+decision, its events and the checkpoint commit together.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import string
+import time
+from pathlib import Path
+
+from loguru import logger
+
+from events import Record, Transaction
+from events import types as t
+from events.consumer import Stage
+from nanoclaw.config import Settings
+from nanoclaw.faults import fault_point
+from router.allowlist import AllowlistFile
+from router.history import cursor_of, pending_messages, prompt_for
+from router.triggers import may_trigger, needs_trigger
+
+_BASE36 = string.digits + string.ascii_lowercase
+
+
+def input_file_name() -> str:
+    """`<epoch ms>-<4 base36>.json`: name order is arrival order (SPEC 6.4)."""
+    suffix = "".join(random.choices(_BASE36, k=4))
+    return f"{int(time.time() * 1000)}-{suffix}.json"
+
+
+def write_input_file(settings: Settings, folder: str, text: str) -> Path:
+    """Atomically drop a follow-up message into a group's container input folder."""
+    directory = settings.ipc_dir / folder / "input"
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / input_file_name()
+    temp = path.with_name(path.name + ".tmp")
+    temp.write_text(json.dumps({"type": "message", "text": text}), encoding="utf-8")
+    os.chmod(temp, 0o666)
+    os.replace(temp, path)
+    return path
+
+
+class TriggerStage(Stage):
+    """Turns triggering messages into piped input or run requests."""
+
+    name = "triggers"
+    types = (t.MessageReceived,)
+
+    def __init__(self, settings: Settings, allowlist: AllowlistFile):
+        self.settings = settings
+        self.allowlist = allowlist
+
+    def handle_batch(self, tx: Transaction, records: list[Record]) -> None:
+        groups = {row["jid"]: row for row in tx.query("SELECT * FROM groups")}
+        woken: dict[str, object] = {}
+        for record in records:
+            event: t.MessageReceived = record.event  # type: ignore[assignment]
+            group = groups.get(event.chat_jid)
+            if group is None or event.is_bot_message or group["jid"] in woken:
+                continue
+            if self._wakes(group, event):
+                woken[group["jid"]] = group
+        for group in woken.values():
+            self._act(tx, group)
+
+    def _wakes(self, group, event: t.MessageReceived) -> bool:
+        if not needs_trigger(bool(group["is_main"]), bool(group["requires_trigger"])):
+            return True
+        rules = self.allowlist.current()
+        allowed = rules.may_trigger(event.chat_jid, event.sender)
+        wakes = may_trigger(content=event.content, is_from_me=event.is_from_me, sender_allowed=allowed,
+                            trigger=group["trigger"], default_trigger=self.settings.trigger)
+        if not wakes and not allowed and rules.log_denied and not event.is_from_me:
+            logger.debug("{} may not trigger the assistant in {} (sender allowlist)", event.sender, event.chat_jid)
+        return wakes
+
+    def _act(self, tx: Transaction, group) -> None:
+        jid, folder = group["jid"], group["folder"]
+        running = tx.query(
+            "SELECT run_id FROM runs WHERE folder = ? AND state = 'running' AND task_id IS NULL "
+            "ORDER BY started_seq DESC LIMIT 1", (folder,))
+        if running:
+            self._pipe(tx, running[0]["run_id"], jid, folder)
+        elif not self._request_outstanding(tx, folder):
+            fault_point("triggers-before-request")
+            tx.append(t.AgentRunRequested(folder=folder, chat_jid=jid, reason="messages"))
+            logger.info("{}: messages wait for the agent; run requested", folder)
+
+    def _pipe(self, tx: Transaction, run_id: str, jid: str, folder: str) -> None:
+        pending = pending_messages(tx, jid, cursor_of(tx, jid), self.settings.max_messages_per_prompt)
+        if not pending:
+            return
+        path = write_input_file(self.settings, folder, prompt_for(pending, self.settings.timezone))
+        tx.append(t.MessagesPiped(run_id=run_id, folder=folder, chat_jid=jid, through_seq=pending[-1].seq,
+                                  message_count=len(pending), file=path.name))
+        logger.info("{}: piped {} message(s) into the running agent", folder, len(pending))
+
+    @staticmethod
+    def _request_outstanding(tx: Transaction, folder: str) -> bool:
+        """A request newer than the group's last run start is still waiting for a worker."""
+        last_request = tx.read_since(0, types=[t.AgentRunRequested], streams=[folder], limit=1, newest=True)
+        if not last_request:
+            return False
+        started = tx.query("SELECT max(started_seq) FROM runs WHERE folder = ?", (folder,))[0][0] or 0
+        return last_request[0].seq > started
