@@ -56,4 +56,6 @@ def run(log: EventLog, stage: Stage, stop: threading.Event, *, idle_timeout: flo
     """Replay what is pending, then handle new events as they are committed, until `stop`."""
     while not stop.is_set():
         drain(log, stage)
+        if stop.is_set():  # set while draining: the wake-up append may already be consumed
+            return
         log.wait(log.checkpoint(stage.name), idle_timeout)

@@ -15,7 +15,7 @@ import msgspec
 
 from events import types as t
 
-PROJECTION_VERSION = 1
+PROJECTION_VERSION = 2
 
 TABLES: dict[str, str] = {
     "chats": """CREATE TABLE chats (
@@ -26,6 +26,8 @@ TABLES: dict[str, str] = {
         trigger TEXT NOT NULL, requires_trigger INTEGER NOT NULL, is_main INTEGER NOT NULL,
         container_config TEXT, added_at TEXT NOT NULL, updated_at TEXT NOT NULL,
         registered_seq INTEGER NOT NULL)""",
+    "versions": """CREATE TABLE versions (
+        name TEXT PRIMARY KEY, version INTEGER NOT NULL)""",
     "cursors": """CREATE TABLE cursors (
         chat_jid TEXT PRIMARY KEY, seq INTEGER NOT NULL, updated_at TEXT NOT NULL)""",
     "sessions": """CREATE TABLE sessions (
@@ -63,6 +65,7 @@ INDEXES = (
 KEYS = {
     "chats": "jid",
     "groups": "jid",
+    "versions": "name",
     "cursors": "chat_jid",
     "sessions": "folder",
     "runs": "run_id",
@@ -111,6 +114,13 @@ def _chat_seen(db: sqlite3.Connection, seq: int, at: str, ev: t.ChatSeen) -> Non
     )
 
 
+def _bump(db: sqlite3.Connection, name: str) -> None:
+    """Count changes to a table so readers can cache it and check cheaply."""
+    db.execute(
+        "INSERT INTO versions (name, version) VALUES (?, 1)"
+        " ON CONFLICT(name) DO UPDATE SET version = version + 1", (name,))
+
+
 def _group_registered(db: sqlite3.Connection, seq: int, at: str, ev: t.GroupRegistered) -> None:
     db.execute(
         """INSERT INTO groups (jid, name, folder, trigger, requires_trigger, is_main,
@@ -119,6 +129,7 @@ def _group_registered(db: sqlite3.Connection, seq: int, at: str, ev: t.GroupRegi
         (ev.jid, ev.name, ev.folder, ev.trigger, int(ev.requires_trigger), int(ev.is_main),
          _config_json(ev.container_config), at, at, seq),
     )
+    _bump(db, "groups")
 
 
 def _group_updated(db: sqlite3.Connection, seq: int, at: str, ev: t.GroupUpdated) -> None:
@@ -133,10 +144,12 @@ def _group_updated(db: sqlite3.Connection, seq: int, at: str, ev: t.GroupUpdated
         changes["container_config"] = _config_json(ev.container_config)
     sets = ", ".join(f"{column} = ?" for column in changes)
     db.execute(f"UPDATE groups SET {sets} WHERE jid = ?", (*changes.values(), ev.jid))
+    _bump(db, "groups")
 
 
 def _group_removed(db: sqlite3.Connection, seq: int, at: str, ev: t.GroupRemoved) -> None:
     db.execute("DELETE FROM groups WHERE jid = ?", (ev.jid,))
+    _bump(db, "groups")
 
 
 def _set_cursor(db: sqlite3.Connection, chat_jid: str, seq: int, at: str) -> None:

@@ -22,7 +22,7 @@ from router.allowlist import AllowlistFile
 from router.channels import registry
 from router.channels.base import Channel, ChannelContext, InboundMessage
 from router.delivery import Delivery, Typing
-from router.inbound import Inbound, registered_chats
+from router.inbound import GroupDirectory, Inbound
 from router.trigger_stage import TriggerStage
 
 SAFETY_POLL_S = 5.0
@@ -35,7 +35,9 @@ class RouterApp:
         self.settings = settings
         self.log = log
         self.allowlist = AllowlistFile(settings.sender_allowlist_path)
-        self.inbound = Inbound(log, self.allowlist)
+        self.groups = GroupDirectory(log)
+        self.inbound = Inbound(log, self.allowlist, self.groups)
+        self._incoming: asyncio.Queue | None = None
         self.trigger_stage = TriggerStage(settings, self.allowlist)
         self.channels: list[Channel] = []
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="router-db")
@@ -50,15 +52,20 @@ class RouterApp:
 
     def _context(self) -> ChannelContext:
         async def on_message(channel: str, message: InboundMessage) -> int | None:
-            return await self.on_db(self.inbound.message, channel, message)
+            done = asyncio.get_running_loop().create_future()
+            self._incoming.put_nowait((channel, message, done))
+            return await done
 
         async def on_chat_metadata(jid, timestamp, name, channel, is_group) -> None:
-            await self.on_db(self.inbound.chat_metadata, jid, timestamp, name, channel, is_group)
+            if not self.inbound.knows(jid, name, channel, is_group):
+                await self.on_db(self.inbound.chat_metadata, jid, timestamp, name, channel, is_group)
 
-        return ChannelContext(self.settings, on_message, on_chat_metadata, partial(registered_chats, self.log))
+        return ChannelContext(self.settings, on_message, on_chat_metadata, self.groups.current)
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._incoming = asyncio.Queue()
+        self._tasks.append(asyncio.create_task(self._record_incoming()))
         self.channels = registry.create_channels(self._context())
         for channel in self.channels:
             await channel.connect()
@@ -68,13 +75,30 @@ class RouterApp:
         self.delivery = Delivery(self.log, self.channels, self.on_db)
         self.typing = Typing(self.log, self.channels, self.on_db)
         self.log.waker.add_listener(self._on_append)
-        self._tasks = [
+        self._tasks += [
             asyncio.create_task(self._loop_stage("triggers", self._drain_triggers)),
             asyncio.create_task(self._loop_stage("delivery", self.delivery.dispatch)),
             asyncio.create_task(self._loop_stage("typing", self.typing.dispatch)),
         ]
         logger.info("router live: {} channel(s), {} group(s)", len(self.channels),
-                    len(registered_chats(self.log)))
+                    len(self.groups.current()))
+
+    async def _record_incoming(self) -> None:
+        """Record inbound messages, as many per transaction as are waiting."""
+        while True:
+            batch = [await self._incoming.get()]
+            while not self._incoming.empty():
+                batch.append(self._incoming.get_nowait())
+            try:
+                seqs = await self.on_db(self.inbound.messages, [(c, m) for c, m, _ in batch])
+            except Exception as exc:
+                for _, _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                continue
+            for (_, _, done), seq in zip(batch, seqs):
+                if not done.done():
+                    done.set_result(seq)
 
     async def _drain_triggers(self) -> None:
         await self.on_db(consumer.drain, self.log, self.trigger_stage)

@@ -20,29 +20,65 @@ def message_key(chat_jid: str, message_id: str) -> str:
     return f"{chat_jid}:{message_id}"
 
 
-def registered_chats(log: EventLog) -> dict[str, RegisteredChat]:
-    rows = log.query("SELECT jid, name, folder, is_main FROM groups")
-    return {r["jid"]: RegisteredChat(r["jid"], r["name"], r["folder"], bool(r["is_main"])) for r in rows}
+class GroupDirectory:
+    """The registered groups, re-read only when the `groups` projection changed.
+
+    Any thread may ask; the check is one primary-key lookup of the table's version.
+    """
+
+    def __init__(self, log: EventLog):
+        self.log = log
+        self._signature: tuple | None = None
+        self._chats: dict[str, RegisteredChat] = {}
+
+    def current(self) -> dict[str, RegisteredChat]:
+        rows = self.log.query("SELECT version FROM versions WHERE name = 'groups'")
+        signature = rows[0][0] if rows else 0
+        if signature != self._signature:
+            rows = self.log.query("SELECT jid, name, folder, is_main FROM groups")
+            self._chats = {r["jid"]: RegisteredChat(r["jid"], r["name"], r["folder"], bool(r["is_main"]))
+                           for r in rows}
+            self._signature = signature
+        return self._chats
 
 
 class Inbound:
     """Records what channels report; every method runs on the router's DB thread."""
 
-    def __init__(self, log: EventLog, allowlist: AllowlistFile):
+    def __init__(self, log: EventLog, allowlist: AllowlistFile, groups: GroupDirectory | None = None):
         self.log = log
         self.allowlist = allowlist
+        self.groups = groups or GroupDirectory(log)
         self._seen: dict[str, tuple] = {}
 
     def message(self, channel: str, msg: InboundMessage) -> int | None:
         """Append the message; returns its seq, or None when drop mode refused it."""
-        if not msg.is_from_me and not msg.is_bot_message:
-            rules = self.allowlist.current()
-            if rules.drops(msg.chat_jid, msg.sender) and self._is_registered(msg.chat_jid):
-                if rules.log_denied:
-                    logger.debug("dropped a message from {} in {} (sender allowlist, drop mode)",
-                                 msg.sender, msg.chat_jid)
-                return None
-        event = t.MessageReceived(
+        return self.messages([(channel, msg)])[0]
+
+    def messages(self, batch: list[tuple[str, InboundMessage]]) -> list[int | None]:
+        """Append several messages in one transaction; None for each one drop mode refused."""
+        kept = [(i, self._event(channel, msg)) for i, (channel, msg) in enumerate(batch) if not self._dropped(msg)]
+        appended = self.log.append_many(
+            [(event, message_key(event.chat_jid, event.message_id)) for _, event in kept]) if kept else []
+        fault_point("inbound-recorded")
+        seqs: list[int | None] = [None] * len(batch)
+        for (index, _), result in zip(kept, appended):
+            seqs[index] = result.seq
+        return seqs
+
+    def _dropped(self, msg: InboundMessage) -> bool:
+        if msg.is_from_me or msg.is_bot_message:
+            return False
+        rules = self.allowlist.current()
+        if rules.drops(msg.chat_jid, msg.sender) and msg.chat_jid in self.groups.current():
+            if rules.log_denied:
+                logger.debug("dropped a message from {} in {} (sender allowlist, drop mode)", msg.sender, msg.chat_jid)
+            return True
+        return False
+
+    @staticmethod
+    def _event(channel: str, msg: InboundMessage) -> t.MessageReceived:
+        return t.MessageReceived(
             chat_jid=msg.chat_jid, message_id=msg.message_id, sender=msg.sender,
             sender_name=msg.sender_name, content=msg.content, timestamp=msg.timestamp, channel=channel,
             is_from_me=msg.is_from_me, is_bot_message=msg.is_bot_message,
@@ -50,19 +86,17 @@ class Inbound:
             reply_to_message_content=msg.reply_to_message_content,
             reply_to_sender_name=msg.reply_to_sender_name, thread_id=msg.thread_id,
         )
-        appended = self.log.append(event, key=message_key(msg.chat_jid, msg.message_id))
-        fault_point("inbound-recorded")
-        return appended.seq
+
+    def knows(self, chat_jid: str, name: str | None, channel: str | None, is_group: bool | None) -> bool:
+        """True when this metadata was already recorded (no need to reach the database)."""
+        return self._seen.get(chat_jid) == (name, channel, is_group)
 
     def chat_metadata(self, chat_jid: str, timestamp: str, name: str | None, channel: str | None,
                       is_group: bool | None) -> None:
         """Record a chat's metadata when it is new or changed (not on every message)."""
         facts = (name, channel, is_group)
-        if self._seen.get(chat_jid) == facts:
+        if self.knows(chat_jid, *facts):
             return
         self.log.append(t.ChatSeen(chat_jid=chat_jid, timestamp=timestamp, name=name, channel=channel,
                                    is_group=is_group))
         self._seen[chat_jid] = facts
-
-    def _is_registered(self, chat_jid: str) -> bool:
-        return bool(self.log.query("SELECT 1 FROM groups WHERE jid = ?", (chat_jid,)))

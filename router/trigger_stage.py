@@ -60,7 +60,9 @@ class TriggerStage(Stage):
         self.allowlist = allowlist
 
     def handle_batch(self, tx: Transaction, records: list[Record]) -> None:
-        groups = {row["jid"]: row for row in tx.query("SELECT * FROM groups")}
+        jids = sorted({r.event.chat_jid for r in records})  # type: ignore[attr-defined]
+        marks = ", ".join("?" * len(jids))
+        groups = {row["jid"]: row for row in tx.query(f"SELECT * FROM groups WHERE jid IN ({marks})", jids)}
         woken: dict[str, object] = {}
         for record in records:
             event: t.MessageReceived = record.event  # type: ignore[assignment]

@@ -52,20 +52,29 @@ class Transcript:
     def __init__(self, directory: Path, name: str):
         self.path = directory / f"{name}.jsonl"
         self._delivered: set[str] | None = None
+        self._handle = None
+        directory.mkdir(parents=True, exist_ok=True)
 
     def delivered(self) -> set[str]:
         if self._delivered is None:
             self._delivered = {e["id"] for e in self.read() if e.get("kind") == "reply" and "id" in e}
         return self._delivered
 
-    def append(self, entry: dict) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+    def append(self, entry: dict, *, durable: bool) -> None:
+        """Add a line; `durable` (replies: the proof of delivery) waits for the disk."""
+        if self._handle is None:
+            self._handle = open(self.path, "a", encoding="utf-8")
+        self._handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        self._handle.flush()
+        if durable:
+            os.fsync(self._handle.fileno())
         if entry.get("kind") == "reply":
             self.delivered().add(entry["id"])
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
 
     def read(self, last: int | None = None) -> list[dict]:
         try:
@@ -135,6 +144,8 @@ class LocalChannel(Channel):
                     writer.close()
             await self._server.wait_closed()
             self._server = None
+        for transcript in self._transcripts.values():
+            transcript.close()
         self.path.unlink(missing_ok=True)
 
     def is_connected(self) -> bool:
@@ -149,7 +160,7 @@ class LocalChannel(Channel):
             logger.info("local chat {}: reply {} was already delivered; not writing it twice", jid, outbound_id)
             return
         entry = {"kind": "reply", "id": outbound_id, "at": iso_now(), "text": text}
-        transcript.append(entry)
+        transcript.append(entry, durable=True)
         await self._push(jid, {"op": "reply", "jid": jid, **entry})
 
     async def set_typing(self, jid: str, on: bool) -> None:
@@ -211,7 +222,8 @@ class LocalChannel(Channel):
                                  sender_name=sender, content=text, timestamp=now)
         seq = await self.ctx.on_message(self.name, message)
         if seq is not None:
-            self.transcript(jid).append({"kind": "message", "id": message_id, "at": now, "from": sender, "text": text})
+            self.transcript(jid).append({"kind": "message", "id": message_id, "at": now, "from": sender, "text": text},
+                                          durable=False)
         return {"op": "ack", "jid": jid, "id": message_id, "seq": seq}
 
 
