@@ -304,6 +304,10 @@ class EventLog:
         cursor.row_factory = sqlite3.Row
         return cursor.fetchall()
 
+    def table_version(self, name: str) -> int:
+        """A projection's change counter (`versions`): cheap to poll before re-reading it."""
+        return projections.table_version(self.reader(), name)
+
     def last_seq(self) -> int:
         return self.reader().execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
 

@@ -15,7 +15,7 @@ import msgspec
 
 from events import types as t
 
-PROJECTION_VERSION = 2
+PROJECTION_VERSION = 3
 
 TABLES: dict[str, str] = {
     "chats": """CREATE TABLE chats (
@@ -114,6 +114,12 @@ def _chat_seen(db: sqlite3.Connection, seq: int, at: str, ev: t.ChatSeen) -> Non
     )
 
 
+def table_version(conn: sqlite3.Connection, name: str) -> int:
+    """How many times the named table was changed by the events that bump it."""
+    row = conn.execute("SELECT version FROM versions WHERE name = ?", (name,)).fetchone()
+    return row[0] if row else 0
+
+
 def _bump(db: sqlite3.Connection, name: str) -> None:
     """Count changes to a table so readers can cache it and check cheaply."""
     db.execute(
@@ -170,6 +176,7 @@ def _run_started(db: sqlite3.Connection, seq: int, at: str, ev: t.AgentRunStarte
     )
     if ev.task_id is None and ev.through_seq > ev.from_seq:
         _set_cursor(db, ev.chat_jid, ev.through_seq, at)
+    _bump(db, "runs")
 
 
 def _messages_piped(db: sqlite3.Connection, seq: int, at: str, ev: t.MessagesPiped) -> None:
@@ -178,6 +185,7 @@ def _messages_piped(db: sqlite3.Connection, seq: int, at: str, ev: t.MessagesPip
         (ev.through_seq, ev.run_id),
     )
     _set_cursor(db, ev.chat_jid, ev.through_seq, at)
+    _bump(db, "runs")
 
 
 def _agent_output(db: sqlite3.Connection, seq: int, at: str, ev: t.AgentOutput) -> None:
@@ -192,6 +200,7 @@ def _run_finished(db: sqlite3.Connection, seq: int, at: str, ev: t.AgentRunFinis
     )
     if ev.cursor_rollback_to is not None:
         _set_cursor(db, ev.chat_jid, ev.cursor_rollback_to, at)
+    _bump(db, "runs")
 
 
 def _outbound_queued(db: sqlite3.Connection, seq: int, at: str, ev: t.OutboundQueued) -> None:
@@ -201,6 +210,7 @@ def _outbound_queued(db: sqlite3.Connection, seq: int, at: str, ev: t.OutboundQu
            VALUES (?, ?, ?, ?, ?, 'queued', ?, ?)""",
         (ev.outbound_id, ev.chat_jid, ev.origin, ev.run_id, ev.text, seq, at),
     )
+    _bump(db, "outbound")
 
 
 def _outbound_sent(db: sqlite3.Connection, seq: int, at: str, ev: t.OutboundSent) -> None:

@@ -42,14 +42,23 @@ class Delivery:
         self.backoff_s = backoff_s
         self.send_timeout_s = send_timeout_s
         self._chats: dict[str, asyncio.Task] = {}
+        self._seen_version: int | None = None
 
     async def dispatch(self) -> None:
         """Start a sender for every chat that has queued replies and none running."""
+        version = self.log.table_version("outbound")
+        finished = [chat for chat, task in self._chats.items() if task.done()]
+        for chat in finished:
+            del self._chats[chat]
+        if version == self._seen_version and not finished:
+            return  # nothing queued since the last look, and every sender is still at work
+        self._seen_version = version
         chats = await self.on_db(self._queued_chats)
         for chat in chats:
-            task = self._chats.get(chat)
-            if task is None or task.done():
-                self._chats[chat] = asyncio.create_task(self._deliver_chat(chat), name=f"deliver {chat}")
+            if chat not in self._chats:
+                task = asyncio.create_task(self._deliver_chat(chat), name=f"deliver {chat}")
+                task.add_done_callback(lambda _: asyncio.ensure_future(self.dispatch()))
+                self._chats[chat] = task
 
     async def stop(self) -> None:
         for task in self._chats.values():
@@ -113,8 +122,13 @@ class Typing:
         self.channels = channels
         self.on_db = on_db
         self.after = log.last_seq()
+        self._seen_version = log.table_version("runs")
 
     async def dispatch(self) -> None:
+        version = self.log.table_version("runs")
+        if version == self._seen_version:
+            return
+        self._seen_version = version
         high, records = await self.on_db(self._read)
         self.after = high if len(records) < READ_LIMIT else records[-1].seq
         for record in records:

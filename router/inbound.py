@@ -7,6 +7,8 @@ allowlist are refused here, before anything is stored (SPEC 5.1, 5.5).
 
 from __future__ import annotations
 
+import time
+
 from loguru import logger
 
 from events import EventLog
@@ -23,17 +25,25 @@ def message_key(chat_jid: str, message_id: str) -> str:
 class GroupDirectory:
     """The registered groups, re-read only when the `groups` projection changed.
 
-    Any thread may ask; the check is one primary-key lookup of the table's version.
+    The change counter is checked at most every `RECHECK_S` (one primary-key
+    lookup); `fresh=True` checks now, which a channel does before refusing an
+    unknown chat, so a group registered a moment ago is never turned away.
     """
+
+    RECHECK_S = 0.25
 
     def __init__(self, log: EventLog):
         self.log = log
-        self._signature: tuple | None = None
+        self._signature: int | None = None
+        self._checked = 0.0
         self._chats: dict[str, RegisteredChat] = {}
 
-    def current(self) -> dict[str, RegisteredChat]:
-        rows = self.log.query("SELECT version FROM versions WHERE name = 'groups'")
-        signature = rows[0][0] if rows else 0
+    def current(self, fresh: bool = False) -> dict[str, RegisteredChat]:
+        now = time.monotonic()
+        if not fresh and now - self._checked < self.RECHECK_S:
+            return self._chats
+        self._checked = now
+        signature = self.log.table_version("groups")
         if signature != self._signature:
             rows = self.log.query("SELECT jid, name, folder, is_main FROM groups")
             self._chats = {r["jid"]: RegisteredChat(r["jid"], r["name"], r["folder"], bool(r["is_main"]))
@@ -70,7 +80,7 @@ class Inbound:
         if msg.is_from_me or msg.is_bot_message:
             return False
         rules = self.allowlist.current()
-        if rules.drops(msg.chat_jid, msg.sender) and msg.chat_jid in self.groups.current():
+        if rules.drops(msg.chat_jid, msg.sender) and msg.chat_jid in self.groups.current(fresh=True):
             if rules.log_denied:
                 logger.debug("dropped a message from {} in {} (sender allowlist, drop mode)", msg.sender, msg.chat_jid)
             return True

@@ -52,7 +52,7 @@ class ChannelContext:
     settings: Settings
     on_message: Callable[[str, InboundMessage], Awaitable[int | None]]
     on_chat_metadata: Callable[[str, str, str, str | None, bool | None], Awaitable[None]]
-    registered_groups: Callable[[], dict[str, RegisteredChat]]
+    registered_groups: Callable[..., dict[str, RegisteredChat]]  # (fresh: bool = False)
 
 
 class Channel(ABC):

@@ -198,7 +198,7 @@ class LocalChannel(Channel):
             return {"op": "error", "message": "each line must be a JSON object with 'op' and 'jid'"}
         if jid_name(jid) is None:
             return {"op": "error", "message": f"{jid!r} is not a local chat id (local:<name>)"}
-        if jid not in self.ctx.registered_groups():
+        if jid not in self.ctx.registered_groups() and jid not in self.ctx.registered_groups(fresh=True):
             return {"op": "error", "jid": jid, "message": (
                 f"{jid} is not a registered group; register it with "
                 f"'nanoclaw groups add {jid} --name NAME --folder FOLDER'")}
