@@ -11,12 +11,12 @@ outbound id is already in the transcript is not written twice.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import re
 import socket
 from pathlib import Path
 
+import msgspec
 from loguru import logger
 
 from events.timefmt import iso_now
@@ -28,6 +28,13 @@ NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 SOCKET_NAME = "local-chat.sock"
 HISTORY_LINES = 20
 MAX_LINE_BYTES = 1 << 20
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def _line(message: dict) -> bytes:
+    return _encoder.encode(message) + b"\n"
 
 
 class LocalChatError(Exception):
@@ -64,7 +71,7 @@ class Transcript:
         """Add a line; `durable` (replies: the proof of delivery) waits for the disk."""
         if self._handle is None:
             self._handle = open(self.path, "a", encoding="utf-8")
-        self._handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        self._handle.write(_line(entry).decode())
         self._handle.flush()
         if durable:
             os.fsync(self._handle.fileno())
@@ -84,8 +91,8 @@ class Transcript:
         entries = []
         for line in lines[-last:] if last else lines:
             try:
-                entries.append(json.loads(line))
-            except json.JSONDecodeError:
+                entries.append(msgspec.json.decode(line))
+            except msgspec.DecodeError:
                 continue  # a line cut by a crash mid-write
         return entries
 
@@ -167,7 +174,7 @@ class LocalChannel(Channel):
         await self._push(jid, {"op": "typing", "jid": jid, "on": on})
 
     async def _push(self, jid: str, message: dict) -> None:
-        data = (json.dumps(message, ensure_ascii=False) + "\n").encode()
+        data = _line(message)
         for writer in list(self._subscribers.get(jid, ())):
             try:
                 writer.write(data)
@@ -181,7 +188,7 @@ class LocalChannel(Channel):
             while line := await reader.readline():
                 reply = await self._handle(line, writer, attached)
                 if reply is not None:
-                    writer.write((json.dumps(reply, ensure_ascii=False) + "\n").encode())
+                    writer.write(_line(reply))
                     await writer.drain()
         except (ConnectionError, asyncio.LimitOverrunError, ValueError) as exc:
             logger.debug("local chat client went away: {}", exc)
@@ -192,9 +199,9 @@ class LocalChannel(Channel):
 
     async def _handle(self, line: bytes, writer: asyncio.StreamWriter, attached: set[str]) -> dict | None:
         try:
-            request = json.loads(line)
+            request = msgspec.json.decode(line)
             op, jid = request["op"], request["jid"]
-        except (json.JSONDecodeError, KeyError, TypeError):
+        except (msgspec.DecodeError, KeyError, TypeError):
             return {"op": "error", "message": "each line must be a JSON object with 'op' and 'jid'"}
         if jid_name(jid) is None:
             return {"op": "error", "message": f"{jid!r} is not a local chat id (local:<name>)"}
