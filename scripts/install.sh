@@ -15,7 +15,10 @@ source scripts/lib.sh
 # start.
 # ---------------------------------------------------------------------------
 start_service() {
-    echo "The service itself (nanoclaw run under systemd) arrives with the router; nothing more to start yet."
+    echo "install: the systemd unit arrives with the agent containers; until then run the router by hand:"
+    echo "  .venv/bin/nanoclaw groups add local:me --name Me --folder main --main"
+    echo "  .venv/bin/nanoclaw run        # in one terminal"
+    echo "  .venv/bin/nanoclaw chat       # in another"
 }
 
 ensure_debian_packages

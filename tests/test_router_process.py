@@ -169,3 +169,33 @@ def test_without_docker_the_router_stops_with_a_clear_fatal_message(settings, ma
     process = RouterProcess(settings, DOCKER_HOST="unix:///nonexistent/docker.sock")
     assert process.proc.wait(timeout=30) == 1
     assert "FATAL: the container runtime is not reachable" in process.stderr()
+
+
+def test_the_terminal_sees_typing_while_the_agent_works(router, main_group):
+    client = LocalChatClient(router.socket, "local:me")
+    try:
+        main_group.append(t.AgentRunStarted(run_id="r1", folder="main", chat_jid="local:me", container="c"))
+        on = wait_for(lambda: client.next_event(0.1), what="typing on")
+        main_group.append(t.AgentRunFinished(run_id="r1", folder="main", chat_jid="local:me", status="ok"))
+        off = wait_for(lambda: client.next_event(0.1), what="typing off")
+    finally:
+        client.close()
+    assert (on["op"], on["on"], off["op"], off["on"]) == ("typing", True, "typing", False)
+
+
+def test_interactive_chat_sends_each_line_prints_replies_and_leaves_on_end_of_input(router, main_group):
+    proc = subprocess.Popen([sys.executable, "-m", "nanoclaw.cli", "chat"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    try:
+        proc.stdin.write("first line\n")
+        proc.stdin.flush()
+        wait_for(lambda: of_type(main_group, t.MessageReceived), what="the first line")
+        main_group.append(t.OutboundQueued(outbound_id="o1", chat_jid="local:me", text="Got it."))
+        wait_for(lambda: of_type(main_group, t.OutboundSent), what="the reply to be sent")
+        time.sleep(0.3)
+        out, err = proc.communicate("second line\n", timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "Andy: Got it." in out
+    assert [m.content for m in of_type(main_group, t.MessageReceived)] == ["first line", "second line"]
