@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from events import EventDecodeError
-from nanoclaw import cli_chat, cli_events, cli_groups
+from nanoclaw import cli_chat, cli_events, cli_groups, cli_image
 from nanoclaw.config import ConfigError, load_settings
 from nanoclaw.logs import setup_logging
 from router.groups import GroupError
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_events.add_parsers(sub)
     cli_groups.add_parsers(sub)
     cli_chat.add_parsers(sub)
+    cli_image.add_parsers(sub)
     run = sub.add_parser("run", help="run the service (what systemd starts)")
     run.set_defaults(handler=_run, long_running=True)
     return parser

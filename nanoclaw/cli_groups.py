@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from events import EventLog
+from events import types as t
 from nanoclaw import show
 from nanoclaw.config import Settings
 from router import groups
@@ -62,6 +64,45 @@ def cmd_remove(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_set(settings: Settings, args: argparse.Namespace) -> int:
+    from jobs.mounts import AllowlistLoader, parse_mount_spec, validate_mounts
+
+    log = EventLog(settings.db_path, sync=settings.event_log_sync)
+    try:
+        current = groups.find_group(log, args.group)
+        if current is None:
+            raise groups.GroupError(f"no registered group has the JID or folder {args.group!r}")
+        config = current.container_config or t.ContainerConfig()
+        mounts, timeout = config.additional_mounts, config.timeout_ms
+        try:
+            if args.no_mounts:
+                mounts = []
+            if args.mount:
+                mounts = [parse_mount_spec(spec) for spec in args.mount]
+        except ValueError as exc:
+            raise groups.GroupError(str(exc)) from exc
+        if args.timeout is not None:
+            timeout = None if args.timeout == 0 else int(args.timeout * 1000)
+        changed = t.ContainerConfig(additional_mounts=mounts, timeout_ms=timeout)
+        group = groups.update_group(
+            log, current.jid,
+            name=args.name if args.name is not None else t.UNSET,
+            trigger=args.trigger if args.trigger is not None else t.UNSET,
+            requires_trigger=t.UNSET if args.requires_trigger is None else args.requires_trigger,
+            container_config=changed if changed != config else t.UNSET,
+        )
+    finally:
+        log.close()
+    print(f"updated {group.name!r} ({group.jid})")
+    accepted, rejected = validate_mounts(mounts, is_main=group.is_main, loader=AllowlistLoader(
+        settings.mount_allowlist_path), home=settings.home, group=group.folder)
+    for mount in accepted:
+        print(f"  mount {mount.host_path} -> {mount.container_path}{' (read-only)' if mount.readonly else ''}")
+    for rejection in rejected:
+        print(f"  mount {rejection.request.host_path} will be refused: {rejection.reason}", file=sys.stderr)
+    return 0
+
+
 def _as_dict(group: groups.Group) -> dict:
     return {
         "jid": group.jid, "name": group.name, "folder": group.folder, "trigger": group.trigger,
@@ -87,6 +128,21 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     ls = gsub.add_parser("list", help="list registered groups")
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(handler=cmd_list)
+
+    st = gsub.add_parser("set", help="change a group's name, trigger, extra mounts or timeout")
+    st.add_argument("group", help="JID or folder")
+    st.add_argument("--name")
+    st.add_argument("--trigger")
+    st.add_argument("--no-trigger", dest="requires_trigger", action="store_false", default=None,
+                    help="answer every message")
+    st.add_argument("--require-trigger", dest="requires_trigger", action="store_true",
+                    help="answer only messages that start with the trigger")
+    st.add_argument("--mount", action="append", metavar="HOST_PATH[:CONTAINER_PATH][:rw]",
+                    help="extra folder for the agent (repeatable; replaces the list; read-only unless :rw "
+                         "and allowed by ~/.config/nanoclaw/mount-allowlist.json)")
+    st.add_argument("--no-mounts", action="store_true", help="remove every extra mount")
+    st.add_argument("--timeout", type=float, metavar="SECONDS", help="hard container timeout (0: the default)")
+    st.set_defaults(handler=cmd_set)
 
     rm = gsub.add_parser("remove", help="stop serving a group (its files stay)")
     rm.add_argument("group", help="JID or folder")

@@ -40,6 +40,7 @@ SECRET_KEYS = (
 )
 
 _INT_RE = re.compile(r"^\s*[+-]?\d[\d_]*\s*$")
+_NETWORK_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
 class ConfigError(Exception):
@@ -156,6 +157,15 @@ def _assistant_name(source: _Source) -> str:
     return name
 
 
+def _container_network(source: _Source) -> str:
+    """`bridge` (the default: agents reach the model's API), `none`, `host`, or a named network."""
+    name = (source.get("CONTAINER_NETWORK") or "bridge").strip()
+    if not _NETWORK_RE.match(name):
+        raise ConfigError("CONTAINER_NETWORK", f"{name!r} is not a Docker network name (accepted: bridge, none, "
+                          "host, or a network created with 'docker network create')")
+    return name
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every setting the service runs with; build it with `load_settings()`."""
@@ -174,6 +184,7 @@ class Settings:
     log_level: str = "info"
     agent_provider: str = "claude"
     event_log_sync: str = "normal"
+    container_network: str = "bridge"
     secrets: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
@@ -271,5 +282,6 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         log_level=source.choice("LOG_LEVEL", "info", LOG_LEVELS),
         agent_provider=source.choice("AGENT_PROVIDER", "claude", AGENT_PROVIDERS),
         event_log_sync=source.choice("EVENT_LOG_SYNC", "normal", SYNC_MODES),
+        container_network=_container_network(source),
         secrets={key: value for key in SECRET_KEYS if (value := source.get(key))},
     )

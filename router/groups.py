@@ -155,6 +155,38 @@ def remove_group(log: EventLog, jid_or_folder: str, *, by: str = "cli") -> Group
     return group
 
 
+def update_group(
+    log: EventLog,
+    jid_or_folder: str,
+    *,
+    name: str | t.UnsetType = t.UNSET,
+    trigger: str | t.UnsetType = t.UNSET,
+    requires_trigger: bool | t.UnsetType = t.UNSET,
+    container_config: t.ContainerConfig | None | t.UnsetType = t.UNSET,
+    by: str = "cli",
+) -> Group:
+    """Change some settings of a group (the folder and the main role never change)."""
+    if name is not t.UNSET and not (0 < len(name.strip()) <= MAX_NAME_CHARS):
+        raise GroupError(f"invalid name {name!r}: 1-{MAX_NAME_CHARS} characters")
+    if container_config not in (t.UNSET, None) and container_config.timeout_ms is not None \
+            and not 1_000 <= container_config.timeout_ms <= 7 * 86_400_000:
+        raise GroupError("invalid timeout: from 1 second to 7 days")
+    with log.transaction() as tx:
+        rows = tx.query("SELECT * FROM groups WHERE jid = ? OR folder = ? ORDER BY jid = ? DESC LIMIT 1",
+                        (jid_or_folder, jid_or_folder, jid_or_folder))
+        if not rows:
+            raise GroupError(f"no registered group has the JID or folder {jid_or_folder!r}")
+        jid = rows[0]["jid"]
+        if trigger is not t.UNSET:
+            trigger = trigger.strip() or rows[0]["trigger"]
+        tx.append(t.GroupUpdated(jid=jid, name=name if name is t.UNSET else name.strip(), trigger=trigger,
+                                 requires_trigger=requires_trigger, container_config=container_config,
+                                 updated_by=by))
+    group = find_group(log, jid)
+    assert group is not None
+    return group
+
+
 def template_text(settings: Settings, kind: str) -> str:
     """The memory template for `main` or `global`, named for this assistant."""
     candidates = (settings.groups_dir / kind / "CLAUDE.md", TEMPLATES_DIR / kind / "CLAUDE.md")

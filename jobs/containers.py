@@ -1,0 +1,331 @@
+"""Runs one agent container: input on stdin, results streamed back as they print.
+
+The docker SDK, never the CLI: create (a missing image fails fast instead of
+pulling), attach before start so no output is missed, send the input and
+half-close stdin, read stdout frames in a thread and hand each result to the
+caller within milliseconds of the container printing it. Credentials travel
+only on stdin, so `docker inspect` shows none. Timeouts follow SPEC 7.7, the
+idle close SPEC 6.5, and every run leaves its log file (SPEC 7.8).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import docker
+import msgspec
+from docker.errors import DockerException, ImageNotFound
+from docker.types import Mount as DockerMount
+from docker.utils.socket import frames_iter
+from loguru import logger
+from requests.exceptions import RequestException
+
+from events.timefmt import iso_now
+from jobs import container_log
+from jobs.output_parser import AgentResult, OutputParser
+from jobs.runtime import LABEL_GROUP, LABEL_INSTALL, client
+from jobs.workspace import CONTAINER_HOME, Mount, base_mounts, container_user
+from nanoclaw.config import Settings
+
+IDLE_GRACE_MS = 30_000
+STDERR_TAIL_CHARS = 200
+PIDS_LIMIT = 512
+MEMORY_LIMIT = "2g"
+STOP_GRACE_S = 1
+
+
+class AgentInput(msgspec.Struct, kw_only=True):
+    """The one JSON document the agent runner reads on stdin (SPEC 7.5, plus Pro's fields)."""
+
+    prompt: str
+    groupFolder: str
+    chatJid: str
+    isMain: bool
+    assistantName: str
+    sessionId: str | None = None
+    isScheduledTask: bool = False
+    script: str | None = None
+    provider: str = "claude"
+    scripted: dict | None = None
+    secrets: dict[str, str] = {}
+    timezone: str = "UTC"
+    verbose: bool = False
+
+
+@dataclass
+class RunSpec:
+    """Everything needed to start one container for one group."""
+
+    folder: str
+    group_name: str
+    is_main: bool
+    input: AgentInput
+    run_id: str
+    extra_mounts: list[Mount] = field(default_factory=list)
+    timeout_ms: int | None = None          # the group's own hard timeout, if set
+    idle_timeout_ms: int | None = None     # None: the configured IDLE_TIMEOUT
+    idle_rearm: bool = True                # tasks: close once, 10 s after the first output
+    network: str | None = None             # None: the configured CONTAINER_NETWORK
+
+
+@dataclass
+class RunResult:
+    status: str                     # success | error
+    container: str
+    exit_code: int | None = None
+    error: str | None = None
+    new_session_id: str | None = None
+    timed_out: bool = False
+    outputs: int = 0
+    duration_ms: int = 0
+    log_file: str | None = None
+
+
+class _Deadline:
+    """Calls `action` once when `seconds` pass without a `reset`."""
+
+    def __init__(self, action: Callable[[], None]):
+        self._action = action
+        self._cond = threading.Condition()
+        self._due: float | None = None
+        self._done = False
+        self._thread = threading.Thread(target=self._run, daemon=True, name="container-deadline")
+        self._thread.start()
+
+    def reset(self, seconds: float) -> None:
+        with self._cond:
+            self._due = time.monotonic() + seconds
+            self._cond.notify()
+
+    def cancel(self) -> None:
+        with self._cond:
+            self._done = True
+            self._cond.notify()
+
+    def _run(self) -> None:
+        with self._cond:
+            while not self._done:
+                if self._due is None:
+                    self._cond.wait()
+                    continue
+                remaining = self._due - time.monotonic()
+                if remaining > 0:
+                    self._cond.wait(remaining)
+                    continue
+                self._done = True
+                break
+            else:
+                return
+        self._action()
+
+
+def container_name(folder: str) -> str:
+    safe = "".join(ch if ch.isascii() and (ch.isalnum() or ch == "-") else "-" for ch in folder)
+    return f"nanoclaw-{safe}-{int(time.time() * 1000)}"
+
+
+def hard_timeout_ms(settings: Settings, group_timeout_ms: int | None) -> int:
+    """max(group or CONTAINER_TIMEOUT, IDLE_TIMEOUT + 30 s), as v1 (pitfall 29)."""
+    configured = group_timeout_ms or settings.container_timeout_ms
+    return max(configured, settings.idle_timeout_ms + IDLE_GRACE_MS)
+
+
+def request_close(settings: Settings, folder: str) -> None:
+    """Ask a group's running agent to finish: the `_close` sentinel (SPEC 6.5)."""
+    path = settings.ipc_dir / folder / "input" / "_close"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+    except OSError as exc:
+        logger.warning("could not write the close sentinel for {}: {}", folder, exc)
+
+
+class _Capture:
+    """Keeps stdout or stderr for the log, up to the configured size."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.data = bytearray()
+        self.truncated = False
+
+    def add(self, chunk: bytes) -> None:
+        room = self.limit - len(self.data)
+        if room > 0:
+            self.data += chunk[:room]
+        if len(chunk) > room:
+            self.truncated = True
+
+    def text(self) -> str:
+        return self.data.decode("utf-8", "replace")
+
+
+class ContainerRunner:
+    """Starts agent containers for this install and reports how they ended."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+
+    def run(self, spec: RunSpec, on_output: Callable[[AgentResult], None],
+            on_started: Callable[[str], None] | None = None) -> RunResult:
+        name = container_name(spec.folder)
+        started_iso, started = iso_now(), time.monotonic()
+        user, chown = container_user()
+        mounts = base_mounts(self.settings, spec.folder, is_main=spec.is_main, chown=chown) + spec.extra_mounts
+        try:
+            engine = client()
+        except DockerException as exc:
+            return RunResult("error", name, error=f"Container spawn error: {exc}")
+        try:
+            container = self._create(engine, spec, name, user, mounts)
+        except (DockerException, RequestException) as exc:
+            engine.close()
+            return RunResult("error", name, error=f"Container spawn error: {_explain(exc, self.settings)}")
+        try:
+            result, record = self._drive(engine, container, spec, on_output, on_started)
+        finally:
+            try:
+                container.remove(force=True)
+            except (DockerException, RequestException) as exc:
+                logger.warning("could not remove container {}: {}", name, exc)
+            engine.close()
+        result.duration_ms = int((time.monotonic() - started) * 1000)
+        result.log_file = str(self._write_log(spec, name, started_iso, result, record, user, mounts))
+        return result
+
+    def _create(self, engine, spec: RunSpec, name: str, user: str, mounts: list[Mount]):
+        return engine.containers.create(
+            self.settings.container_image, name=name, stdin_open=True, tty=False, user=user,
+            labels={LABEL_INSTALL: str(self.settings.root), LABEL_GROUP: spec.folder, "nanoclaw.run": spec.run_id},
+            environment={"TZ": self.settings.timezone, "HOME": CONTAINER_HOME},
+            mounts=[DockerMount(m.target, m.host, type="bind", read_only=m.readonly) for m in mounts],
+            network_mode=spec.network or self.settings.container_network,
+            init=True, cap_drop=["ALL"], security_opt=["no-new-privileges"],
+            pids_limit=PIDS_LIMIT, mem_limit=MEMORY_LIMIT,
+        )
+
+    def _drive(self, engine, container, spec: RunSpec, on_output, on_started):
+        stdout = _Capture(self.settings.container_max_output_bytes)
+        stderr = _Capture(self.settings.container_max_output_bytes)
+        parser = OutputParser()
+        state = {"outputs": 0, "session": None, "timed_out": False, "idle_armed": False}
+        hard_ms = hard_timeout_ms(self.settings, spec.timeout_ms)
+        idle_ms = spec.idle_timeout_ms or self.settings.idle_timeout_ms
+
+        def on_hard_timeout() -> None:
+            state["timed_out"] = True
+            logger.error("{}: container {} timed out after {} ms without output; stopping it",
+                         spec.folder, container.name, hard_ms)
+            try:
+                container.stop(timeout=STOP_GRACE_S)
+            except (DockerException, RequestException) as exc:
+                logger.warning("stopping {} failed ({}); killing it", container.name, exc)
+                try:
+                    container.kill()
+                except (DockerException, RequestException):
+                    pass
+
+        hard = _Deadline(on_hard_timeout)
+        idle = _Deadline(lambda: request_close(self.settings, spec.folder))
+
+        def handle(result: AgentResult) -> None:
+            state["outputs"] += 1
+            state["session"] = result.newSessionId or state["session"]
+            hard.reset(hard_ms / 1000)
+            if spec.idle_rearm or not state["idle_armed"]:
+                idle.reset(idle_ms / 1000)
+                state["idle_armed"] = True
+            try:
+                on_output(result)
+            except Exception:  # a failing callback must not stall the run (pitfall 33)
+                logger.exception("{}: handling an agent output failed; the run goes on", spec.folder)
+
+        sock = engine.api.attach_socket(container.id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
+        reader = threading.Thread(target=self._read, args=(sock, parser, stdout, stderr, handle, spec.folder),
+                                  daemon=True, name=f"container-reader-{spec.folder}")
+        try:
+            container.start()
+            hard.reset(hard_ms / 1000)
+            if on_started:
+                on_started(container.name)
+            reader.start()
+            payload = msgspec.json.encode(spec.input) + b"\n"
+            raw = getattr(sock, "_sock", sock)
+            raw.sendall(payload)
+            raw.shutdown(socket.SHUT_WR)
+            exit_code = container.wait()["StatusCode"]
+            reader.join(timeout=30)
+        except (DockerException, RequestException, OSError) as exc:
+            exit_code = None
+            stderr.add(f"\n[host] {exc}".encode())
+        finally:
+            hard.cancel()
+            idle.cancel()
+            try:
+                sock.close()
+            except OSError:
+                pass
+        for problem in parser.malformed:
+            logger.warning("{}: skipped an unreadable agent output: {}", spec.folder, problem)
+        result = _outcome(container.name, exit_code, state, stderr.text(), spec, self.settings)
+        return result, (stdout, stderr)
+
+    @staticmethod
+    def _read(sock, parser: OutputParser, stdout: _Capture, stderr: _Capture, handle, folder: str) -> None:
+        try:
+            for stream, chunk in frames_iter(sock, tty=False):
+                if stream == 1:
+                    stdout.add(chunk)
+                    for result in parser.feed(chunk):
+                        handle(result)
+                else:
+                    stderr.add(chunk)
+                    for line in chunk.decode("utf-8", "replace").splitlines():
+                        logger.debug("{} agent: {}", folder, line)
+        except (OSError, ValueError) as exc:
+            logger.debug("{}: output stream closed: {}", folder, exc)
+
+    def _write_log(self, spec: RunSpec, name: str, started_iso: str, result: RunResult, captured,
+                   user: str, mounts: list[Mount]):
+        stdout, stderr = captured
+        summary = msgspec.to_builtins(spec.input)
+        summary["secrets"] = {key: "****" for key in spec.input.secrets}
+        record = container_log.RunRecord(
+            group_name=spec.group_name, container=name, is_main=spec.is_main, started_iso=started_iso,
+            duration_ms=result.duration_ms, exit_code=result.exit_code, timed_out=result.timed_out,
+            had_output=result.outputs > 0, input_summary=summary, prompt_length=len(spec.input.prompt),
+            session_id=spec.input.sessionId,
+            args=[f"image={self.settings.container_image}", f"name={name}", f"user={user}",
+                  f"network={spec.network or self.settings.container_network}", "init", "cap_drop=ALL",
+                  "no-new-privileges", f"pids_limit={PIDS_LIMIT}", f"memory={MEMORY_LIMIT}"],
+            mounts=[(m.host, m.target, m.readonly) for m in mounts],
+            stdout=stdout.text(), stderr=stderr.text(),
+            stdout_truncated=stdout.truncated, stderr_truncated=stderr.truncated,
+        )
+        path = container_log.log_path(self.settings.groups_dir / spec.folder / "logs", started_iso)
+        return container_log.write(path, record, verbose=self.settings.verbose_container_logs,
+                                   failed=result.status == "error", secrets=list(spec.input.secrets.values()))
+
+
+def _outcome(name: str, exit_code: int | None, state: dict, stderr: str, spec: RunSpec,
+             settings: Settings) -> RunResult:
+    """SPEC 7.7: how a run ended, from its exit code, outputs and timeout."""
+    common = dict(container=name, exit_code=exit_code, new_session_id=state["session"], outputs=state["outputs"])
+    if state["timed_out"]:
+        if state["outputs"]:
+            return RunResult("success", timed_out=True, **common)
+        configured = spec.timeout_ms or settings.container_timeout_ms
+        return RunResult("error", timed_out=True, error=f"Container timed out after {configured}ms", **common)
+    if exit_code != 0:
+        return RunResult("error", error=f"Container exited with code {exit_code}: {stderr[-STDERR_TAIL_CHARS:]}",
+                         **common)
+    return RunResult("success", **common)
+
+
+def _explain(exc: Exception, settings: Settings) -> str:
+    if isinstance(exc, ImageNotFound):
+        return f"image {settings.container_image} not found: build it with 'nanoclaw image build'"
+    return str(exc)
