@@ -70,6 +70,7 @@ class RunSpec:
     idle_timeout_ms: int | None = None     # None: the configured IDLE_TIMEOUT
     idle_rearm: bool = True                # tasks: close once, 10 s after the first output
     network: str | None = None             # None: the configured CONTAINER_NETWORK
+    name: str | None = None                # None: nanoclaw-<folder>-<epoch ms>
 
 
 @dataclass
@@ -171,7 +172,7 @@ class ContainerRunner:
 
     def run(self, spec: RunSpec, on_output: Callable[[AgentResult], None],
             on_started: Callable[[str], None] | None = None) -> RunResult:
-        name = container_name(spec.folder)
+        name = spec.name or container_name(spec.folder)
         started_iso, started = iso_now(), time.monotonic()
         user, chown = container_user()
         mounts = base_mounts(self.settings, spec.folder, is_main=spec.is_main, chown=chown) + spec.extra_mounts

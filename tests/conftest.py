@@ -36,3 +36,31 @@ def log(settings: Settings):
     event_log = EventLog(settings.db_path)
     yield event_log
     event_log.close()
+
+
+AGENT_CONTEXT = Path(__file__).resolve().parents[1] / "agent-container"
+
+
+def _newest_source_mtime() -> float:
+    files = [AGENT_CONTEXT / "Dockerfile", *AGENT_CONTEXT.joinpath("agent_runner").rglob("*.py")]
+    return max(f.stat().st_mtime for f in files if f.exists())
+
+
+@pytest.fixture(scope="session")
+def agent_image() -> str:
+    """The `test` target of the agent image, rebuilt when its sources are newer than it."""
+    from datetime import datetime
+
+    import docker
+
+    from jobs import image
+
+    tag = image.IMAGE_TEST_TAG
+    stale = True
+    if image.image_exists(tag):
+        created = docker.from_env().images.get(tag).attrs["Created"]
+        built_at = datetime.fromisoformat(created[:26].rstrip("Z") + "+00:00").timestamp()
+        stale = built_at < _newest_source_mtime()
+    if stale:
+        image.build_image(target="test", tag=tag, on_progress=lambda line: None)
+    return tag

@@ -123,3 +123,33 @@ def test_group_changes_are_events_in_the_log(settings, log):
     record = log.read_since(0)[0]
     assert isinstance(record.event, t.GroupRegistered)
     assert (record.stream, record.event.requires_trigger, record.event.registered_by) == ("tg:-100", False, "cli")
+
+
+def test_groups_set_records_mounts_timeout_and_trigger_as_one_update(settings, log, capsys):
+    register_group(log, settings, jid="tg:-100", name="Family", folder="family")
+    project = settings.home / "projects" / "site"
+    project.mkdir(parents=True)
+    settings.config_dir.mkdir(parents=True)
+    settings.mount_allowlist_path.write_text(json.dumps(
+        {"allowedRoots": [{"path": "~/projects", "allowReadWrite": True}], "blockedPatterns": [],
+         "nonMainReadOnly": True}))
+    assert main(["groups", "set", "family", "--mount", "~/projects/site:site:rw", "--mount", "~/.ssh",
+                 "--timeout", "90", "--trigger", "@Bot", "--no-trigger"]) == 0
+    out, err = capsys.readouterr()
+    assert f"mount {project} -> /workspace/extra/site (read-only)" in out  # non-main: forced read-only
+    assert "~/.ssh will be refused" in err
+    update = log.read_since(0, types=[t.GroupUpdated])[-1].event
+    assert update.trigger == "@Bot" and update.requires_trigger is False
+    assert update.container_config == t.ContainerConfig(
+        additional_mounts=[t.MountRequest(host_path="~/projects/site", container_path="site", readonly=False),
+                           t.MountRequest(host_path="~/.ssh")], timeout_ms=90_000)
+    group = list_groups(log)[0]
+    assert (group.trigger, group.requires_trigger, group.container_config.timeout_ms) == ("@Bot", False, 90_000)
+
+
+def test_groups_set_refuses_a_bad_mount_spec_and_a_bad_timeout(settings, log, capsys):
+    register_group(log, settings, jid="tg:-100", name="Family", folder="family")
+    assert main(["groups", "set", "family", "--mount", "a:b:c:d"]) == 1
+    assert main(["groups", "set", "family", "--timeout", "0.5"]) == 1
+    assert "invalid timeout" in capsys.readouterr().err
+    assert log.read_since(0, types=[t.GroupUpdated]) == []
