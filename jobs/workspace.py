@@ -111,3 +111,13 @@ def base_mounts(settings: Settings, folder: str, *, is_main: bool, chown: bool) 
     mounts.append(Mount(str(prepare_claude_home(settings, folder, chown=chown)), f"{CONTAINER_HOME}/.claude", False))
     mounts.append(Mount(str(prepare_ipc(settings, folder, chown=chown)), "/workspace/ipc", False))
     return mounts
+
+
+def clear_input(settings: Settings, folder: str) -> None:
+    """Remove input left by an earlier container (pitfall 14): the prompt already holds it."""
+    directory = settings.ipc_dir / folder / "input"
+    if not directory.is_dir():
+        return
+    for leftover in directory.iterdir():
+        if leftover.name == "_close" or leftover.suffix in (".json", ".tmp"):
+            leftover.unlink(missing_ok=True)

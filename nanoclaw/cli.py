@@ -30,15 +30,25 @@ def build_parser() -> argparse.ArgumentParser:
     cli_groups.add_parsers(sub)
     cli_chat.add_parsers(sub)
     cli_image.add_parsers(sub)
-    run = sub.add_parser("run", help="run the service (what systemd starts)")
+    run = sub.add_parser("run", help="run the service (what systemd starts): router and worker")
+    run.add_argument("--no-worker", action="store_true",
+                     help="router only; agents run in 'nanoclaw worker' processes started elsewhere")
     run.set_defaults(handler=_run, long_running=True)
+    worker = sub.add_parser("worker", help="run one job worker alone (scale-out, debugging)")
+    worker.set_defaults(handler=_worker, long_running=True)
     return parser
 
 
 def _run(settings, args) -> int:
     from nanoclaw.service import run_service
 
-    return run_service(settings)
+    return run_service(settings, with_worker=not args.no_worker)
+
+
+def _worker(settings, args) -> int:
+    from jobs.worker import run_worker
+
+    return run_worker(settings)
 
 
 def main(argv: list[str] | None = None) -> int:

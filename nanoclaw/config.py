@@ -166,6 +166,17 @@ def _container_network(source: _Source) -> str:
     return name
 
 
+def _base_url(source: _Source) -> str | None:
+    """`ANTHROPIC_BASE_URL`: another endpoint for the model's API (a proxy, a stand-in)."""
+    url = source.get("ANTHROPIC_BASE_URL")
+    if url is None:
+        return None
+    url = url.strip()
+    if not re.match(r"^https?://[^\s/]+", url):
+        raise ConfigError("ANTHROPIC_BASE_URL", f"{url!r} is not an http(s) URL")
+    return url
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every setting the service runs with; build it with `load_settings()`."""
@@ -185,6 +196,7 @@ class Settings:
     agent_provider: str = "claude"
     event_log_sync: str = "normal"
     container_network: str = "bridge"
+    anthropic_base_url: str | None = None
     secrets: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
@@ -283,5 +295,6 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         agent_provider=source.choice("AGENT_PROVIDER", "claude", AGENT_PROVIDERS),
         event_log_sync=source.choice("EVENT_LOG_SYNC", "normal", SYNC_MODES),
         container_network=_container_network(source),
+        anthropic_base_url=_base_url(source),
         secrets={key: value for key in SECRET_KEYS if (value := source.get(key))},
     )

@@ -15,6 +15,7 @@ import sys
 from loguru import logger
 
 from events import EventLog
+from jobs.dispatcher import DispatcherStage
 from jobs.runtime import RuntimeUnavailable, check_runtime, remove_orphans
 from nanoclaw.config import Settings
 from router.app import RouterApp
@@ -23,6 +24,9 @@ from router.channels.registry import NoChannelsError
 from router.groups import ensure_global_memory
 
 EXIT_FATAL = 1
+RESTART_DELAY_S = 1.0
+MAX_RESTART_DELAY_S = 30.0
+WORKER_STOP_TIMEOUT_S = 30.0
 
 
 def _fatal(message: str) -> int:
@@ -33,7 +37,7 @@ def _fatal(message: str) -> int:
     return EXIT_FATAL
 
 
-def run_service(settings: Settings) -> int:
+def run_service(settings: Settings, *, with_worker: bool = True) -> int:
     try:
         version = check_runtime()
     except RuntimeUnavailable as exc:
@@ -44,20 +48,67 @@ def run_service(settings: Settings) -> int:
     ensure_global_memory(settings)
     log = EventLog(settings.db_path, sync=settings.event_log_sync)
     try:
-        return asyncio.run(_serve(settings, log))
+        return asyncio.run(_serve(settings, log, with_worker))
     except (NoChannelsError, LocalChatError) as exc:
         return _fatal(str(exc))
     finally:
         log.close()
 
 
-async def _serve(settings: Settings, log: EventLog) -> int:
+async def _serve(settings: Settings, log: EventLog, with_worker: bool) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, _stopper(stop, signum))
-    await RouterApp(settings, log).serve(stop)
+    worker = WorkerSupervisor() if with_worker else None
+    if worker:
+        await worker.start()
+    try:
+        await RouterApp(settings, log, extra_stages=[DispatcherStage()]).serve(stop)
+    finally:
+        if worker:
+            await worker.stop()
     return 0
+
+
+class WorkerSupervisor:
+    """Keeps `nanoclaw worker` running as a child process; restarts it if it dies."""
+
+    def __init__(self) -> None:
+        self.process: asyncio.subprocess.Process | None = None
+        self._stopping = False
+        self._watch: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        self.process = await asyncio.create_subprocess_exec(sys.executable, "-m", "nanoclaw.cli", "worker")
+        logger.info("worker started (pid {})", self.process.pid)
+        self._watch = asyncio.create_task(self._supervise())
+
+    async def _supervise(self) -> None:
+        delay = RESTART_DELAY_S
+        while not self._stopping:
+            code = await self.process.wait()
+            if self._stopping:
+                return
+            logger.error("worker exited with code {}; restarting it in {:.0f} s", code, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MAX_RESTART_DELAY_S)
+            if not self._stopping:
+                self.process = await asyncio.create_subprocess_exec(sys.executable, "-m", "nanoclaw.cli", "worker")
+                logger.info("worker restarted (pid {})", self.process.pid)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self.process and self.process.returncode is None:
+            self.process.terminate()
+            try:
+                await asyncio.wait_for(self.process.wait(), WORKER_STOP_TIMEOUT_S)
+            except asyncio.TimeoutError:
+                logger.warning("worker did not stop in {} s; killing it", WORKER_STOP_TIMEOUT_S)
+                self.process.kill()
+                await self.process.wait()
+        if self._watch:
+            self._watch.cancel()
 
 
 def _stopper(stop: asyncio.Event, signum: int):

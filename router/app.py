@@ -31,7 +31,7 @@ SAFETY_POLL_S = 5.0
 class RouterApp:
     """Channels in, events out; replies back through the owning channel."""
 
-    def __init__(self, settings: Settings, log: EventLog):
+    def __init__(self, settings: Settings, log: EventLog, extra_stages: list[consumer.Stage] | None = None):
         self.settings = settings
         self.log = log
         self.allowlist = AllowlistFile(settings.sender_allowlist_path)
@@ -39,6 +39,7 @@ class RouterApp:
         self.inbound = Inbound(log, self.allowlist, self.groups)
         self._incoming: asyncio.Queue | None = None
         self.trigger_stage = TriggerStage(settings, self.allowlist)
+        self.stages: list[consumer.Stage] = [self.trigger_stage, *(extra_stages or [])]
         self.channels: list[Channel] = []
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="router-db")
         self._stop = asyncio.Event()
@@ -70,13 +71,14 @@ class RouterApp:
         for channel in self.channels:
             await channel.connect()
             logger.info("channel {} connected", channel.name)
-        replayed = await self.on_db(consumer.drain, self.log, self.trigger_stage)
-        logger.info("replayed {} message event(s) past the trigger stage's checkpoint", replayed)
+        for stage in self.stages:
+            replayed = await self.on_db(consumer.drain, self.log, stage)
+            logger.info("replayed {} event(s) past the {} stage's checkpoint", replayed, stage.name)
         self.delivery = Delivery(self.log, self.channels, self.on_db)
         self.typing = Typing(self.log, self.channels, self.on_db)
         self.log.waker.add_listener(self._on_append)
         self._tasks += [
-            asyncio.create_task(self._loop_stage("triggers", self._drain_triggers)),
+            *(asyncio.create_task(self._loop_stage(stage.name, partial(self._drain, stage))) for stage in self.stages),
             asyncio.create_task(self._loop_stage("delivery", self.delivery.dispatch)),
             asyncio.create_task(self._loop_stage("typing", self.typing.dispatch)),
         ]
@@ -100,8 +102,8 @@ class RouterApp:
                 if not done.done():
                     done.set_result(seq)
 
-    async def _drain_triggers(self) -> None:
-        await self.on_db(consumer.drain, self.log, self.trigger_stage)
+    async def _drain(self, stage: consumer.Stage) -> None:
+        await self.on_db(consumer.drain, self.log, stage)
 
     def _on_append(self, seq: int) -> None:
         if self._loop is not None and not self._loop.is_closed():

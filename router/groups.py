@@ -69,7 +69,8 @@ def group_dir(settings: Settings, folder: str) -> Path:
     return path
 
 
-def _row_to_group(row) -> Group:
+def group_from_row(row) -> Group:
+    """A `groups` projection row as a Group."""
     config = row["container_config"]
     return Group(
         jid=row["jid"],
@@ -84,7 +85,7 @@ def _row_to_group(row) -> Group:
 
 
 def list_groups(log: EventLog) -> list[Group]:
-    return [_row_to_group(r) for r in log.query("SELECT * FROM groups ORDER BY is_main DESC, folder")]
+    return [group_from_row(r) for r in log.query("SELECT * FROM groups ORDER BY is_main DESC, folder")]
 
 
 def find_group(log: EventLog, jid_or_folder: str) -> Group | None:
@@ -92,7 +93,7 @@ def find_group(log: EventLog, jid_or_folder: str) -> Group | None:
         "SELECT * FROM groups WHERE jid = ? OR folder = ? ORDER BY jid = ? DESC LIMIT 1",
         (jid_or_folder, jid_or_folder, jid_or_folder),
     )
-    return _row_to_group(rows[0]) if rows else None
+    return group_from_row(rows[0]) if rows else None
 
 
 def register_group(
@@ -150,7 +151,7 @@ def remove_group(log: EventLog, jid_or_folder: str, *, by: str = "cli") -> Group
         )
         if not rows:
             raise GroupError(f"no registered group has the JID or folder {jid_or_folder!r}")
-        group = _row_to_group(rows[0])
+        group = group_from_row(rows[0])
         tx.append(t.GroupRemoved(jid=group.jid, folder=group.folder, removed_by=by))
     return group
 

@@ -13,12 +13,13 @@ from router.channels.local import socket_path
 
 
 class RouterProcess:
-    def __init__(self, settings: Settings, **env: str):
+    def __init__(self, settings: Settings, *, worker: bool = False, **env: str):
         self.settings = settings
         self.stderr_path = settings.logs_dir / f"router-{time.monotonic_ns()}.stderr"
         self._stderr = open(self.stderr_path, "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "nanoclaw.cli", "run"], env={**os.environ, **env},
+            [sys.executable, "-m", "nanoclaw.cli", "run", *([] if worker else ["--no-worker"])],
+            env={**os.environ, **env},
             stdout=subprocess.DEVNULL, stderr=self._stderr, cwd=settings.root)
 
     def wait_ready(self, timeout: float = 20) -> "RouterProcess":

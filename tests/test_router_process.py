@@ -129,7 +129,7 @@ def test_messages_recorded_while_the_router_was_down_are_acted_on_at_start(setti
     router = RouterProcess(settings).wait_ready()
     try:
         assert of_type(main_group, t.AgentRunRequested)  # replayed before going live
-        assert "replayed 1 message event(s)" in router.stderr()
+        assert "replayed 1 event(s) past the triggers stage" in router.stderr()
     finally:
         router.stop()
 

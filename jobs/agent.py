@@ -1,0 +1,226 @@
+"""The agent-run job: one group's pending messages through one container.
+
+Safe to run twice and safe to run late: everything it needs is read from the
+log. It takes the group's lease (a `running` row in `runs`, claimed in one
+transaction with `AgentRunStarted`), so a second job for a busy group just
+leaves; it records every result as `AgentOutput` plus `OutboundQueued`, and on
+the way out decides, from what was actually sent, whether the messages must
+be tried again (SPEC 5.4, 6.6, and Pro's difference 3).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+from loguru import logger
+
+from events import EventLog, Transaction
+from events import types as t
+from events.timefmt import to_iso
+from jobs.containers import AgentInput, ContainerRunner, RunResult, RunSpec, container_name
+from jobs.credentials import agent_secrets
+from jobs.mounts import AllowlistLoader, validate_mounts
+from jobs.output_parser import AgentResult
+from jobs.recovery import active_lock, active_runs
+from jobs.workspace import Mount, clear_input
+from nanoclaw.config import Settings
+from nanoclaw.faults import fault_point
+from router.allowlist import AllowlistFile
+from router.groups import Group, group_from_row
+from router.history import cursor_of, pending_messages, prompt_for
+from router.prompt import clean_output
+from router.triggers import may_trigger, needs_trigger
+
+MAX_RETRIES = 5
+BASE_RETRY_S = 5.0
+# Runs whose agent finished a turn and waits for input: run id -> (since, folder).
+idle_since: dict[str, tuple[float, str]] = {}
+STALE_SESSION = re.compile(r"no conversation found|ENOENT.*\.jsonl|session.*not found", re.IGNORECASE)
+
+
+@dataclass
+class Plan:
+    """What a run was given: recorded in `AgentRunStarted` before the container starts."""
+
+    run_id: str
+    group: Group
+    container: str
+    from_seq: int
+    through_seq: int
+    prompt: str
+    session_id: str | None
+    attempt: int
+
+
+@dataclass
+class Progress:
+    """What a run has done so far, updated from the container's outputs."""
+
+    outputs: int = 0
+    sent: int = 0
+    errors: list[str] = field(default_factory=list)
+    session_id: str | None = None
+    last_answer_seq: int = 0
+
+
+class AgentRun:
+    """Runs the agent for one group, once, from what the log says is pending."""
+
+    def __init__(self, settings: Settings, log: EventLog, runner: ContainerRunner | None = None):
+        self.settings = settings
+        self.log = log
+        self.runner = runner or ContainerRunner(settings)
+        self.allowlist = AllowlistFile(settings.sender_allowlist_path)
+        self.mounts = AllowlistLoader(settings.mount_allowlist_path)
+
+    def run(self, folder: str) -> str:
+        """Run the group's agent if it has work and no live run; returns what happened."""
+        with self.log.transaction() as tx:
+            plan = self._plan(tx, folder)
+            if isinstance(plan, str):
+                return plan
+            tx.append(t.AgentRunStarted(
+                run_id=plan.run_id, folder=folder, chat_jid=plan.group.jid, container=plan.container,
+                from_seq=plan.from_seq, through_seq=plan.through_seq,
+                message_count=plan.prompt.count("<message "), session_id=plan.session_id, attempt=plan.attempt))
+        fault_point("agent-run-started")
+        logger.info("{}: agent run {} started ({} message(s), attempt {})", folder, plan.run_id,
+                    plan.prompt.count("<message "), plan.attempt + 1)
+        progress = Progress(session_id=plan.session_id)
+        with active_lock:
+            active_runs.add(plan.run_id)
+        try:
+            result = self.runner.run(self._spec(plan), lambda r: self._on_output(plan, progress, r))
+        finally:
+            with active_lock:
+                active_runs.discard(plan.run_id)
+                idle_since.pop(plan.run_id, None)
+        self._finish(plan, progress, result)
+        return f"{result.status}: {result.error or 'ok'}"
+
+    # --- before the container --------------------------------------------------
+
+    def _plan(self, tx: Transaction, folder: str) -> Plan | str:
+        rows = tx.query("SELECT jid FROM groups WHERE folder = ?", (folder,))
+        if not rows:
+            return "no such group"
+        if tx.query("SELECT 1 FROM runs WHERE folder = ? AND state = 'running'", (folder,)):
+            return "busy: the running agent takes these messages"
+        group = group_from_row(tx.query("SELECT * FROM groups WHERE jid = ?", (rows[0]["jid"],))[0])
+        cursor = cursor_of(tx, group.jid)
+        pending = pending_messages(tx, group.jid, cursor, self.settings.max_messages_per_prompt)
+        if not pending:
+            return "nothing pending"
+        if needs_trigger(group.is_main, group.requires_trigger) and not any(
+                self._triggers(group, r.event) for r in pending):
+            return "no trigger in the pending messages"
+        session = tx.query("SELECT session_id FROM sessions WHERE folder = ?", (folder,))
+        return Plan(run_id=uuid.uuid4().hex[:12], group=group, container=container_name(folder),
+                    from_seq=cursor, through_seq=pending[-1].seq,
+                    prompt=prompt_for(pending, self.settings.timezone),
+                    session_id=session[0][0] if session else None, attempt=_attempt(tx, folder))
+
+    def _triggers(self, group: Group, event: t.MessageReceived) -> bool:
+        allowed = self.allowlist.current().may_trigger(event.chat_jid, event.sender)
+        return may_trigger(content=event.content, is_from_me=event.is_from_me, sender_allowed=allowed,
+                           trigger=group.trigger, default_trigger=self.settings.trigger)
+
+    def _spec(self, plan: Plan) -> RunSpec:
+        group = plan.group
+        clear_input(self.settings, group.folder)
+        config = group.container_config or t.ContainerConfig()
+        accepted, _ = validate_mounts(config.additional_mounts, is_main=group.is_main, loader=self.mounts,
+                                      home=self.settings.home, group=group.folder)
+        agent_input = AgentInput(
+            prompt=plan.prompt, sessionId=plan.session_id, groupFolder=group.folder, chatJid=group.jid,
+            isMain=group.is_main, assistantName=self.settings.assistant_name,
+            provider=self.settings.agent_provider, secrets=agent_secrets(self.settings),
+            timezone=self.settings.timezone, verbose=self.settings.verbose_container_logs)
+        return RunSpec(folder=group.folder, group_name=group.name, is_main=group.is_main, input=agent_input,
+                       run_id=plan.run_id, name=plan.container, timeout_ms=config.timeout_ms,
+                       extra_mounts=[Mount(m.host_path, m.container_path, m.readonly) for m in accepted])
+
+    # --- while it runs ---------------------------------------------------------
+
+    def _on_output(self, plan: Plan, progress: Progress, result: AgentResult) -> None:
+        index = progress.outputs
+        progress.outputs += 1
+        text = clean_output(result.result) if result.result else ""
+        with self.log.transaction() as tx:
+            appended = tx.append(t.AgentOutput(run_id=plan.run_id, folder=plan.group.folder, index=index,
+                                               status=result.status, result=result.result,
+                                               new_session_id=result.newSessionId, error=result.error))
+            if text:
+                outbound_id = f"{plan.run_id}-{index}"
+                tx.append(t.OutboundQueued(outbound_id=outbound_id, chat_jid=plan.group.jid, text=text,
+                                           origin="agent", run_id=plan.run_id), key=f"out:{outbound_id}")
+                progress.sent += 1
+                progress.last_answer_seq = appended.seq
+            if result.newSessionId and result.newSessionId != progress.session_id:
+                tx.append(t.SessionUpdated(folder=plan.group.folder, session_id=result.newSessionId,
+                                           run_id=plan.run_id))
+                progress.session_id = result.newSessionId
+        if result.status == "error":
+            progress.errors.append(result.error or "Unknown error")
+        with active_lock:
+            if result.status == "success" and plan.run_id in active_runs:
+                idle_since[plan.run_id] = (time.monotonic(), plan.group.folder)
+        fault_point("agent-output-queued")
+
+    # --- after it ended ----------------------------------------------------------
+
+    def _finish(self, plan: Plan, progress: Progress, result: RunResult) -> None:
+        failed = result.status == "error" or bool(progress.errors)
+        error = result.error or (progress.errors[-1] if progress.errors else None)
+        status = "timeout" if result.timed_out and failed else ("error" if failed else "ok")
+        folder, jid = plan.group.folder, plan.group.jid
+        with self.log.transaction() as tx:
+            unanswered_from = self._unanswered_pipe(tx, plan, progress)
+            rollback = plan.from_seq if failed and not progress.sent else unanswered_from
+            tx.append(t.AgentRunFinished(run_id=plan.run_id, folder=folder, chat_jid=jid, status=status,
+                                         error=error, exit_code=result.exit_code, duration_ms=result.duration_ms,
+                                         had_output=progress.sent > 0, cursor_rollback_to=rollback))
+            if failed and plan.session_id and error and STALE_SESSION.search(error):
+                tx.append(t.SessionCleared(folder=folder, reason=f"stale session: {error[:200]}"))
+            if failed and not progress.sent:
+                self._retry(tx, plan)
+            elif pending_messages(tx, jid, cursor_of(tx, jid), 1):
+                tx.append(t.AgentRunRequested(folder=folder, chat_jid=jid, reason="drain"))
+        if failed:
+            logger.warning("{}: run {} ended with {}: {}{}", folder, plan.run_id, status, error,
+                           " (replies already sent; not repeated)" if progress.sent else "")
+        else:
+            logger.info("{}: run {} finished after {} ms, {} repl(ies)", folder, plan.run_id,
+                        result.duration_ms, progress.sent)
+
+    def _unanswered_pipe(self, tx: Transaction, plan: Plan, progress: Progress) -> int | None:
+        """Where the cursor must go back to when piped messages got no answer after them."""
+        pipes = tx.read_since(0, types=[t.MessagesPiped], streams=[plan.group.folder], limit=None,
+                              newest=False)
+        answered_up_to = plan.through_seq
+        for record in (r for r in pipes if r.event.run_id == plan.run_id):
+            if record.seq > progress.last_answer_seq:
+                return answered_up_to
+            answered_up_to = record.event.through_seq
+        return None
+
+    def _retry(self, tx: Transaction, plan: Plan) -> None:
+        attempt = plan.attempt + 1
+        if attempt > MAX_RETRIES:
+            logger.error("{}: max retries exceeded; the messages wait for the next one", plan.group.folder)
+            return
+        delay = BASE_RETRY_S * 2 ** (attempt - 1)
+        not_before = to_iso(datetime.now(timezone.utc) + timedelta(seconds=delay))
+        tx.append(t.AgentRunRequested(folder=plan.group.folder, chat_jid=plan.group.jid, reason="retry",
+                                      attempt=attempt, not_before=not_before))
+        logger.info("{}: retry {} of {} in {:.0f} s", plan.group.folder, attempt, MAX_RETRIES, delay)
+
+
+def _attempt(tx: Transaction, folder: str) -> int:
+    """The attempt number carried by the newest request for this group."""
+    last = tx.read_since(0, types=[t.AgentRunRequested], streams=[folder], limit=1, newest=True)
+    return last[0].event.attempt if last else 0

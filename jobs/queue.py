@@ -1,0 +1,50 @@
+"""The job queue: one SqliteHuey on `store/queue.db`, and the jobs it carries.
+
+Huey only dispatches. Every job reads what to do from the event log and is
+safe to run twice, because huey can lose a job in a crash (it deletes a task
+before running it) and skips periodic runs while it is down; recovery looks
+at the log, never at this queue (DESIGN.md, "The event log").
+"""
+
+from __future__ import annotations
+
+import threading
+
+from huey import SqliteHuey, crontab
+from loguru import logger
+
+from events import EventLog
+from nanoclaw.config import load_settings
+
+settings = load_settings()
+huey = SqliteHuey("nanoclaw", filename=str(settings.queue_path), results=False, utc=True)
+
+_log: EventLog | None = None
+_log_lock = threading.Lock()
+
+
+def event_log() -> EventLog:
+    """This process's one connection set to the event log, shared by the worker threads."""
+    global _log
+    with _log_lock:
+        if _log is None:
+            settings.store_dir.mkdir(parents=True, exist_ok=True)
+            _log = EventLog(settings.db_path, sync=settings.event_log_sync)
+        return _log
+
+
+@huey.task()
+def run_agent(folder: str) -> None:
+    """Run the group's agent on whatever the log says is pending."""
+    from jobs.agent import AgentRun
+
+    outcome = AgentRun(settings, event_log()).run(folder)
+    logger.debug("{}: agent job done ({})", folder, outcome)
+
+
+@huey.periodic_task(crontab(minute="*"))
+def every_minute() -> None:
+    """The 60 s safety net: reconcile runs and requests with the log, reap orphans."""
+    from jobs.recovery import reconcile
+
+    reconcile(settings, event_log(), startup=False)

@@ -1,0 +1,143 @@
+"""Crash recovery from the log, at worker start and in the 60 s pass.
+
+Never from huey's queue: a run the log says started and never finished gets
+`AgentRunFinished(interrupted)` (its cursor rolled back when it had sent
+nothing, so it runs again; not when it had, so no reply is repeated); a
+group with triggering work past its cursor and nobody on it gets a request;
+a request that no run followed gets its job again. Containers of this install
+that no live run owns are removed.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from docker.errors import DockerException
+from loguru import logger
+from requests.exceptions import RequestException
+
+from events import EventLog, Transaction
+from events import types as t
+from jobs.runtime import client, install_label
+from nanoclaw.config import Settings
+from router.allowlist import AllowlistFile
+from router.groups import group_from_row
+from router.history import cursor_of, pending_messages
+from router.triggers import may_trigger, needs_trigger
+
+# Run ids of the containers this process is running right now.
+active_runs: set[str] = set()
+active_lock = threading.Lock()
+
+
+def live_containers(settings: Settings) -> dict[str, str]:
+    """This install's containers that exist now: run id -> container name."""
+    try:
+        engine = client()
+        try:
+            found = engine.containers.list(all=True, filters={"label": install_label(settings)})
+            return {c.labels.get("nanoclaw.run", ""): c.name for c in found}
+        finally:
+            engine.close()
+    except (DockerException, RequestException) as exc:
+        logger.warning("cannot list containers during recovery: {}", exc)
+        return {}
+
+
+def remove_unowned(settings: Settings, keep: set[str]) -> list[str]:
+    removed = []
+    try:
+        engine = client()
+        try:
+            for container in engine.containers.list(all=True, filters={"label": install_label(settings)}):
+                if container.labels.get("nanoclaw.run") not in keep:
+                    container.remove(force=True)
+                    removed.append(container.name)
+        finally:
+            engine.close()
+    except (DockerException, RequestException) as exc:
+        logger.warning("orphan cleanup failed: {}", exc)
+    if removed:
+        logger.info("removed {} container(s) no live run owns: {}", len(removed), ", ".join(removed))
+    return removed
+
+
+def reconcile(settings: Settings, log: EventLog, *, startup: bool) -> dict[str, int]:
+    """Bring runs, requests and containers back in line with the log; returns counts."""
+    with active_lock:
+        mine = set(active_runs)
+    removed = remove_unowned(settings, keep=set() if startup else mine)
+    allowlist = AllowlistFile(settings.sender_allowlist_path)
+    with log.transaction() as tx:
+        interrupted = _finish_dead_runs(tx, mine if not startup else set())
+        lost = _requests_without_runs(tx)
+        requested = _request_waiting_groups(tx, settings, allowlist)
+    _enqueue(lost)
+    counts = {"containers_removed": len(removed), "runs_interrupted": interrupted,
+              "runs_requested": requested, "jobs_requeued": len(lost)}
+    if any(counts.values()):
+        logger.info("recovery: {}", ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()))
+    return counts
+
+
+def _finish_dead_runs(tx: Transaction, alive: set[str]) -> int:
+    dead = [r for r in tx.query("SELECT * FROM runs WHERE state = 'running'") if r["run_id"] not in alive]
+    for run in dead:
+        sent = tx.query("SELECT count(*) FROM outbound WHERE run_id = ?", (run["run_id"],))[0][0]
+        tx.append(t.AgentRunFinished(
+            run_id=run["run_id"], folder=run["folder"], chat_jid=run["chat_jid"], status="interrupted",
+            error="the worker stopped before the container finished", had_output=sent > 0,
+            cursor_rollback_to=None if sent else run["from_seq"]))
+        logger.warning("{}: run {} was interrupted ({}); {}", run["folder"], run["run_id"],
+                       "replies were sent" if sent else "nothing was sent",
+                       "not repeating it" if sent else "its messages will be answered again")
+    return len(dead)
+
+
+def _request_waiting_groups(tx: Transaction, settings: Settings, allowlist: AllowlistFile) -> int:
+    count = 0
+    for row in tx.query("SELECT * FROM groups"):
+        group = group_from_row(row)
+        if tx.query("SELECT 1 FROM runs WHERE folder = ? AND state = 'running'", (group.folder,)):
+            continue
+        if _outstanding_request(tx, group.folder) is not None:
+            continue
+        pending = pending_messages(tx, group.jid, cursor_of(tx, group.jid), settings.max_messages_per_prompt)
+        if pending and (not needs_trigger(group.is_main, group.requires_trigger) or any(
+                may_trigger(content=r.event.content, is_from_me=r.event.is_from_me,
+                            sender_allowed=allowlist.current().may_trigger(group.jid, r.event.sender),
+                            trigger=group.trigger, default_trigger=settings.trigger) for r in pending)):
+            tx.append(t.AgentRunRequested(folder=group.folder, chat_jid=group.jid, reason="recovery"))
+            count += 1
+    return count
+
+
+def _outstanding_request(tx: Transaction, folder: str):
+    """The newest request of a group that no run has started since, or None."""
+    last = tx.read_since(0, types=[t.AgentRunRequested], streams=[folder], limit=1, newest=True)
+    if not last:
+        return None
+    started = tx.query("SELECT max(started_seq) FROM runs WHERE folder = ?", (folder,))[0][0] or 0
+    return last[0] if last[0].seq > started else None
+
+
+def _requests_without_runs(tx: Transaction) -> list[t.AgentRunRequested]:
+    """Requests still waiting whose time has come: their job may have been lost."""
+    from events.timefmt import iso_now
+
+    now = iso_now()
+    waiting = []
+    for (folder,) in tx.query("SELECT folder FROM groups"):
+        record = _outstanding_request(tx, folder)
+        if record is not None and (record.event.not_before or "") <= now:
+            waiting.append(record.event)
+    return waiting
+
+
+def _enqueue(requests: list[t.AgentRunRequested]) -> None:
+    if not requests:
+        return
+    from jobs.queue import run_agent
+
+    for request in requests:
+        run_agent(request.folder)

@@ -1,0 +1,87 @@
+"""The worker process: huey's consumer with thread workers, one per container slot.
+
+Before consuming it recovers from the log (a previous worker may have died
+mid-run). While it runs, an idle agent gives up its slot when another group
+waits and every slot is taken, oldest idle first (SPEC.md difference 11). On
+SIGTERM running agents get the close sentinel and a bounded wait; what they
+did not answer is re-run after restart (difference 12).
+"""
+
+from __future__ import annotations
+
+import threading
+
+from huey.consumer import Consumer
+from loguru import logger
+
+from jobs.agent import idle_since
+from jobs.containers import request_close
+from jobs.recovery import active_lock, active_runs, reconcile
+from nanoclaw.config import Settings
+
+SHUTDOWN_TIMEOUT_S = 20
+PREEMPT_CHECK_S = 0.25
+
+
+class _Consumer(Consumer):
+    """huey's consumer, asking running agents to finish before it waits for them."""
+
+    def __init__(self, huey, settings: Settings, **options):
+        super().__init__(huey, **options)
+        self.settings = settings
+
+    def stop(self, graceful: bool = False) -> None:
+        with active_lock:
+            folders = {folder for _, folder in idle_since.values()}
+            running = len(active_runs)
+        if running:
+            logger.info("asking {} running agent(s) to finish", running)
+        for folder in self._running_folders() | folders:
+            request_close(self.settings, folder)
+        super().stop(graceful=graceful)
+
+    def _running_folders(self) -> set[str]:
+        from jobs.queue import event_log
+
+        rows = event_log().query("SELECT folder FROM runs WHERE state = 'running'")
+        return {row["folder"] for row in rows}
+
+
+def preempt_idle(settings: Settings, pending: int) -> str | None:
+    """Close the longest-idle agent when work waits and every slot is busy; returns its folder."""
+    with active_lock:
+        if pending <= 0 or len(active_runs) < settings.max_concurrent_containers or not idle_since:
+            return None
+        run_id, (_, folder) = min(idle_since.items(), key=lambda item: item[1][0])
+        idle_since.pop(run_id)
+    logger.info("{}: idle agent gives its slot to a waiting group", folder)
+    request_close(settings, folder)
+    return folder
+
+
+def _preempt_loop(settings: Settings, huey, stop: threading.Event) -> None:
+    while not stop.wait(PREEMPT_CHECK_S):
+        try:
+            preempt_idle(settings, huey.pending_count())
+        except Exception as exc:  # the monitor must outlive a bad moment of the queue
+            logger.warning("idle preemption check failed: {}", exc)
+
+
+def run_worker(settings: Settings) -> int:
+    from jobs.queue import event_log, huey
+
+    reconcile(settings, event_log(), startup=True)
+    consumer = _Consumer(
+        huey, settings, workers=settings.max_concurrent_containers, worker_type="thread",
+        initial_delay=0.01, max_delay=0.1, backoff=1.1, flush_locks=True, periodic=True,
+        shutdown_timeout=SHUTDOWN_TIMEOUT_S, graceful_signal="TERM",
+    )
+    stop = threading.Event()
+    monitor = threading.Thread(target=_preempt_loop, args=(settings, huey, stop), daemon=True)
+    monitor.start()
+    logger.info("worker consuming with {} slot(s)", settings.max_concurrent_containers)
+    try:
+        consumer.run()
+    finally:
+        stop.set()
+    return 0
