@@ -10,6 +10,7 @@ be tried again (SPEC 5.4, 6.6, and Pro's difference 3).
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
@@ -87,12 +88,12 @@ class AgentRun:
                 run_id=plan.run_id, folder=folder, chat_jid=plan.group.jid, container=plan.container,
                 from_seq=plan.from_seq, through_seq=plan.through_seq,
                 message_count=plan.prompt.count("<message "), session_id=plan.session_id, attempt=plan.attempt))
+            with active_lock:  # before the commit, so recovery never takes this run for dead
+                active_runs.add(plan.run_id)
         fault_point("agent-run-started")
         logger.info("{}: agent run {} started ({} message(s), attempt {})", folder, plan.run_id,
                     plan.prompt.count("<message "), plan.attempt + 1)
         progress = Progress(session_id=plan.session_id)
-        with active_lock:
-            active_runs.add(plan.run_id)
         try:
             result = self.runner.run(self._spec(plan), lambda r: self._on_output(plan, progress, r))
         finally:
@@ -138,11 +139,31 @@ class AgentRun:
         agent_input = AgentInput(
             prompt=plan.prompt, sessionId=plan.session_id, groupFolder=group.folder, chatJid=group.jid,
             isMain=group.is_main, assistantName=self.settings.assistant_name,
-            provider=self.settings.agent_provider, secrets=agent_secrets(self.settings),
+            provider=self.settings.agent_provider, scripted=self._script(plan),
+            secrets=agent_secrets(self.settings),
             timezone=self.settings.timezone, verbose=self.settings.verbose_container_logs)
         return RunSpec(folder=group.folder, group_name=group.name, is_main=group.is_main, input=agent_input,
                        run_id=plan.run_id, name=plan.container, timeout_ms=config.timeout_ms,
                        extra_mounts=[Mount(m.host_path, m.container_path, m.readonly) for m in accepted])
+
+    def _script(self, plan: Plan) -> dict | None:
+        """For the scripted provider: this group's script from SCRIPTED_AGENT_FILE, by attempt.
+
+        The file maps a folder (or `*`) to one script or to a list of scripts,
+        the n-th used for the n-th attempt (the last one for any later attempt).
+        """
+        path = self.settings.scripted_agent_file
+        if self.settings.agent_provider != "scripted" or path is None:
+            return None
+        try:
+            scripts = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            logger.warning("cannot read SCRIPTED_AGENT_FILE {}: {}; echoing instead", path, exc)
+            return None
+        chosen = scripts.get(plan.group.folder, scripts.get("*"))
+        if isinstance(chosen, list):
+            chosen = chosen[min(plan.attempt, len(chosen) - 1)] if chosen else None
+        return chosen if isinstance(chosen, dict) else None
 
     # --- while it runs ---------------------------------------------------------
 

@@ -11,6 +11,7 @@ that no live run owns are removed.
 from __future__ import annotations
 
 import threading
+from typing import Callable
 
 from docker.errors import DockerException
 from loguru import logger
@@ -44,13 +45,21 @@ def live_containers(settings: Settings) -> dict[str, str]:
         return {}
 
 
-def remove_unowned(settings: Settings, keep: set[str]) -> list[str]:
+def remove_unowned(settings: Settings, keep: Callable[[], set[str]]) -> list[str]:
+    """Remove this install's containers whose run is not live here.
+
+    `keep` is asked after the listing: a run registers itself before its
+    container exists, so a container seen in the list is never mistaken for
+    an orphan just because its run started a moment ago.
+    """
     removed = []
     try:
         engine = client()
         try:
-            for container in engine.containers.list(all=True, filters={"label": install_label(settings)}):
-                if container.labels.get("nanoclaw.run") not in keep:
+            found = engine.containers.list(all=True, filters={"label": install_label(settings)})
+            live = keep()
+            for container in found:
+                if container.labels.get("nanoclaw.run") not in live:
                     container.remove(force=True)
                     removed.append(container.name)
         finally:
@@ -62,14 +71,18 @@ def remove_unowned(settings: Settings, keep: set[str]) -> list[str]:
     return removed
 
 
+def _mine() -> set[str]:
+    with active_lock:
+        return set(active_runs)
+
+
 def reconcile(settings: Settings, log: EventLog, *, startup: bool) -> dict[str, int]:
     """Bring runs, requests and containers back in line with the log; returns counts."""
-    with active_lock:
-        mine = set(active_runs)
-    removed = remove_unowned(settings, keep=set() if startup else mine)
+    removed = remove_unowned(settings, keep=set if startup else _mine)
     allowlist = AllowlistFile(settings.sender_allowlist_path)
     with log.transaction() as tx:
-        interrupted = _finish_dead_runs(tx, mine if not startup else set())
+        # read inside the write transaction: a job registers its run before it commits AgentRunStarted
+        interrupted = _finish_dead_runs(tx, set() if startup else _mine())
         lost = _requests_without_runs(tx)
         requested = _request_waiting_groups(tx, settings, allowlist)
     _enqueue(lost)

@@ -197,6 +197,7 @@ class Settings:
     event_log_sync: str = "normal"
     container_network: str = "bridge"
     anthropic_base_url: str | None = None
+    scripted_agent_file: Path | None = None
     secrets: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
@@ -296,5 +297,6 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         event_log_sync=source.choice("EVENT_LOG_SYNC", "normal", SYNC_MODES),
         container_network=_container_network(source),
         anthropic_base_url=_base_url(source),
+        scripted_agent_file=Path(p).expanduser() if (p := source.get("SCRIPTED_AGENT_FILE")) else None,
         secrets={key: value for key in SECRET_KEYS if (value := source.get(key))},
     )

@@ -21,16 +21,22 @@ SECRET = "sk-ant-test-SECRET-1234567890"
 
 @pytest.fixture
 def make_settings(root, agent_image, monkeypatch):
+    made = []
+
     def make(**env):
         monkeypatch.setenv("CONTAINER_IMAGE", agent_image)
         monkeypatch.setenv("CONTAINER_NETWORK", "none")
+        monkeypatch.setenv("IDLE_TIMEOUT", "1000")  # an agent waiting for follow-ups is closed after 1 s
         for key, value in env.items():
             monkeypatch.setenv(key, str(value))
         settings = load_settings()
         settings.ensure_dirs()
+        made.append(settings)
         return settings
 
-    return make
+    yield make
+    for settings in made:
+        remove_orphans(settings)  # whatever a failed test left running
 
 
 class Run:
@@ -117,7 +123,7 @@ def test_garbage_outside_markers_is_ignored_and_a_megabyte_result_arrives_whole(
 
 
 def test_follow_ups_are_piped_in_and_close_ends_the_run(make_settings):
-    settings = make_settings()
+    settings = make_settings(IDLE_TIMEOUT=60_000)
     seen = threading.Event()
     run = Run(settings, prompt="first", on_output=lambda r: seen.set())
     assert seen.wait(60)

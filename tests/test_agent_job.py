@@ -1,0 +1,193 @@
+"""The agent-run job over a real log and real containers (scripted provider, network none)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from events import types as t
+from jobs.agent import AgentRun
+from jobs.recovery import reconcile
+from nanoclaw.config import load_settings
+from router.channels.base import InboundMessage
+from router.groups import register_group
+from router.inbound import Inbound
+from router.allowlist import AllowlistFile
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture
+def world(root, agent_image, monkeypatch, log):
+    monkeypatch.setenv("CONTAINER_IMAGE", agent_image)
+    monkeypatch.setenv("CONTAINER_NETWORK", "none")
+    monkeypatch.setenv("AGENT_PROVIDER", "scripted")
+    monkeypatch.setenv("IDLE_TIMEOUT", "1000")
+    settings = load_settings()
+    settings.ensure_dirs()
+    register_group(log, settings, jid="local:me", name="Me", folder="main", is_main=True)
+    register_group(log, settings, jid="tg:fam", name="Family", folder="family")
+    inbound = Inbound(log, AllowlistFile(settings.sender_allowlist_path))
+    return settings, log, inbound
+
+
+counter = iter(range(10**6))
+
+
+def say(inbound, jid: str, text: str) -> int:
+    n = next(counter)
+    return inbound.message("test", InboundMessage(chat_jid=jid, message_id=f"m{n}", sender="alice",
+                                                  sender_name="Alice", content=text,
+                                                  timestamp="2026-01-01T10:00:00.000Z"))
+
+
+def of_type(log, cls) -> list:
+    return [r.event for r in log.read_since(0, types=[cls], limit=None)]
+
+
+def test_pending_messages_become_one_prompt_and_the_reply_is_queued(world):
+    settings, log, inbound = world
+    say(inbound, "local:me", "hello <there>")
+    last = say(inbound, "local:me", "second & last")
+    outcome = AgentRun(settings, log).run("main")
+    assert outcome == "success: ok"
+    started = of_type(log, t.AgentRunStarted)[0]
+    assert (started.from_seq, started.through_seq, started.message_count) == (0, last, 2)
+    replies = of_type(log, t.OutboundQueued)
+    assert len(replies) == 1
+    assert "hello &lt;there&gt;</message>" in replies[0].text and "second &amp; last" in replies[0].text
+    assert replies[0].text.startswith('<context timezone="')
+    finished = of_type(log, t.AgentRunFinished)[0]
+    assert (finished.status, finished.had_output, finished.cursor_rollback_to) == ("ok", True, None)
+    assert log.query("SELECT seq FROM cursors WHERE chat_jid = 'local:me'")[0][0] == last
+    assert of_type(log, t.SessionUpdated)[0].session_id.startswith("scripted-")
+
+
+def test_a_second_job_for_a_busy_group_leaves_the_work_to_the_running_one(world):
+    settings, log, inbound = world
+    say(inbound, "local:me", "one")
+    first = threading.Thread(target=AgentRun(settings, log).run, args=("main",))
+    first.start()
+    deadline = time.monotonic() + 60
+    while not of_type(log, t.AgentRunStarted) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert AgentRun(settings, log).run("main") == "busy: the running agent takes these messages"
+    first.join(90)
+    assert len(of_type(log, t.AgentRunStarted)) == 1
+
+
+def test_nothing_pending_and_no_trigger_mean_no_container(world):
+    settings, log, inbound = world
+    assert AgentRun(settings, log).run("main") == "nothing pending"
+    say(inbound, "tg:fam", "just chatting")
+    assert AgentRun(settings, log).run("family") == "no trigger in the pending messages"
+    assert of_type(log, t.AgentRunStarted) == []
+
+
+def test_stale_input_files_from_an_earlier_container_are_removed_before_a_run(world):
+    settings, log, inbound = world
+    inbox = settings.ipc_dir / "main" / "input"
+    inbox.mkdir(parents=True, exist_ok=True)
+    (inbox / "1-old.json").write_text('{"type": "message", "text": "stale"}')
+    (inbox / "_close").touch()
+    say(inbound, "local:me", "fresh")
+    AgentRun(settings, log).run("main")
+    assert "stale" not in of_type(log, t.OutboundQueued)[0].text
+
+
+@pytest.fixture
+def scripted(world, monkeypatch):
+    settings, log, inbound = world
+    path = settings.root / "scripts.json"
+    monkeypatch.setenv("SCRIPTED_AGENT_FILE", str(path))
+
+    def use(scripts: dict):
+        import json
+
+        path.write_text(json.dumps(scripts))
+        return load_settings()
+
+    return use
+
+
+def test_an_error_before_any_reply_rolls_the_cursor_back_and_schedules_a_retry(world, scripted):
+    _, log, inbound = world
+    settings = scripted({"main": {"turns": [[{"stderr": "model overloaded"}, {"crash": 2}]]}})
+    say(inbound, "local:me", "please answer")
+    before = time.time()
+    assert AgentRun(settings, log).run("main").startswith("error")
+    finished = of_type(log, t.AgentRunFinished)[0]
+    assert (finished.status, finished.had_output, finished.cursor_rollback_to) == ("error", False, 0)
+    assert log.query("SELECT seq FROM cursors WHERE chat_jid = 'local:me'")[0][0] == 0
+    retry = of_type(log, t.AgentRunRequested)[-1]
+    assert (retry.reason, retry.attempt) == ("retry", 1)
+    from events.timefmt import parse_iso
+    assert 4 <= parse_iso(retry.not_before).timestamp() - before <= 8  # 5 s for the first retry
+
+
+def test_the_retry_answers_the_same_messages(world, scripted):
+    _, log, inbound = world
+    settings = scripted({"main": [{"turns": [[{"crash": 2}]]}, {"turns": [[{"reply": "second time lucky"}]]}]})
+    say(inbound, "local:me", "please answer")
+    AgentRun(settings, log).run("main")
+    assert AgentRun(settings, log).run("main") == "success: ok"
+    assert [o.text for o in of_type(log, t.OutboundQueued)] == ["second time lucky"]
+    runs = of_type(log, t.AgentRunStarted)
+    assert [r.attempt for r in runs] == [0, 1] and runs[0].through_seq == runs[1].through_seq
+
+
+def test_an_error_after_a_reply_is_not_retried_so_nothing_is_answered_twice(world, scripted):
+    _, log, inbound = world
+    settings = scripted({"main": {"turns": [[{"reply": "partial answer"}, {"raise": "tool blew up"}]]}})
+    say(inbound, "local:me", "please answer")
+    AgentRun(settings, log).run("main")
+    finished = of_type(log, t.AgentRunFinished)[0]
+    assert (finished.status, finished.had_output, finished.cursor_rollback_to) == ("error", True, None)
+    assert [r.reason for r in of_type(log, t.AgentRunRequested)] == []
+    assert [o.text for o in of_type(log, t.OutboundQueued)] == ["partial answer"]
+
+
+def test_a_stale_session_is_cleared_when_the_resume_fails(world, scripted):
+    _, log, inbound = world
+    log.append(t.SessionUpdated(folder="main", session_id="gone-session"))
+    settings = scripted({"main": {"turns": [[{"raise": "No conversation found with session ID gone-session"}]]}})
+    say(inbound, "local:me", "hi")
+    AgentRun(settings, log).run("main")
+    assert [c.reason[:14] for c in of_type(log, t.SessionCleared)] == ["stale session:"]
+    assert log.query("SELECT count(*) FROM sessions")[0][0] == 0
+
+
+def test_internal_blocks_are_removed_and_empty_replies_are_not_sent(world, scripted):
+    _, log, inbound = world
+    settings = scripted({"main": {"turns": [[{"reply": "<internal>thinking</internal>"},
+                                             {"reply": "<internal>x</internal>Visible."}]]}})
+    say(inbound, "local:me", "hi")
+    AgentRun(settings, log).run("main")
+    assert [o.text for o in of_type(log, t.OutboundQueued)] == ["Visible."]
+    assert len(of_type(log, t.AgentOutput)) >= 2
+
+
+def test_recovery_finishes_a_run_whose_worker_died_and_asks_again(world):
+    settings, log, inbound = world
+    seq = say(inbound, "local:me", "are you there?")
+    log.append(t.AgentRunStarted(run_id="dead", folder="main", chat_jid="local:me", container="gone",
+                                 from_seq=0, through_seq=seq))
+    counts = reconcile(settings, log, startup=True)
+    assert counts["runs_interrupted"] == 1 and counts["runs_requested"] == 1
+    finished = of_type(log, t.AgentRunFinished)[0]
+    assert (finished.status, finished.cursor_rollback_to) == ("interrupted", 0)
+    assert of_type(log, t.AgentRunRequested)[-1].reason == "recovery"
+    assert reconcile(settings, log, startup=False)["runs_requested"] == 0  # exactly one request
+
+
+def test_recovery_does_not_repeat_a_run_that_had_replied(world):
+    settings, log, inbound = world
+    seq = say(inbound, "local:me", "hi")
+    log.append(t.AgentRunStarted(run_id="r1", folder="main", chat_jid="local:me", container="gone",
+                                 from_seq=0, through_seq=seq))
+    log.append(t.OutboundQueued(outbound_id="r1-0", chat_jid="local:me", text="hello", run_id="r1"))
+    counts = reconcile(settings, log, startup=True)
+    assert counts["runs_interrupted"] == 1 and counts["runs_requested"] == 0
+    assert of_type(log, t.AgentRunFinished)[0].cursor_rollback_to is None

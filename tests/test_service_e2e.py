@@ -1,0 +1,99 @@
+"""End to end: `nanoclaw run` (router + worker) answering the local chat from real containers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import docker
+import pytest
+
+from events import types as t
+from router.channels.local_client import LocalChatClient
+from router.groups import register_group
+from tests.router_process import RouterProcess
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture
+def service_env(settings, log, agent_image, monkeypatch):
+    env = dict(CONTAINER_IMAGE=agent_image, CONTAINER_NETWORK="none", AGENT_PROVIDER="scripted",
+               IDLE_TIMEOUT="2000")
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    register_group(log, settings, jid="local:me", name="Me", folder="main", is_main=True)
+    register_group(log, settings, jid="local:fam", name="Family", folder="family")
+    return settings, log
+
+
+def replies(client: LocalChatClient, count: int, timeout: float = 90) -> list[str]:
+    found: list[str] = []
+    deadline = time.monotonic() + timeout
+    while len(found) < count and time.monotonic() < deadline:
+        event = client.next_event(0.5)
+        if event and event.get("op") == "reply":
+            found.append(event["text"])
+    return found
+
+
+def our_containers(settings) -> list:
+    return docker.from_env().containers.list(all=True, filters={"label": f"nanoclaw.install={settings.root}"})
+
+
+def test_a_message_in_the_main_group_is_answered_by_an_agent_container(service_env):
+    settings, log = service_env
+    service = RouterProcess(settings, worker=True).wait_ready()
+    client = LocalChatClient(service.socket, "local:me")
+    try:
+        client.send("what is 2 + 2?")
+        answer = replies(client, 1)
+    finally:
+        client.close()
+        assert service.stop(timeout=60) == 0
+    assert len(answer) == 1 and "what is 2 + 2?</message>" in answer[0]  # the scripted agent echoes its prompt
+    assert [e.status for e in [r.event for r in log.read_since(0, types=[t.AgentRunFinished])]] == ["ok"]
+    assert our_containers(settings) == []
+
+
+def test_a_trigger_group_answers_only_when_addressed_and_sees_the_context(service_env):
+    settings, log = service_env
+    service = RouterProcess(settings, worker=True).wait_ready()
+    client = LocalChatClient(service.socket, "local:fam")
+    try:
+        client.send("we need milk")
+        assert replies(client, 1, timeout=3) == []
+        client.send("@Andy add it to the list")
+        answer = replies(client, 1)
+    finally:
+        client.close()
+        service.stop(timeout=60)
+    assert "we need milk" in answer[0] and "@Andy add it to the list" in answer[0]
+
+
+def test_a_worker_killed_mid_run_is_restarted_and_the_message_is_answered_once(service_env, monkeypatch):
+    settings, log = service_env
+    path = settings.root / "scripts.json"
+    path.write_text('{"main": {"turns": [[{"sleep": 3}, {"reply": "finally"}]]}}')
+    monkeypatch.setenv("SCRIPTED_AGENT_FILE", str(path))
+    service = RouterProcess(settings, worker=True).wait_ready()
+    client = LocalChatClient(service.socket, "local:me")
+    try:
+        client.send("slow question")
+        deadline = time.monotonic() + 60
+        while not log.read_since(0, types=[t.AgentRunStarted]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        worker_pid = int(next(line.split("pid ")[1].rstrip(")") for line in service.stderr().splitlines()
+                              if "worker started (pid" in line))
+        os.kill(worker_pid, signal.SIGKILL)
+        answer = replies(client, 1, timeout=90)
+        answer += replies(client, 1, timeout=5)  # and no second copy
+    finally:
+        client.close()
+        service.stop(timeout=60)
+    history = "\n".join(f"{r.seq} {str(r.event)[:150]}" for r in log.read_since(0, limit=None))
+    assert answer == ["finally"], history + "\n" + service.stderr()
+    finished = [r.event for r in log.read_since(0, types=[t.AgentRunFinished])]
+    assert [f.status for f in finished] == ["interrupted", "ok"]
+    assert our_containers(settings) == []
