@@ -34,6 +34,7 @@ from router.allowlist import AllowlistFile
 from router.groups import Group, group_from_row
 from router.history import cursor_of, pending_messages, prompt_for
 from router.prompt import clean_output
+from router.snapshots import write_groups_snapshot, write_tasks_snapshot
 from router.triggers import may_trigger, needs_trigger
 
 MAX_RETRIES = 5
@@ -133,6 +134,8 @@ class AgentRun:
     def _spec(self, plan: Plan) -> RunSpec:
         group = plan.group
         clear_input(self.settings, group.folder)
+        write_tasks_snapshot(self.settings, self.log, group.folder, group.is_main)
+        write_groups_snapshot(self.settings, self.log, group.folder, group.is_main)
         config = group.container_config or t.ContainerConfig()
         accepted, _ = validate_mounts(config.additional_mounts, is_main=group.is_main, loader=self.mounts,
                                       home=self.settings.home, group=group.folder)

@@ -21,8 +21,11 @@ from nanoclaw.config import Settings
 from router.allowlist import AllowlistFile
 from router.channels import registry
 from router.channels.base import Channel, ChannelContext, InboundMessage
+from router.actions import ActionsStage
 from router.delivery import Delivery, Typing
 from router.inbound import GroupDirectory, Inbound
+from router.ipc import IpcWatcher
+from router.snapshots import write_all_tasks_snapshots, write_groups_snapshot
 from router.trigger_stage import TriggerStage
 
 SAFETY_POLL_S = 5.0
@@ -39,7 +42,10 @@ class RouterApp:
         self.inbound = Inbound(log, self.allowlist, self.groups)
         self._incoming: asyncio.Queue | None = None
         self.trigger_stage = TriggerStage(settings, self.allowlist)
-        self.stages: list[consumer.Stage] = [self.trigger_stage, *(extra_stages or [])]
+        self.actions = ActionsStage(settings, on_refresh_groups=self._refresh_groups,
+                                    on_tasks_changed=partial(write_all_tasks_snapshots, settings))
+        self.stages: list[consumer.Stage] = [self.trigger_stage, self.actions, *(extra_stages or [])]
+        self.ipc = IpcWatcher(settings, log)
         self.channels: list[Channel] = []
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="router-db")
         self._stop = asyncio.Event()
@@ -71,6 +77,7 @@ class RouterApp:
         for channel in self.channels:
             await channel.connect()
             logger.info("channel {} connected", channel.name)
+        self.ipc.start()
         for stage in self.stages:
             replayed = await self.on_db(consumer.drain, self.log, stage)
             logger.info("replayed {} event(s) past the {} stage's checkpoint", replayed, stage.name)
@@ -102,6 +109,15 @@ class RouterApp:
                 if not done.done():
                     done.set_result(seq)
 
+    def _refresh_groups(self, folder: str) -> None:
+        """Main asked for fresh chat names: sync every channel, then rewrite its snapshot."""
+        async def refresh() -> None:
+            await asyncio.gather(*(c.sync_groups(True) for c in self.channels), return_exceptions=True)
+            await self.on_db(write_groups_snapshot, self.settings, self.log, folder, True)
+
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(lambda: asyncio.ensure_future(refresh()))
+
     async def _drain(self, stage: consumer.Stage) -> None:
         await self.on_db(consumer.drain, self.log, stage)
 
@@ -130,6 +146,7 @@ class RouterApp:
     async def stop(self) -> None:
         """Stop the loops, finish or cancel deliveries, disconnect every channel."""
         self._stop.set()
+        self.ipc.stop()
         self.log.waker.remove_listener(self._on_append)
         self._wake_all()
         for task in self._tasks:

@@ -97,3 +97,22 @@ def test_a_worker_killed_mid_run_is_restarted_and_the_message_is_answered_once(s
     finished = [r.event for r in log.read_since(0, types=[t.AgentRunFinished])]
     assert [f.status for f in finished] == ["interrupted", "ok"]
     assert our_containers(settings) == []
+
+
+def test_a_message_sent_by_the_agents_tool_reaches_the_chat_through_ipc(service_env, monkeypatch):
+    settings, log = service_env
+    path = settings.root / "scripts.json"
+    path.write_text('{"main": {"turns": [[{"tool": "send_message", "args": {"text": "from the tool"}},'
+                    ' {"sleep": 0.5}, {"reply": "done"}]]}}')
+    monkeypatch.setenv("SCRIPTED_AGENT_FILE", str(path))
+    service = RouterProcess(settings, worker=True).wait_ready()
+    client = LocalChatClient(service.socket, "local:me")
+    try:
+        client.send("use your tool")
+        answer = replies(client, 2)
+    finally:
+        client.close()
+        service.stop(timeout=60)
+    assert answer == ["from the tool", "done"]
+    received = [r.event for r in log.read_since(0, types=[t.IpcReceived])]
+    assert [(e.folder, e.kind, e.payload["text"]) for e in received] == [("main", "messages", "from the tool")]
