@@ -42,9 +42,21 @@ def run_agent(folder: str) -> None:
     logger.debug("{}: agent job done ({})", folder, outcome)
 
 
+@huey.task()
+def run_task(task_id: str) -> None:
+    """Run a scheduled task if it is (still) due."""
+    from jobs.tasks import TaskRun
+
+    outcome = TaskRun(settings, event_log()).run(task_id)
+    logger.debug("task {}: job done ({})", task_id, outcome)
+
+
 @huey.periodic_task(crontab(minute="*"))
 def every_minute() -> None:
-    """The 60 s safety net: reconcile runs and requests with the log, reap orphans."""
+    """The 60 s safety net: reconcile runs and requests with the log, reap orphans, queue due tasks."""
     from jobs.recovery import reconcile
+    from jobs.tasks import due_tasks
 
     reconcile(settings, event_log(), startup=False)
+    for task_id in due_tasks(event_log()):
+        run_task(task_id)

@@ -38,29 +38,12 @@ def log(settings: Settings):
     event_log.close()
 
 
-AGENT_CONTEXT = Path(__file__).resolve().parents[1] / "agent-container"
-
-
-def _newest_source_mtime() -> float:
-    files = [AGENT_CONTEXT / "Dockerfile", *AGENT_CONTEXT.joinpath("agent_runner").rglob("*.py")]
-    return max(f.stat().st_mtime for f in files if f.exists())
-
-
 @pytest.fixture(scope="session")
 def agent_image() -> str:
-    """The `test` target of the agent image, rebuilt when its sources are newer than it."""
-    from datetime import datetime
-
-    import docker
-
+    """The `test` target of the agent image, rebuilt when its sources changed (a digest label)."""
     from jobs import image
 
     tag = image.IMAGE_TEST_TAG
-    stale = True
-    if image.image_exists(tag):
-        created = docker.from_env().images.get(tag).attrs["Created"]
-        built_at = datetime.fromisoformat(created[:26].rstrip("Z") + "+00:00").timestamp()
-        stale = built_at < _newest_source_mtime()
-    if stale:
+    if not image.image_exists(tag) or image.image_is_stale(tag):
         image.build_image(target="test", tag=tag, on_progress=lambda line: None)
     return tag

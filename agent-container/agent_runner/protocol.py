@@ -1,0 +1,174 @@
+"""The runner's contract with the host: the stdin request and stdout markers.
+
+The host sends one JSON object and closes stdin; the runner answers with
+any number of outputs, each three lines (start marker, one JSON line, end
+marker), flushed at once so the host can stream them. Everything else goes
+to stderr. Credentials arrive here and nowhere else, so this module also
+owns the redaction that keeps them out of every log line.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+OUTPUT_START = "---NANOCLAW_OUTPUT_START---"
+OUTPUT_END = "---NANOCLAW_OUTPUT_END---"
+LOG_PREFIX = "[agent-runner] "
+
+PROVIDERS = ("claude", "scripted")
+SECRET_KEYS = (
+    "ANTHROPIC_API_KEY",
+    "CLAUDE_CODE_OAUTH_TOKEN",
+    "ANTHROPIC_BASE_URL",
+    "ANTHROPIC_AUTH_TOKEN",
+)
+
+
+class InputError(ValueError):
+    """The stdin request is not the JSON object the runner expects."""
+
+
+@dataclass
+class RunnerInput:
+    """The host's request (SPEC 7.5, plus Pro's provider, secrets and flags)."""
+
+    prompt: str
+    group_folder: str
+    chat_jid: str
+    is_main: bool
+    assistant_name: str = "Andy"
+    session_id: str | None = None
+    is_scheduled_task: bool = False
+    script: str | None = None
+    provider: str = "claude"
+    scripted: dict[str, Any] | None = None
+    secrets: dict[str, str] = field(default_factory=dict, repr=False)
+    timezone: str = ""
+    verbose: bool = False
+
+
+# stdin field name -> (attribute, accepted types, required)
+_FIELDS: dict[str, tuple[str, tuple[type, ...], bool]] = {
+    "prompt": ("prompt", (str,), True),
+    "groupFolder": ("group_folder", (str,), True),
+    "chatJid": ("chat_jid", (str,), True),
+    "isMain": ("is_main", (bool,), True),
+    "assistantName": ("assistant_name", (str,), False),
+    "sessionId": ("session_id", (str, type(None)), False),
+    "isScheduledTask": ("is_scheduled_task", (bool,), False),
+    "script": ("script", (str, type(None)), False),
+    "provider": ("provider", (str,), False),
+    "scripted": ("scripted", (dict, type(None)), False),
+    "secrets": ("secrets", (dict,), False),
+    "timezone": ("timezone", (str,), False),
+    "verbose": ("verbose", (bool,), False),
+}
+
+
+def parse_input(raw: bytes) -> RunnerInput:
+    """Decode and check the request; raise InputError naming what is wrong."""
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(str(exc)) from None
+    if not isinstance(data, dict):
+        raise InputError("expected a JSON object")
+    values: dict[str, Any] = {}
+    for key, (attr, types, required) in _FIELDS.items():
+        if key not in data:
+            if required:
+                raise InputError(f"missing field {key!r}")
+            continue
+        value = data[key]
+        if not isinstance(value, types):
+            raise InputError(f"field {key!r} has the wrong type ({type(value).__name__})")
+        values[attr] = value
+    result = RunnerInput(**values)
+    if result.provider not in PROVIDERS:
+        raise InputError(f"unknown provider {result.provider!r} (accepted: {', '.join(PROVIDERS)})")
+    result.secrets = _clean_secrets(result.secrets)
+    return result
+
+
+def _clean_secrets(raw: dict[str, Any]) -> dict[str, str]:
+    """Keep the known credential keys with non-empty string values."""
+    secrets = {}
+    for key in SECRET_KEYS:
+        value = raw.get(key)
+        if isinstance(value, str) and value:
+            secrets[key] = value
+    return secrets
+
+
+class Redactor:
+    """Replaces every known secret value with `***` in text bound for a log."""
+
+    def __init__(self) -> None:
+        self._values: list[str] = []
+
+    def add(self, secrets: dict[str, str]) -> None:
+        # Base URLs are not credentials, but a proxy URL may carry a token.
+        new = [v for v in secrets.values() if len(v) >= 4]
+        self._values = sorted(set(self._values) | set(new), key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for value in self._values:
+            if value in text:
+                text = text.replace(value, "***")
+        return text
+
+
+redact = Redactor()
+_stderr_lock = threading.Lock()
+
+
+def log(message: str) -> None:
+    """One diagnostic line on stderr, prefixed and with secrets masked."""
+    text = redact(message)
+    with _stderr_lock:
+        for line in text.splitlines() or [""]:
+            sys.stderr.write(LOG_PREFIX + line + "\n")
+        sys.stderr.flush()
+
+
+class Emitter:
+    """Writes output markers to stdout, one complete frame per call.
+
+    The session id is shared state: providers update `session_id` as they
+    learn it, and every later output carries it as `newSessionId`.
+    """
+
+    def __init__(self, stream: Any = None) -> None:
+        self._stream = stream if stream is not None else sys.stdout.buffer
+        self._lock = threading.Lock()
+        self.session_id: str | None = None
+        self.count = 0
+
+    def success(self, result: str | None) -> None:
+        self._write("success", result)
+
+    def error(self, message: str) -> None:
+        self._write("error", None, redact(message))
+
+    def _write(self, status: str, result: str | None, error: str | None = None) -> None:
+        payload: dict[str, Any] = {"status": status, "result": result}
+        if self.session_id:
+            payload["newSessionId"] = self.session_id
+        if error is not None:
+            payload["error"] = error
+        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+        frame = f"{OUTPUT_START}\n{body}\n{OUTPUT_END}\n".encode("utf-8")
+        with self._lock:
+            self._stream.write(frame)
+            self._stream.flush()
+            self.count += 1
+
+    def raw(self, text: str) -> None:
+        """Text outside any marker (the scripted provider's garbage step)."""
+        with self._lock:
+            self._stream.write(text.encode("utf-8"))
+            self._stream.flush()

@@ -1,0 +1,283 @@
+"""The agent's `nanoclaw` tools: each one writes a request file for the host.
+
+Implemented once, as plain functions (arguments in, reply text out), so the
+Claude provider's in-process MCP server and the scripted provider run the
+very same code. Tools only write requests into `ipc/messages/` or
+`ipc/tasks/`; the host decides what to do with them (SPEC 8.6, 9).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from agent_runner.cron import is_valid_cron
+from agent_runner.tool_specs import TOOL_SPECS
+
+_BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+_OFFSET_SUFFIX = re.compile(r"[+-]\d{2}:\d{2}$")
+
+
+@dataclass(frozen=True)
+class ToolContext:
+    """Who is calling: the container's own chat, folder and main flag."""
+
+    chat_jid: str
+    group_folder: str
+    is_main: bool
+    ipc_dir: Path
+
+
+@dataclass(frozen=True)
+class ToolReply:
+    text: str
+    is_error: bool = False
+
+
+Handler = Callable[[ToolContext, dict[str, Any]], ToolReply]
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    name: str
+    description: str
+    schema: dict[str, Any]
+    handler: Handler
+    main_only: bool = False
+
+
+# --- files ---------------------------------------------------------------
+
+def iso_now() -> str:
+    """UTC now as `YYYY-MM-DDTHH:MM:SS.mmmZ` (JavaScript's toISOString)."""
+    now = datetime.now(timezone.utc)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+
+
+def _random_base36(length: int = 6) -> str:
+    return "".join(random.choice(_BASE36) for _ in range(length))
+
+
+def write_ipc_file(directory: Path, data: dict[str, Any]) -> Path:
+    """Write `data` as `<epoch ms>-<6 base36>.json`, atomically (tmp + rename)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    name = f"{int(time.time() * 1000)}-{_random_base36()}.json"
+    tmp = directory / f"{name}.tmp"
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
+    final = directory / name
+    os.rename(tmp, final)
+    return final
+
+
+def _ok(text: str) -> ToolReply:
+    return ToolReply(text)
+
+
+def _error(text: str) -> ToolReply:
+    return ToolReply(text, is_error=True)
+
+
+# --- validation ----------------------------------------------------------
+
+def _positive_int(value: str) -> bool:
+    text = value.strip()
+    return text.isascii() and text.isdigit() and int(text) > 0
+
+
+def _check_schedule(kind: str, value: str) -> ToolReply | None:
+    """An error reply when `value` does not fit `kind`, else None."""
+    if kind == "cron" and not is_valid_cron(value):
+        return _error(
+            f'Invalid cron: "{value}". Use format like "0 9 * * *" (daily 9am) '
+            'or "*/5 * * * *" (every 5 min).'
+        )
+    if kind == "interval" and not _positive_int(value):
+        return _error(
+            f'Invalid interval: "{value}". Must be positive milliseconds (e.g., 300000 for 5 min).'
+        )
+    if kind == "once":
+        if value.endswith(("Z", "z")) or _OFFSET_SUFFIX.search(value):
+            return _error(
+                f'Timestamp must be local time without timezone suffix. Got "{value}" '
+                '- use format like "2026-02-01T15:30:00".'
+            )
+        try:
+            datetime.fromisoformat(value.strip())
+        except ValueError:
+            return _error(
+                f'Invalid timestamp: "{value}". Use local time format like "2026-02-01T15:30:00".'
+            )
+    return None
+
+
+# --- tools ---------------------------------------------------------------
+
+def send_message(ctx: ToolContext, args: dict[str, Any]) -> ToolReply:
+    data: dict[str, Any] = {"type": "message", "chatJid": ctx.chat_jid, "text": args["text"]}
+    if args.get("sender"):
+        data["sender"] = args["sender"]
+    data["groupFolder"] = ctx.group_folder
+    data["timestamp"] = iso_now()
+    write_ipc_file(ctx.ipc_dir / "messages", data)
+    return _ok("Message sent.")
+
+
+def schedule_task(ctx: ToolContext, args: dict[str, Any]) -> ToolReply:
+    kind, value = args["schedule_type"], args["schedule_value"]
+    problem = _check_schedule(kind, value)
+    if problem:
+        return problem
+    target = args.get("target_group_jid") if ctx.is_main else None
+    task_id = f"task-{int(time.time() * 1000)}-{_random_base36()}"
+    data: dict[str, Any] = {"type": "schedule_task", "taskId": task_id, "prompt": args["prompt"]}
+    if args.get("script"):
+        data["script"] = args["script"]
+    data.update(
+        schedule_type=kind,
+        schedule_value=value,
+        context_mode=args.get("context_mode") or "group",
+        targetJid=target or ctx.chat_jid,
+        createdBy=ctx.group_folder,
+        timestamp=iso_now(),
+    )
+    write_ipc_file(ctx.ipc_dir / "tasks", data)
+    return _ok(f"Task {task_id} scheduled: {kind} - {value}")
+
+
+def list_tasks(ctx: ToolContext, args: dict[str, Any]) -> ToolReply:
+    path = ctx.ipc_dir / "current_tasks.json"
+    try:
+        if not path.exists():
+            return _ok("No scheduled tasks found.")
+        tasks = json.loads(path.read_text(encoding="utf-8"))
+        if not ctx.is_main:
+            tasks = [t for t in tasks if t.get("groupFolder") == ctx.group_folder]
+        if not tasks:
+            return _ok("No scheduled tasks found.")
+        return _ok("Scheduled tasks:\n" + "\n".join(_task_line(t) for t in tasks))
+    except Exception as exc:  # a bad snapshot is reported to the agent, not raised
+        return _ok(f"Error reading tasks: {exc}")
+
+
+def _task_line(task: dict[str, Any]) -> str:
+    prompt = str(task.get("prompt") or "")[:50]
+    return (
+        f"- [{task.get('id')}] {prompt}... ({task.get('schedule_type')}: "
+        f"{task.get('schedule_value')}) - {task.get('status')}, next: {task.get('next_run') or 'N/A'}"
+    )
+
+
+def _task_action(kind: str, reply: str) -> Handler:
+    def handler(ctx: ToolContext, args: dict[str, Any]) -> ToolReply:
+        data = {
+            "type": kind,
+            "taskId": args["task_id"],
+            "groupFolder": ctx.group_folder,
+            "isMain": ctx.is_main,
+            "timestamp": iso_now(),
+        }
+        write_ipc_file(ctx.ipc_dir / "tasks", data)
+        return _ok(reply.format(id=args["task_id"]))
+
+    return handler
+
+
+def update_task(ctx: ToolContext, args: dict[str, Any]) -> ToolReply:
+    kind, value = args.get("schedule_type"), args.get("schedule_value")
+    if value and (kind == "cron" or not kind):
+        if not is_valid_cron(value):
+            return _error(f'Invalid cron: "{value}".')
+    if value and kind == "interval" and not _positive_int(value):
+        return _error(f'Invalid interval: "{value}".')
+    data: dict[str, Any] = {
+        "type": "update_task",
+        "taskId": args["task_id"],
+        "groupFolder": ctx.group_folder,
+        "isMain": "true" if ctx.is_main else "false",
+        "timestamp": iso_now(),
+    }
+    for key in ("prompt", "script", "schedule_type", "schedule_value"):
+        if key in args and args[key] is not None:
+            data[key] = args[key]
+    write_ipc_file(ctx.ipc_dir / "tasks", data)
+    return _ok(f"Task {args['task_id']} update requested.")
+
+
+def register_group(ctx: ToolContext, args: dict[str, Any]) -> ToolReply:
+    if not ctx.is_main:
+        return _error("Only the main group can register new groups.")
+    requires_trigger = args.get("requiresTrigger")
+    data = {
+        "type": "register_group",
+        "jid": args["jid"],
+        "name": args["name"],
+        "folder": args["folder"],
+        "trigger": args["trigger"],
+        "requiresTrigger": requires_trigger if isinstance(requires_trigger, bool) else False,
+        "timestamp": iso_now(),
+    }
+    write_ipc_file(ctx.ipc_dir / "tasks", data)
+    return _ok(f'Group "{args["name"]}" registered. It will start receiving messages immediately.')
+
+
+# --- registry and dispatch -------------------------------------------------
+
+_HANDLERS: dict[str, Handler] = {
+    "send_message": send_message,
+    "schedule_task": schedule_task,
+    "list_tasks": list_tasks,
+    "pause_task": _task_action("pause_task", "Task {id} pause requested."),
+    "resume_task": _task_action("resume_task", "Task {id} resume requested."),
+    "cancel_task": _task_action("cancel_task", "Task {id} cancellation requested."),
+    "update_task": update_task,
+    "register_group": register_group,
+}
+
+TOOLS: dict[str, ToolSpec] = {
+    name: ToolSpec(name, spec.description, spec.schema, _HANDLERS[name], spec.main_only)
+    for name, spec in TOOL_SPECS.items()
+}
+
+
+def tools_for(is_main: bool) -> list[ToolSpec]:
+    """The tools a container offers: `register_group` only to main."""
+    return [spec for spec in TOOLS.values() if is_main or not spec.main_only]
+
+
+def call_tool(name: str, ctx: ToolContext, args: dict[str, Any]) -> ToolReply:
+    """Check the arguments against the tool's schema, then run it."""
+    spec = TOOLS.get(name)
+    if spec is None:
+        return _error(f"Unknown tool: {name}")
+    problem = check_arguments(spec.schema, args)
+    if problem:
+        return _error(problem)
+    return spec.handler(ctx, args)
+
+
+_JSON_TYPES = {"string": str, "boolean": bool, "object": dict}
+
+
+def check_arguments(schema: dict[str, Any], args: Any) -> str | None:
+    """A short message when `args` breaks the (flat) schema, else None."""
+    if not isinstance(args, dict):
+        return "Tool arguments must be an object"
+    for key in schema.get("required", []):
+        if key not in args:
+            return f"Missing required argument: {key}"
+    for key, prop in schema.get("properties", {}).items():
+        if key not in args or (args[key] is None and key not in schema.get("required", [])):
+            continue
+        expected = _JSON_TYPES.get(prop.get("type", ""))
+        if expected and not isinstance(args[key], expected):
+            return f"Argument {key} must be a {prop['type']}"
+        if "enum" in prop and args[key] not in prop["enum"]:
+            return f"Argument {key} must be one of: {', '.join(prop['enum'])}"
+    return None

@@ -1,0 +1,75 @@
+"""`nanoclaw tasks list|pause|resume|cancel`: scheduled tasks, for people.
+
+Agents manage tasks through their IPC tools; the owner does it here. Each
+change is an event (`TaskPaused`, `TaskResumed`, `TaskCancelled`) by `cli`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from events import EventLog
+from events import types as t
+from nanoclaw import show
+from nanoclaw.config import Settings
+from router.groups import GroupError
+
+CHANGES = {"pause": (t.TaskPaused, ("active",)), "resume": (t.TaskResumed, ("paused",)),
+           "cancel": (t.TaskCancelled, ("active", "paused", "completed"))}
+
+
+def change_task(log: EventLog, action: str, task_id: str) -> str:
+    """Pause, resume or cancel a task; returns its group folder."""
+    event_type, allowed = CHANGES[action]
+    with log.transaction() as tx:
+        rows = tx.query("SELECT group_folder, status FROM tasks WHERE id = ?", (task_id,))
+        if not rows:
+            raise GroupError(f"no task {task_id!r}; see 'nanoclaw tasks list'")
+        if rows[0]["status"] not in allowed:
+            raise GroupError(f"task {task_id} is {rows[0]['status']}; cannot {action} it")
+        tx.append(event_type(task_id=task_id, group_folder=rows[0]["group_folder"], by="cli"))
+    return rows[0]["group_folder"]
+
+
+def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
+    log = EventLog(settings.db_path, sync=settings.event_log_sync)
+    try:
+        sql = "SELECT * FROM tasks" + (" WHERE group_folder = ?" if args.group else "") + " ORDER BY next_run"
+        rows = log.query(sql, (args.group,) if args.group else ())
+    finally:
+        log.close()
+    if args.json:
+        for row in rows:
+            show.json_line(dict(row))
+        return 0
+    if not rows:
+        print("no scheduled tasks")
+        return 0
+    show.table(("ID", "GROUP", "STATUS", "SCHEDULE", "NEXT RUN", "LAST RESULT", "PROMPT"),
+               [(r["id"], r["group_folder"], r["status"], f"{r['schedule_type']} {r['schedule_value']}",
+                 r["next_run"] or "-", (r["last_result"] or "")[:30], r["prompt"]) for r in rows])
+    return 0
+
+
+def cmd_change(settings: Settings, args: argparse.Namespace) -> int:
+    log = EventLog(settings.db_path, sync=settings.event_log_sync)
+    try:
+        folder = change_task(log, args.tasks_command, args.task_id)
+    finally:
+        log.close()
+    done = {"pause": "paused", "resume": "resumed", "cancel": "cancelled"}[args.tasks_command]
+    print(f"task {args.task_id} of {folder} {done}")
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("tasks", help="list, pause, resume or cancel scheduled tasks")
+    tsub = p.add_subparsers(dest="tasks_command", required=True, metavar="COMMAND")
+    ls = tsub.add_parser("list", help="scheduled tasks, soonest first")
+    ls.add_argument("--group", metavar="FOLDER")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(handler=cmd_list)
+    for action in CHANGES:
+        change = tsub.add_parser(action, help=f"{action} a task")
+        change.add_argument("task_id")
+        change.set_defaults(handler=cmd_change)

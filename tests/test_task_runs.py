@@ -1,0 +1,141 @@
+"""Scheduled tasks: on time, once after downtime, with their outcome in the log."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from events import types as t
+from events.timefmt import iso_now, parse_iso, to_iso
+from jobs.tasks import TaskRun, due_tasks
+from nanoclaw.cli import main
+from nanoclaw.config import load_settings
+from router.channels.local_client import LocalChatClient
+from router.groups import register_group
+from tests.router_process import RouterProcess
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture
+def world(root, agent_image, monkeypatch, log):
+    for key, value in dict(CONTAINER_IMAGE=agent_image, CONTAINER_NETWORK="none", AGENT_PROVIDER="scripted",
+                           IDLE_TIMEOUT="2000").items():
+        monkeypatch.setenv(key, value)
+    settings = load_settings()
+    settings.ensure_dirs()
+    register_group(log, settings, jid="local:me", name="Me", folder="main", is_main=True)
+    return settings, log
+
+
+def schedule(log, task_id: str, *, kind="once", value="2026-01-01T09:00:00", next_run=None, script=None,
+             prompt="Good morning! Summarise my day."):
+    log.append(t.TaskScheduled(task_id=task_id, group_folder="main", chat_jid="local:me", prompt=prompt,
+                               schedule_type=kind, schedule_value=value, script=script,
+                               next_run=next_run or iso_now()))
+
+
+def of_type(log, cls) -> list:
+    return [r.event for r in log.read_since(0, types=[cls], limit=None)]
+
+
+def test_a_due_once_task_runs_replies_and_completes(world):
+    settings, log = world
+    schedule(log, "t1")
+    assert TaskRun(settings, log).run("t1") == "success: ok"
+    reply = of_type(log, t.OutboundQueued)[0]
+    assert reply.origin == "task" and reply.text.startswith("[SCHEDULED TASK")  # the scripted agent echoes
+    finished = of_type(log, t.TaskRunFinished)[0]
+    assert (finished.status, finished.next_run) == ("success", None)
+    assert log.query("SELECT status FROM tasks WHERE id = 't1'")[0][0] == "completed"
+    assert log.query("SELECT count(*) FROM task_runs")[0][0] == 1
+    assert of_type(log, t.AgentRunStarted)[0].task_id == "t1"
+
+
+def test_a_task_that_is_not_due_or_not_active_does_not_run(world):
+    settings, log = world
+    schedule(log, "later", next_run=to_iso(datetime.now(timezone.utc) + timedelta(hours=1)))
+    assert TaskRun(settings, log).run("later") == "not due"
+    schedule(log, "paused")
+    log.append(t.TaskPaused(task_id="paused", group_folder="main"))
+    assert TaskRun(settings, log).run("paused") == "not active"
+    assert of_type(log, t.AgentRunStarted) == []
+
+
+def test_a_cron_task_missed_during_downtime_runs_once_and_moves_to_the_next_slot(world):
+    settings, log = world
+    three_hours_ago = to_iso(datetime.now(timezone.utc) - timedelta(hours=3))
+    schedule(log, "hourly", kind="cron", value="0 * * * *", next_run=three_hours_ago)
+    assert due_tasks(log) == ["hourly"]
+    TaskRun(settings, log).run("hourly")
+    assert due_tasks(log) == []
+    next_run = parse_iso(log.query("SELECT next_run FROM tasks WHERE id = 'hourly'")[0][0])
+    now = datetime.now(timezone.utc)
+    assert now < next_run <= now + timedelta(hours=1) and next_run.minute == 0
+    assert len(of_type(log, t.TaskRunFinished)) == 1
+
+
+def test_an_interval_task_keeps_its_grid(world):
+    settings, log = world
+    due = datetime.now(timezone.utc) - timedelta(seconds=2.5)
+    schedule(log, "every-minute", kind="interval", value="60000", next_run=to_iso(due))
+    TaskRun(settings, log).run("every-minute")
+    next_run = parse_iso(log.query("SELECT next_run FROM tasks WHERE id = 'every-minute'")[0][0])
+    assert abs((next_run - due).total_seconds() - 60) < 0.01
+
+
+def test_a_pre_check_script_that_says_no_skips_the_agent(world):
+    settings, log = world
+    schedule(log, "check", script='echo \'{"wakeAgent": false}\'')
+    assert TaskRun(settings, log).run("check") == "success: ok"
+    assert of_type(log, t.OutboundQueued) == []
+    assert of_type(log, t.TaskRunFinished)[0].status == "success"
+
+
+def test_a_task_for_a_removed_group_is_paused_with_an_error(world):
+    settings, log = world
+    log.append(t.TaskScheduled(task_id="orphan", group_folder="gone", chat_jid="local:gone", prompt="x",
+                               schedule_type="once", schedule_value="2026-01-01T09:00:00", next_run=iso_now()))
+    assert TaskRun(settings, log).run("orphan") == "group not found: task paused"
+    assert log.query("SELECT status FROM tasks WHERE id = 'orphan'")[0][0] == "paused"
+    assert of_type(log, t.TaskRunFinished)[0].error == "Group not found: gone"
+
+
+def test_the_tasks_command_lists_pauses_resumes_and_cancels(world, capsys):
+    settings, log = world
+    schedule(log, "t1", next_run=to_iso(datetime.now(timezone.utc) + timedelta(hours=1)))
+    assert main(["tasks", "list", "--json"]) == 0
+    assert [json.loads(line)["id"] for line in capsys.readouterr().out.splitlines()] == ["t1"]
+    assert main(["tasks", "pause", "t1"]) == 0
+    assert main(["tasks", "pause", "t1"]) == 1
+    assert main(["tasks", "resume", "t1"]) == 0
+    assert main(["tasks", "cancel", "t1"]) == 0
+    assert "task t1 of main cancelled" in capsys.readouterr().out
+    assert [type(e).__name__ for e in (r.event for r in log.read_since(0, limit=None))][-3:] == [
+        "TaskPaused", "TaskResumed", "TaskCancelled"]
+    assert log.query("SELECT count(*) FROM tasks")[0][0] == 0
+
+
+def test_the_service_starts_a_task_on_time(world):
+    settings, log = world
+    service = RouterProcess(settings, worker=True).wait_ready()
+    client = LocalChatClient(service.socket, "local:me")
+    try:
+        due = datetime.now(timezone.utc) + timedelta(seconds=3)
+        schedule(log, "soon", next_run=to_iso(due), prompt="ring ring")
+        deadline = time.monotonic() + 60
+        while not of_type(log, t.AgentRunStarted) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        started_at = parse_iso(log.read_since(0, types=[t.AgentRunStarted])[0].at)
+        reply = None
+        while reply is None and time.monotonic() < deadline:
+            event = client.next_event(0.5)
+            reply = event["text"] if event and event.get("op") == "reply" else None
+    finally:
+        client.close()
+        service.stop(timeout=60)
+    assert 0 <= (started_at - due).total_seconds() < 1.0  # v1 could be up to 60 s late
+    assert "ring ring" in reply
