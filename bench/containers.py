@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import msgspec
+from loguru import logger
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -100,6 +101,8 @@ def piped_latency(settings, runner: ContainerRunner, samples: int) -> list[float
 
 
 def main() -> None:
+    logger.remove()
+    logger.add(sys.stderr, level="WARNING")
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--image", default="nanoclaw-agent:test")
