@@ -16,7 +16,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-import docker
 import msgspec
 from docker.errors import DockerException, ImageNotFound
 from docker.types import Mount as DockerMount
@@ -27,7 +26,7 @@ from requests.exceptions import RequestException
 from events.timefmt import iso_now
 from jobs import container_log
 from jobs.output_parser import AgentResult, OutputParser
-from jobs.runtime import LABEL_GROUP, LABEL_INSTALL, client
+from jobs.runtime import LABEL_GROUP, LABEL_INSTALL, LABEL_RUN, client
 from jobs.workspace import CONTAINER_HOME, Mount, base_mounts, container_user
 from nanoclaw.config import Settings
 
@@ -200,7 +199,7 @@ class ContainerRunner:
     def _create(self, engine, spec: RunSpec, name: str, user: str, mounts: list[Mount]):
         return engine.containers.create(
             self.settings.container_image, name=name, stdin_open=True, tty=False, user=user,
-            labels={LABEL_INSTALL: str(self.settings.root), LABEL_GROUP: spec.folder, "nanoclaw.run": spec.run_id},
+            labels={LABEL_INSTALL: str(self.settings.root), LABEL_GROUP: spec.folder, LABEL_RUN: spec.run_id},
             environment={"TZ": self.settings.timezone, "HOME": CONTAINER_HOME},
             mounts=[DockerMount(m.target, m.host, type="bind", read_only=m.readonly) for m in mounts],
             network_mode=spec.network or self.settings.container_network,

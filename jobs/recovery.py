@@ -11,15 +11,12 @@ that no live run owns are removed.
 from __future__ import annotations
 
 import threading
-from typing import Callable
 
-from docker.errors import DockerException
 from loguru import logger
-from requests.exceptions import RequestException
 
 from events import EventLog, Transaction
 from events import types as t
-from jobs.runtime import client, install_label
+from jobs.runtime import remove_orphans
 from nanoclaw.config import Settings
 from router.allowlist import AllowlistFile
 from router.groups import group_from_row
@@ -31,46 +28,6 @@ active_runs: set[str] = set()
 active_lock = threading.Lock()
 
 
-def live_containers(settings: Settings) -> dict[str, str]:
-    """This install's containers that exist now: run id -> container name."""
-    try:
-        engine = client()
-        try:
-            found = engine.containers.list(all=True, filters={"label": install_label(settings)})
-            return {c.labels.get("nanoclaw.run", ""): c.name for c in found}
-        finally:
-            engine.close()
-    except (DockerException, RequestException) as exc:
-        logger.warning("cannot list containers during recovery: {}", exc)
-        return {}
-
-
-def remove_unowned(settings: Settings, keep: Callable[[], set[str]]) -> list[str]:
-    """Remove this install's containers whose run is not live here.
-
-    `keep` is asked after the listing: a run registers itself before its
-    container exists, so a container seen in the list is never mistaken for
-    an orphan just because its run started a moment ago.
-    """
-    removed = []
-    try:
-        engine = client()
-        try:
-            found = engine.containers.list(all=True, filters={"label": install_label(settings)})
-            live = keep()
-            for container in found:
-                if container.labels.get("nanoclaw.run") not in live:
-                    container.remove(force=True)
-                    removed.append(container.name)
-        finally:
-            engine.close()
-    except (DockerException, RequestException) as exc:
-        logger.warning("orphan cleanup failed: {}", exc)
-    if removed:
-        logger.info("removed {} container(s) no live run owns: {}", len(removed), ", ".join(removed))
-    return removed
-
-
 def _mine() -> set[str]:
     with active_lock:
         return set(active_runs)
@@ -78,7 +35,7 @@ def _mine() -> set[str]:
 
 def reconcile(settings: Settings, log: EventLog, *, startup: bool) -> dict[str, int]:
     """Bring runs, requests and containers back in line with the log; returns counts."""
-    removed = remove_unowned(settings, keep=set if startup else _mine)
+    removed = remove_orphans(settings, keep=set if startup else _mine)
     allowlist = AllowlistFile(settings.sender_allowlist_path)
     with log.transaction() as tx:
         # read inside the write transaction: a job registers its run before it commits AgentRunStarted

@@ -7,6 +7,8 @@ that would also match other people's containers (SPEC.md difference 13).
 
 from __future__ import annotations
 
+from typing import Callable
+
 import docker
 from docker.errors import DockerException
 from loguru import logger
@@ -17,6 +19,7 @@ from nanoclaw.config import Settings
 RUNTIME_CHECK_TIMEOUT_S = 10
 LABEL_INSTALL = "nanoclaw.install"
 LABEL_GROUP = "nanoclaw.group"
+LABEL_RUN = "nanoclaw.run"
 
 
 class RuntimeUnavailable(Exception):
@@ -47,13 +50,22 @@ def install_label(settings: Settings) -> str:
     return f"{LABEL_INSTALL}={settings.root}"
 
 
-def remove_orphans(settings: Settings) -> list[str]:
-    """Remove every container of this install (running or not); returns their names."""
+def remove_orphans(settings: Settings, keep: Callable[[], set[str]] | None = None) -> list[str]:
+    """Remove this install's containers (running or not) whose run is not in `keep()`.
+
+    `keep` is asked after the listing: a run registers itself before its
+    container exists, so a container in the list is never taken for an
+    orphan just because its run started a moment ago. Returns the names.
+    """
     removed: list[str] = []
     try:
         engine = client()
         try:
-            for container in engine.containers.list(all=True, filters={"label": install_label(settings)}):
+            found = engine.containers.list(all=True, filters={"label": install_label(settings)})
+            live = keep() if keep else set()
+            for container in found:
+                if container.labels.get(LABEL_RUN) in live:
+                    continue
                 try:
                     container.remove(force=True)
                     removed.append(container.name)
