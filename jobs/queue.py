@@ -53,10 +53,12 @@ def run_task(task_id: str) -> None:
 
 @huey.periodic_task(crontab(minute="*"))
 def every_minute() -> None:
-    """The 60 s safety net: reconcile runs and requests with the log, reap orphans, queue due tasks."""
+    """The 60 s safety net: reconcile with the log, reap orphans, queue due tasks, daily clean-up."""
+    from jobs.cleanup import cleanup_if_due
     from jobs.recovery import reconcile
     from jobs.tasks import due_tasks
 
     reconcile(settings, event_log(), startup=False)
     for task_id in due_tasks(event_log()):
         run_task(task_id)
+    cleanup_if_due(settings, event_log())
