@@ -21,7 +21,7 @@ from loguru import logger
 
 from events import EventLog, Transaction
 from events import types as t
-from events.timefmt import to_iso
+from events.timefmt import iso_now, to_iso
 from jobs.containers import AgentInput, ContainerRunner, RunResult, RunSpec, container_name
 from jobs.credentials import agent_secrets
 from jobs.mounts import AllowlistLoader, validate_mounts
@@ -112,6 +112,14 @@ class AgentRun:
             return "no such group"
         if tx.query("SELECT 1 FROM runs WHERE folder = ? AND state = 'running'", (folder,)):
             return "busy: the running agent takes these messages"
+        due = tx.query("SELECT id FROM tasks WHERE group_folder = ? AND status = 'active' AND next_run <= ? "
+                       "ORDER BY next_run", (folder, iso_now()))
+        if due:  # tasks first (SPEC 6.7): the task run asks for the messages again when it ends
+            from jobs.queue import run_task
+
+            for row in due:
+                run_task(row["id"])
+            return "tasks first"
         group = group_from_row(tx.query("SELECT * FROM groups WHERE jid = ?", (rows[0]["jid"],))[0])
         cursor = cursor_of(tx, group.jid)
         pending = pending_messages(tx, group.jid, cursor, self.settings.max_messages_per_prompt)

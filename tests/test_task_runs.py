@@ -139,3 +139,22 @@ def test_the_service_starts_a_task_on_time(world):
         service.stop(timeout=60)
     assert 0 <= (started_at - due).total_seconds() < 1.0  # v1 could be up to 60 s late
     assert "ring ring" in reply
+
+
+def test_a_due_task_goes_before_waiting_messages_which_are_answered_after_it(world):
+    settings, log = world
+    from jobs.agent import AgentRun
+    from router.channels.base import InboundMessage
+    from router.allowlist import AllowlistFile
+    from router.inbound import Inbound
+
+    schedule(log, "t1", prompt="the task")
+    Inbound(log, AllowlistFile(settings.sender_allowlist_path)).message("test", InboundMessage(
+        chat_jid="local:me", message_id="m1", sender="a", sender_name="A", content="a message",
+        timestamp="2026-01-01T10:00:00.000Z"))
+    assert AgentRun(settings, log).run("main") == "tasks first"
+    TaskRun(settings, log).run("t1")
+    assert of_type(log, t.AgentRunRequested)[-1].reason == "drain"
+    assert AgentRun(settings, log).run("main") == "success: ok"
+    texts = [o.text for o in of_type(log, t.OutboundQueued)]
+    assert "the task" in texts[0] and "a message" in texts[1]
