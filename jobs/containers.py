@@ -168,6 +168,22 @@ class ContainerRunner:
 
     def __init__(self, settings: Settings):
         self.settings = settings
+        self._engine = None
+        self._engine_lock = threading.Lock()
+
+    def _client(self):
+        """One Docker client for every run of this runner (thread-safe), made on first use."""
+        with self._engine_lock:
+            if self._engine is None:
+                self._engine = client()
+            return self._engine
+
+    def _forget_client(self) -> None:
+        """After a Docker failure: the next run connects afresh (the engine may have restarted)."""
+        with self._engine_lock:
+            if self._engine is not None:
+                self._engine.close()
+                self._engine = None
 
     def run(self, spec: RunSpec, on_output: Callable[[AgentResult], None],
             on_started: Callable[[str], None] | None = None) -> RunResult:
@@ -176,13 +192,11 @@ class ContainerRunner:
         user, chown = container_user()
         mounts = base_mounts(self.settings, spec.folder, is_main=spec.is_main, chown=chown) + spec.extra_mounts
         try:
-            engine = client()
-        except DockerException as exc:
-            return RunResult("error", name, error=f"Container spawn error: {exc}")
-        try:
+            engine = self._client()
             container = self._create(engine, spec, name, user, mounts)
         except (DockerException, RequestException) as exc:
-            engine.close()
+            if not isinstance(exc, ImageNotFound):
+                self._forget_client()
             return RunResult("error", name, error=f"Container spawn error: {_explain(exc, self.settings)}")
         try:
             result, record = self._drive(engine, container, spec, on_output, on_started)
@@ -191,7 +205,7 @@ class ContainerRunner:
                 container.remove(force=True)
             except (DockerException, RequestException) as exc:
                 logger.warning("could not remove container {}: {}", name, exc)
-            engine.close()
+                self._forget_client()
         result.duration_ms = int((time.monotonic() - started) * 1000)
         result.log_file = str(self._write_log(spec, name, started_iso, result, record, user, mounts))
         return result

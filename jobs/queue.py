@@ -21,6 +21,7 @@ huey = SqliteHuey("nanoclaw", filename=str(settings.queue_path), results=False, 
 
 _log: EventLog | None = None
 _log_lock = threading.Lock()
+_runner = None
 
 
 def event_log() -> EventLog:
@@ -33,12 +34,23 @@ def event_log() -> EventLog:
         return _log
 
 
+def container_runner():
+    """The worker's one container runner (and so one Docker client) for every job."""
+    global _runner
+    with _log_lock:
+        if _runner is None:
+            from jobs.containers import ContainerRunner
+
+            _runner = ContainerRunner(settings)
+        return _runner
+
+
 @huey.task()
 def run_agent(folder: str) -> None:
     """Run the group's agent on whatever the log says is pending."""
     from jobs.agent import AgentRun
 
-    outcome = AgentRun(settings, event_log()).run(folder)
+    outcome = AgentRun(settings, event_log(), container_runner()).run(folder)
     logger.debug("{}: agent job done ({})", folder, outcome)
 
 
@@ -47,7 +59,7 @@ def run_task(task_id: str) -> None:
     """Run a scheduled task if it is (still) due."""
     from jobs.tasks import TaskRun
 
-    outcome = TaskRun(settings, event_log()).run(task_id)
+    outcome = TaskRun(settings, event_log(), container_runner()).run(task_id)
     logger.debug("task {}: job done ({})", task_id, outcome)
 
 

@@ -1,8 +1,10 @@
 """The host side of IPC: each JSON file an agent drops becomes one `IpcReceived`.
 
-Identity is the folder a file appeared in. Files are claimed by rename (watchdog
-may report one twice, or drop events on overflow: hence the rescans), and
-never through a symlink, since the agent controls its IPC folder.
+Identity is the folder a file appeared in. One thread takes the files in name
+order and records each under a key made of its path, so a file watchdog
+reports twice is recorded once (and events it drops are found by the
+rescans); nothing is read through a symlink, since the agent owns the folder.
+`processing/` only holds files claimed by an earlier version, taken at start.
 """
 
 from __future__ import annotations
@@ -291,8 +293,7 @@ class IpcWatcher:
                 return len(names)
             if not names:
                 return 0
-            with own_dir(PROCESSING_DIR, folder_fd) as processing_fd:
-                return sum(self._claim(folder, kind, name, kind_fd, processing_fd) for name in names)
+            return sum(self._take(folder, kind, name, kind_fd) for name in names)
 
     def _recover(self, folder: str, folder_fd: int) -> int:
         """Files a crash left between claim and record: the oldest work, done first."""
@@ -308,17 +309,19 @@ class IpcWatcher:
 
     # --- one file -------------------------------------------------------------------
 
-    def _claim(self, folder: str, kind: str, name: str, kind_fd: int, processing_fd: int) -> int:
-        """Rename the file into `processing/` (ENOENT: another pass took it), then record it."""
+    def _take(self, folder: str, kind: str, name: str, kind_fd: int) -> int:
+        """Record the file where it lies, then delete it.
+
+        One thread takes every file, and the append is keyed by the file's
+        path, so a file reported twice (or found again after a crash between
+        the append and the delete) is recorded once. No rename: moving each
+        file out would make watchdog pair move events, which can hold its
+        queue for half a second.
+        """
         if len(os.fsencode(name)) > MAX_NAME_BYTES:
             self._quarantine(folder, kind, name, kind_fd, name, "the file name is too long")
             return 1
-        claimed = f"{kind}-{name}"
-        try:
-            os.rename(name, claimed, src_dir_fd=kind_fd, dst_dir_fd=processing_fd)
-        except FileNotFoundError:
-            return 0
-        self._record(folder, kind, name, processing_fd, claimed)
+        self._record(folder, kind, name, kind_fd, name)
         return 1
 
     def _record(self, folder: str, kind: str, name: str, dir_fd: int, claimed: str) -> None:
