@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
+from contextlib import contextmanager
 
 import docker
 import pytest
@@ -38,20 +40,34 @@ def replies(client: LocalChatClient, count: int, timeout: float = 90) -> list[st
     return found
 
 
+@contextmanager
+def chatting(settings, jid: str = "local:me"):
+    """A running service and a terminal attached to one chat; stopped cleanly afterwards."""
+    service = RouterProcess(settings, worker=True).wait_ready()
+    client = LocalChatClient(service.socket, jid)
+    try:
+        yield service, client
+    finally:
+        client.close()
+        service.stop(timeout=60)
+
+
+def use_script(settings, monkeypatch, scripts: dict) -> None:
+    path = settings.root / "scripts.json"
+    path.write_text(json.dumps(scripts))
+    monkeypatch.setenv("SCRIPTED_AGENT_FILE", str(path))
+
+
 def our_containers(settings) -> list:
     return docker.from_env().containers.list(all=True, filters={"label": f"nanoclaw.install={settings.root}"})
 
 
 def test_a_message_in_the_main_group_is_answered_by_an_agent_container(service_env):
     settings, log = service_env
-    service = RouterProcess(settings, worker=True).wait_ready()
-    client = LocalChatClient(service.socket, "local:me")
-    try:
+    with chatting(settings) as (service, client):
         client.send("what is 2 + 2?")
         answer = replies(client, 1)
-    finally:
-        client.close()
-        assert service.stop(timeout=60) == 0
+    assert service.proc.returncode == 0
     assert len(answer) == 1 and "what is 2 + 2?</message>" in answer[0]  # the scripted agent echoes its prompt
     assert [e.status for e in [r.event for r in log.read_since(0, types=[t.AgentRunFinished])]] == ["ok"]
     assert our_containers(settings) == []
@@ -59,27 +75,18 @@ def test_a_message_in_the_main_group_is_answered_by_an_agent_container(service_e
 
 def test_a_trigger_group_answers_only_when_addressed_and_sees_the_context(service_env):
     settings, log = service_env
-    service = RouterProcess(settings, worker=True).wait_ready()
-    client = LocalChatClient(service.socket, "local:fam")
-    try:
+    with chatting(settings, "local:fam") as (_, client):
         client.send("we need milk")
         assert replies(client, 1, timeout=3) == []
         client.send("@Andy add it to the list")
         answer = replies(client, 1)
-    finally:
-        client.close()
-        service.stop(timeout=60)
     assert "we need milk" in answer[0] and "@Andy add it to the list" in answer[0]
 
 
 def test_a_worker_killed_mid_run_is_restarted_and_the_message_is_answered_once(service_env, monkeypatch):
     settings, log = service_env
-    path = settings.root / "scripts.json"
-    path.write_text('{"main": {"turns": [[{"sleep": 3}, {"reply": "finally"}]]}}')
-    monkeypatch.setenv("SCRIPTED_AGENT_FILE", str(path))
-    service = RouterProcess(settings, worker=True).wait_ready()
-    client = LocalChatClient(service.socket, "local:me")
-    try:
+    use_script(settings, monkeypatch, {"main": {"turns": [[{"sleep": 3}, {"reply": "finally"}]]}})
+    with chatting(settings) as (service, client):
         client.send("slow question")
         deadline = time.monotonic() + 60
         while not log.read_since(0, types=[t.AgentRunStarted]) and time.monotonic() < deadline:
@@ -89,9 +96,6 @@ def test_a_worker_killed_mid_run_is_restarted_and_the_message_is_answered_once(s
         os.kill(worker_pid, signal.SIGKILL)
         answer = replies(client, 1, timeout=90)
         answer += replies(client, 1, timeout=5)  # and no second copy
-    finally:
-        client.close()
-        service.stop(timeout=60)
     history = "\n".join(f"{r.seq} {str(r.event)[:150]}" for r in log.read_since(0, limit=None))
     assert answer == ["finally"], history + "\n" + service.stderr()
     finished = [r.event for r in log.read_since(0, types=[t.AgentRunFinished])]
@@ -101,18 +105,11 @@ def test_a_worker_killed_mid_run_is_restarted_and_the_message_is_answered_once(s
 
 def test_a_message_sent_by_the_agents_tool_reaches_the_chat_through_ipc(service_env, monkeypatch):
     settings, log = service_env
-    path = settings.root / "scripts.json"
-    path.write_text('{"main": {"turns": [[{"tool": "send_message", "args": {"text": "from the tool"}},'
-                    ' {"sleep": 0.5}, {"reply": "done"}]]}}')
-    monkeypatch.setenv("SCRIPTED_AGENT_FILE", str(path))
-    service = RouterProcess(settings, worker=True).wait_ready()
-    client = LocalChatClient(service.socket, "local:me")
-    try:
+    use_script(settings, monkeypatch, {"main": {"turns": [[
+        {"tool": "send_message", "args": {"text": "from the tool"}}, {"sleep": 0.5}, {"reply": "done"}]]}})
+    with chatting(settings) as (_, client):
         client.send("use your tool")
         answer = replies(client, 2)
-    finally:
-        client.close()
-        service.stop(timeout=60)
     assert answer == ["from the tool", "done"]
     received = [r.event for r in log.read_since(0, types=[t.IpcReceived])]
     assert [(e.folder, e.kind, e.payload["text"]) for e in received] == [("main", "messages", "from the tool")]
