@@ -113,3 +113,18 @@ def test_a_message_sent_by_the_agents_tool_reaches_the_chat_through_ipc(service_
     assert answer == ["from the tool", "done"]
     received = [r.event for r in log.read_since(0, types=[t.IpcReceived])]
     assert [(e.folder, e.kind, e.payload["text"]) for e in received] == [("main", "messages", "from the tool")]
+
+
+def test_a_follow_up_is_piped_into_the_running_agent_not_a_new_container(service_env, monkeypatch):
+    settings, log = service_env
+    monkeypatch.setenv("IDLE_TIMEOUT", "60000")
+    with chatting(settings) as (_, client):
+        client.send("first question")
+        first = replies(client, 1)
+        client.send("and a follow-up")
+        second = replies(client, 1)
+    assert "first question" in first[0]
+    assert "and a follow-up" in second[0] and "first question" not in second[0]
+    assert len(log.read_since(0, types=[t.AgentRunStarted])) == 1
+    piped = [r.event for r in log.read_since(0, types=[t.MessagesPiped])]
+    assert len(piped) == 1 and piped[0].message_count == 1
