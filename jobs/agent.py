@@ -150,31 +150,13 @@ class AgentRun:
         agent_input = AgentInput(
             prompt=plan.prompt, sessionId=plan.session_id, groupFolder=group.folder, chatJid=group.jid,
             isMain=group.is_main, assistantName=self.settings.assistant_name,
-            provider=self.settings.agent_provider, scripted=self._script(plan),
+            provider=self.settings.agent_provider,
+            scripted=scripted_for(self.settings, plan.group.folder, plan.attempt),
             secrets=agent_secrets(self.settings),
             timezone=self.settings.timezone, verbose=self.settings.verbose_container_logs)
         return RunSpec(folder=group.folder, group_name=group.name, is_main=group.is_main, input=agent_input,
                        run_id=plan.run_id, name=plan.container, timeout_ms=config.timeout_ms,
                        extra_mounts=[Mount(m.host_path, m.container_path, m.readonly) for m in accepted])
-
-    def _script(self, plan: Plan) -> dict | None:
-        """For the scripted provider: this group's script from SCRIPTED_AGENT_FILE, by attempt.
-
-        The file maps a folder (or `*`) to one script or to a list of scripts,
-        the n-th used for the n-th attempt (the last one for any later attempt).
-        """
-        path = self.settings.scripted_agent_file
-        if self.settings.agent_provider != "scripted" or path is None:
-            return None
-        try:
-            scripts = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            logger.warning("cannot read SCRIPTED_AGENT_FILE {}: {}; echoing instead", path, exc)
-            return None
-        chosen = scripts.get(plan.group.folder, scripts.get("*"))
-        if isinstance(chosen, list):
-            chosen = chosen[min(plan.attempt, len(chosen) - 1)] if chosen else None
-        return chosen if isinstance(chosen, dict) else None
 
     # --- while it runs ---------------------------------------------------------
 
@@ -256,3 +238,23 @@ def _attempt(tx: Transaction, folder: str) -> int:
     """The attempt number carried by the newest request for this group."""
     last = tx.read_since(0, types=[t.AgentRunRequested], streams=[folder], limit=1, newest=True)
     return last[0].event.attempt if last else 0
+
+
+def scripted_for(settings: Settings, folder: str, attempt: int) -> dict | None:
+    """For the scripted provider: the group's script from SCRIPTED_AGENT_FILE, by attempt.
+
+    The file maps a folder (or `*`) to one script or to a list of scripts,
+    the n-th used for the n-th attempt (the last one for any later attempt).
+    """
+    path = settings.scripted_agent_file
+    if settings.agent_provider != "scripted" or path is None:
+        return None
+    try:
+        scripts = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        logger.warning("cannot read SCRIPTED_AGENT_FILE {}: {}; echoing instead", path, exc)
+        return None
+    chosen = scripts.get(folder, scripts.get("*"))
+    if isinstance(chosen, list):
+        chosen = chosen[min(attempt, len(chosen) - 1)] if chosen else None
+    return chosen if isinstance(chosen, dict) else None

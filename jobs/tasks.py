@@ -18,6 +18,7 @@ from loguru import logger
 from events import EventLog, Transaction
 from events import types as t
 from events.timefmt import iso_now, parse_iso
+from jobs.agent import scripted_for
 from jobs.containers import AgentInput, ContainerRunner, RunSpec, container_name, request_close
 from jobs.credentials import agent_secrets
 from jobs.output_parser import AgentResult
@@ -108,7 +109,8 @@ class TaskRun:
         agent_input = AgentInput(
             prompt=task["prompt"], sessionId=session, groupFolder=group.folder, chatJid=task["chat_jid"],
             isMain=group.is_main, isScheduledTask=True, assistantName=self.settings.assistant_name,
-            script=task["script"], provider=self.settings.agent_provider, secrets=agent_secrets(self.settings),
+            script=task["script"], provider=self.settings.agent_provider,
+            scripted=scripted_for(self.settings, group.folder, 0), secrets=agent_secrets(self.settings),
             timezone=self.settings.timezone, verbose=self.settings.verbose_container_logs)
         return RunSpec(folder=group.folder, group_name=group.name, is_main=group.is_main, input=agent_input,
                        run_id=run_id, idle_timeout_ms=TASK_CLOSE_AFTER_MS, idle_rearm=False,

@@ -46,6 +46,13 @@ class RouterProcess:
             self.proc.terminate()
         return self.proc.wait(timeout=timeout)
 
+    def __enter__(self) -> "RouterProcess":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.proc.poll() is None:
+            self.stop(timeout=60)
+
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()

@@ -158,3 +158,35 @@ def test_a_due_task_goes_before_waiting_messages_which_are_answered_after_it(wor
     assert AgentRun(settings, log).run("main") == "success: ok"
     texts = [o.text for o in of_type(log, t.OutboundQueued)]
     assert "the task" in texts[0] and "a message" in texts[1]
+
+
+def test_the_service_keeps_an_interval_task_on_its_grid(world, monkeypatch):
+    settings, log = world
+    (settings.root / "scripts.json").write_text(json.dumps({"main": {"turns": [[{"reply": "tick"}, {"crash": 0}]]}}))
+    monkeypatch.setenv("SCRIPTED_AGENT_FILE", str(settings.root / "scripts.json"))
+    first_due = datetime.now(timezone.utc) + timedelta(seconds=2)
+    with RouterProcess(settings, worker=True).wait_ready() as service:
+        schedule(log, "tick", kind="interval", value="4000", next_run=to_iso(first_due), prompt="tick")
+        deadline = time.monotonic() + 60
+        while len(of_type(log, t.TaskRunFinished)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        service.stop(timeout=60)
+    starts = [parse_iso(r.at) for r in log.read_since(0, types=[t.AgentRunStarted], limit=None)][:2]
+    assert len(starts) == 2
+    for n, started in enumerate(starts):
+        assert 0 <= (started - (first_due + timedelta(seconds=4 * n))).total_seconds() < 1.0
+
+
+def test_a_task_missed_while_the_service_was_down_runs_once_after_the_restart(world):
+    settings, log = world
+    schedule(log, "nightly", kind="cron", value="0 3 * * *",
+             next_run=to_iso(datetime.now(timezone.utc) - timedelta(days=2)))  # two nights missed
+    with RouterProcess(settings, worker=True).wait_ready() as service:
+        deadline = time.monotonic() + 60
+        while not of_type(log, t.TaskRunFinished) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(3)  # room for a second, wrong, run
+        service.stop(timeout=60)
+    assert len(of_type(log, t.TaskRunFinished)) == 1
+    next_run = parse_iso(log.query("SELECT next_run FROM tasks WHERE id = 'nightly'")[0][0])
+    assert next_run > datetime.now(timezone.utc) and (next_run.hour, next_run.minute) == (3, 0)
