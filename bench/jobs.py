@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -147,6 +148,7 @@ def main() -> None:
     parser.add_argument("--ipc", type=int, default=200)
     parser.add_argument("--tasks", type=int, default=5)
     parser.add_argument("--runs", type=int, default=12)
+    parser.add_argument("--trials", type=int, default=5)
     args = parser.parse_args()
     print("jobs benchmark (a real nanoclaw run; scripted agent in the test image)")
     to_event, to_sent = ipc_latency(args.ipc)
@@ -156,10 +158,14 @@ def main() -> None:
     delays = task_delay(args.tasks)
     print(f"task due -> its container run starts ({len(delays)} tasks): median {pct(delays, .5) * 1e3:.0f} ms  "
           f"max {max(delays) * 1e3:.0f} ms   target < 1 s (v1: up to 60 s)")
-    plain = plain_throughput(args.runs)
-    ours = our_throughput(args.runs)
-    print(f"run throughput, {args.runs} runs, 3 at a time: ours {ours:.2f} runs/s, plain docker run {plain:.2f} "
-          f"runs/s, ratio {ours / plain:.2f}   target >= 0.9")
+    ratios = []
+    for _ in range(args.trials):  # interleaved: the machine's noise falls on both sides
+        plain = plain_throughput(args.runs)
+        ours = our_throughput(args.runs)
+        ratios.append(ours / plain)
+        print(f"  trial: ours {ours:.2f} runs/s, plain docker run {plain:.2f} runs/s, ratio {ours / plain:.2f}")
+    print(f"run throughput, {args.runs} runs 3 at a time, median of {args.trials} trials: ratio "
+          f"{statistics.median(ratios):.2f} (range {min(ratios):.2f} to {max(ratios):.2f})   target >= 0.9")
 
 
 if __name__ == "__main__":
