@@ -32,10 +32,9 @@ from nanoclaw.config import Settings
 from nanoclaw.faults import fault_point
 from router.allowlist import AllowlistFile
 from router.groups import Group, group_from_row
-from router.history import cursor_of, pending_messages, prompt_for
+from router.history import cursor_of, pending_messages, prompt_for, run_in_progress, window_wakes
 from router.prompt import clean_output
 from router.snapshots import write_groups_snapshot, write_tasks_snapshot
-from router.triggers import may_trigger, needs_trigger
 
 MAX_RETRIES = 5
 BASE_RETRY_S = 5.0
@@ -110,7 +109,7 @@ class AgentRun:
         rows = tx.query("SELECT jid FROM groups WHERE folder = ?", (folder,))
         if not rows:
             return "no such group"
-        if tx.query("SELECT 1 FROM runs WHERE folder = ? AND state = 'running'", (folder,)):
+        if run_in_progress(tx, folder):
             return "busy: the running agent takes these messages"
         due = tx.query("SELECT id FROM tasks WHERE group_folder = ? AND status = 'active' AND next_run <= ? "
                        "ORDER BY next_run", (folder, iso_now()))
@@ -125,19 +124,15 @@ class AgentRun:
         pending = pending_messages(tx, group.jid, cursor, self.settings.max_messages_per_prompt)
         if not pending:
             return "nothing pending"
-        if needs_trigger(group.is_main, group.requires_trigger) and not any(
-                self._triggers(group, r.event) for r in pending):
+        if not window_wakes(pending, is_main=group.is_main, requires_trigger=group.requires_trigger,
+                            trigger=group.trigger, default_trigger=self.settings.trigger,
+                            rules=self.allowlist.current()):
             return "no trigger in the pending messages"
         session = tx.query("SELECT session_id FROM sessions WHERE folder = ?", (folder,))
         return Plan(run_id=uuid.uuid4().hex[:12], group=group, container=container_name(folder),
                     from_seq=cursor, through_seq=pending[-1].seq,
                     prompt=prompt_for(pending, self.settings.timezone),
                     session_id=session[0][0] if session else None, attempt=_attempt(tx, folder))
-
-    def _triggers(self, group: Group, event: t.MessageReceived) -> bool:
-        allowed = self.allowlist.current().may_trigger(event.chat_jid, event.sender)
-        return may_trigger(content=event.content, is_from_me=event.is_from_me, sender_allowed=allowed,
-                           trigger=group.trigger, default_trigger=self.settings.trigger)
 
     def _spec(self, plan: Plan) -> RunSpec:
         group = plan.group

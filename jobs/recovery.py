@@ -20,8 +20,7 @@ from jobs.runtime import remove_orphans
 from nanoclaw.config import Settings
 from router.allowlist import AllowlistFile
 from router.groups import group_from_row
-from router.history import cursor_of, pending_messages
-from router.triggers import may_trigger, needs_trigger
+from router.history import cursor_of, outstanding_request, pending_messages, run_in_progress, window_wakes
 
 # Run ids of the containers this process is running right now.
 active_runs: set[str] = set()
@@ -68,27 +67,14 @@ def _request_waiting_groups(tx: Transaction, settings: Settings, allowlist: Allo
     count = 0
     for row in tx.query("SELECT * FROM groups"):
         group = group_from_row(row)
-        if tx.query("SELECT 1 FROM runs WHERE folder = ? AND state = 'running'", (group.folder,)):
-            continue
-        if _outstanding_request(tx, group.folder) is not None:
+        if run_in_progress(tx, group.folder) or outstanding_request(tx, group.folder) is not None:
             continue
         pending = pending_messages(tx, group.jid, cursor_of(tx, group.jid), settings.max_messages_per_prompt)
-        if pending and (not needs_trigger(group.is_main, group.requires_trigger) or any(
-                may_trigger(content=r.event.content, is_from_me=r.event.is_from_me,
-                            sender_allowed=allowlist.current().may_trigger(group.jid, r.event.sender),
-                            trigger=group.trigger, default_trigger=settings.trigger) for r in pending)):
+        if window_wakes(pending, is_main=group.is_main, requires_trigger=group.requires_trigger,
+                        trigger=group.trigger, default_trigger=settings.trigger, rules=allowlist.current()):
             tx.append(t.AgentRunRequested(folder=group.folder, chat_jid=group.jid, reason="recovery"))
             count += 1
     return count
-
-
-def _outstanding_request(tx: Transaction, folder: str):
-    """The newest request of a group that no run has started since, or None."""
-    last = tx.read_since(0, types=[t.AgentRunRequested], streams=[folder], limit=1, newest=True)
-    if not last:
-        return None
-    started = tx.query("SELECT max(started_seq) FROM runs WHERE folder = ?", (folder,))[0][0] or 0
-    return last[0] if last[0].seq > started else None
 
 
 def _requests_without_runs(tx: Transaction) -> list[t.AgentRunRequested]:
@@ -98,7 +84,7 @@ def _requests_without_runs(tx: Transaction) -> list[t.AgentRunRequested]:
     now = iso_now()
     waiting = []
     for (folder,) in tx.query("SELECT folder FROM groups"):
-        record = _outstanding_request(tx, folder)
+        record = outstanding_request(tx, folder)
         if record is not None and (record.event.not_before or "") <= now:
             waiting.append(record.event)
     return waiting

@@ -27,7 +27,7 @@ from jobs.workspace import clear_input
 from nanoclaw.config import Settings
 from nanoclaw.faults import fault_point
 from router.groups import group_from_row
-from router.history import cursor_of, pending_messages
+from router.history import cursor_of, pending_messages, run_in_progress
 from router.prompt import clean_output
 from router.schedule import ScheduleError, next_run_after_run
 from router.snapshots import write_groups_snapshot, write_tasks_snapshot
@@ -79,7 +79,7 @@ class TaskRun:
             tx.append(t.TaskPaused(task_id=task_id, group_folder=task["group_folder"], by="scheduler"))
             return "group not found: task paused"
         group = group_from_row(group_rows[0])
-        if tx.query("SELECT 1 FROM runs WHERE folder = ? AND state = 'running'", (group.folder,)):
+        if run_in_progress(tx, group.folder):
             request_close(self.settings, group.folder)  # an idle message agent gives way to the task
             self._again_soon(task_id)
             return "busy: retrying shortly"

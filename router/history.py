@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from events import Record, Transaction
 from events import types as t
+from router.allowlist import Allowlist
 from router.prompt import PromptMessage, format_prompt
+from router.triggers import may_trigger, needs_trigger
 
 
 def is_conversation(event: t.MessageReceived) -> bool:
@@ -31,6 +33,38 @@ def pending_messages(reader: Transaction, chat_jid: str, after_seq: int, limit: 
         if len(chunk) < limit:
             break
     return found[-limit:]
+
+
+def run_in_progress(reader: Transaction, folder: str) -> bool:
+    """True while the group holds its lease: a run started and not finished."""
+    return bool(reader.query("SELECT 1 FROM runs WHERE folder = ? AND state = 'running'", (folder,)))
+
+
+def outstanding_request(reader: Transaction, folder: str) -> Record | None:
+    """The group's newest run request that no run has started since, or None."""
+    last = reader.read_since(0, types=[t.AgentRunRequested], streams=[folder], limit=1, newest=True)
+    if not last:
+        return None
+    started = reader.query("SELECT max(started_seq) FROM runs WHERE folder = ?", (folder,))[0][0] or 0
+    return last[0] if last[0].seq > started else None
+
+
+def message_wakes(event: t.MessageReceived, *, trigger: str, default_trigger: str, rules: Allowlist) -> bool:
+    """One message passes the trigger and its sender may trigger (SPEC 5.3)."""
+    return may_trigger(content=event.content, is_from_me=event.is_from_me,
+                       sender_allowed=rules.may_trigger(event.chat_jid, event.sender),
+                       trigger=trigger, default_trigger=default_trigger)
+
+
+def window_wakes(records: list[Record], *, is_main: bool, requires_trigger: bool, trigger: str,
+                 default_trigger: str, rules: Allowlist) -> bool:
+    """The pending window holds work the agent must take (SPEC 5.4 step 3)."""
+    if not records:
+        return False
+    if not needs_trigger(is_main, requires_trigger):
+        return True
+    return any(message_wakes(r.event, trigger=trigger, default_trigger=default_trigger, rules=rules)
+               for r in records)
 
 
 def cursor_of(reader: Transaction, chat_jid: str) -> int:

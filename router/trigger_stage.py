@@ -25,8 +25,8 @@ from events.consumer import Stage
 from nanoclaw.config import Settings
 from nanoclaw.faults import fault_point
 from router.allowlist import AllowlistFile
-from router.history import cursor_of, pending_messages, prompt_for
-from router.triggers import may_trigger, needs_trigger
+from router.history import cursor_of, message_wakes, outstanding_request, pending_messages, prompt_for
+from router.triggers import needs_trigger
 
 _BASE36 = string.digits + string.ascii_lowercase
 
@@ -78,10 +78,9 @@ class TriggerStage(Stage):
         if not needs_trigger(bool(group["is_main"]), bool(group["requires_trigger"])):
             return True
         rules = self.allowlist.current()
-        allowed = rules.may_trigger(event.chat_jid, event.sender)
-        wakes = may_trigger(content=event.content, is_from_me=event.is_from_me, sender_allowed=allowed,
-                            trigger=group["trigger"], default_trigger=self.settings.trigger)
-        if not wakes and not allowed and rules.log_denied and not event.is_from_me:
+        wakes = message_wakes(event, trigger=group["trigger"], default_trigger=self.settings.trigger, rules=rules)
+        if not wakes and rules.log_denied and not event.is_from_me \
+                and not rules.may_trigger(event.chat_jid, event.sender):
             logger.debug("{} may not trigger the assistant in {} (sender allowlist)", event.sender, event.chat_jid)
         return wakes
 
@@ -92,7 +91,7 @@ class TriggerStage(Stage):
             "ORDER BY started_seq DESC LIMIT 1", (folder,))
         if running:
             self._pipe(tx, running[0]["run_id"], jid, folder)
-        elif not self._request_outstanding(tx, folder):
+        elif outstanding_request(tx, folder) is None:
             fault_point("triggers-before-request")
             tx.append(t.AgentRunRequested(folder=folder, chat_jid=jid, reason="messages"))
             logger.info("{}: messages wait for the agent; run requested", folder)
@@ -105,12 +104,3 @@ class TriggerStage(Stage):
         tx.append(t.MessagesPiped(run_id=run_id, folder=folder, chat_jid=jid, through_seq=pending[-1].seq,
                                   message_count=len(pending), file=path.name))
         logger.info("{}: piped {} message(s) into the running agent", folder, len(pending))
-
-    @staticmethod
-    def _request_outstanding(tx: Transaction, folder: str) -> bool:
-        """A request newer than the group's last run start is still waiting for a worker."""
-        last_request = tx.read_since(0, types=[t.AgentRunRequested], streams=[folder], limit=1, newest=True)
-        if not last_request:
-            return False
-        started = tx.query("SELECT max(started_seq) FROM runs WHERE folder = ?", (folder,))[0][0] or 0
-        return last_request[0].seq > started
