@@ -15,7 +15,7 @@ import msgspec
 
 from events import types as t
 
-PROJECTION_VERSION = 3
+PROJECTION_VERSION = 4
 
 TABLES: dict[str, str] = {
     "chats": """CREATE TABLE chats (
@@ -37,7 +37,7 @@ TABLES: dict[str, str] = {
         task_id TEXT, container TEXT NOT NULL, state TEXT NOT NULL,
         started_seq INTEGER NOT NULL, started_at TEXT NOT NULL, from_seq INTEGER NOT NULL,
         through_seq INTEGER NOT NULL, outputs INTEGER NOT NULL DEFAULT 0,
-        finished_at TEXT, status TEXT, error TEXT, had_output INTEGER)""",
+        finished_at TEXT, status TEXT, error TEXT, had_output INTEGER, worker TEXT)""",
     "tasks": """CREATE TABLE tasks (
         id TEXT PRIMARY KEY, group_folder TEXT NOT NULL, chat_jid TEXT NOT NULL,
         prompt TEXT NOT NULL, schedule_type TEXT NOT NULL, schedule_value TEXT NOT NULL,
@@ -169,10 +169,10 @@ def _set_cursor(db: sqlite3.Connection, chat_jid: str, seq: int, at: str) -> Non
 def _run_started(db: sqlite3.Connection, seq: int, at: str, ev: t.AgentRunStarted) -> None:
     db.execute(
         """INSERT INTO runs (run_id, folder, chat_jid, task_id, container, state, started_seq,
-                             started_at, from_seq, through_seq)
-           VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?)""",
+                             started_at, from_seq, through_seq, worker)
+           VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)""",
         (ev.run_id, ev.folder, ev.chat_jid, ev.task_id, ev.container, seq, at,
-         ev.from_seq, ev.through_seq),
+         ev.from_seq, ev.through_seq, ev.worker),
     )
     if ev.task_id is None and ev.through_seq > ev.from_seq:
         _set_cursor(db, ev.chat_jid, ev.through_seq, at)

@@ -153,6 +153,7 @@ class AgentRunStarted(Event):
     session_id: str | None = None
     attempt: int = 0
     request_seq: int | None = None
+    worker: str | None = None  # the worker process running it (jobs/liveness.py)
 
 
 class MessagesPiped(Event):

@@ -24,6 +24,7 @@ from events import types as t
 from events.timefmt import iso_now, to_iso
 from jobs.containers import AgentInput, ContainerRunner, RunResult, RunSpec, container_name
 from jobs.credentials import agent_secrets
+from jobs.liveness import this_worker
 from jobs.mounts import AllowlistLoader, validate_mounts
 from jobs.output_parser import AgentResult
 from jobs.recovery import active_lock, active_runs
@@ -87,21 +88,29 @@ class AgentRun:
             tx.append(t.AgentRunStarted(
                 run_id=plan.run_id, folder=folder, chat_jid=plan.group.jid, container=plan.container,
                 from_seq=plan.from_seq, through_seq=plan.through_seq,
-                message_count=plan.prompt.count("<message "), session_id=plan.session_id, attempt=plan.attempt))
+                message_count=plan.prompt.count("<message "), session_id=plan.session_id, attempt=plan.attempt,
+                worker=this_worker(self.settings)))
             with active_lock:  # before the commit, so recovery never takes this run for dead
                 active_runs.add(plan.run_id)
+        try:
+            result = self._drive(plan)
+        finally:  # only once the run's end is recorded (or it crashed): recovery then finishes it
+            with active_lock:
+                active_runs.discard(plan.run_id)
+        return f"{result.status}: {result.error or 'ok'}"
+
+    def _drive(self, plan: Plan) -> RunResult:
         fault_point("agent-run-started")
-        logger.info("{}: agent run {} started ({} message(s), attempt {})", folder, plan.run_id,
+        logger.info("{}: agent run {} started ({} message(s), attempt {})", plan.group.folder, plan.run_id,
                     plan.prompt.count("<message "), plan.attempt + 1)
         progress = Progress(session_id=plan.session_id)
         try:
             result = self.runner.run(self._spec(plan), lambda r: self._on_output(plan, progress, r))
         finally:
             with active_lock:
-                active_runs.discard(plan.run_id)
                 idle_since.pop(plan.run_id, None)
         self._finish(plan, progress, result)
-        return f"{result.status}: {result.error or 'ok'}"
+        return result
 
     # --- before the container --------------------------------------------------
 

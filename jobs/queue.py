@@ -70,7 +70,7 @@ def every_minute() -> None:
     from jobs.recovery import reconcile
     from jobs.tasks import due_tasks
 
-    reconcile(settings, event_log(), startup=False)
+    reconcile(settings, event_log())
     for task_id in due_tasks(event_log()):
         run_task(task_id)
     cleanup_if_due(settings, event_log())

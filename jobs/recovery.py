@@ -5,7 +5,9 @@ Never from huey's queue: a run the log says started and never finished gets
 nothing, so it runs again; not when it had, so no reply is repeated); a
 group with triggering work past its cursor and nobody on it gets a request;
 a request that no run followed gets its job again. Containers of this install
-that no live run owns are removed.
+that no live run owns are removed. A run is live while this process runs it,
+or while the worker process that stamped it still holds its lock
+(jobs/liveness.py), so several workers per install never reap each other.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from loguru import logger
 
 from events import EventLog, Transaction
 from events import types as t
+from jobs.liveness import is_alive, known_worker
 from jobs.runtime import remove_orphans
 from nanoclaw.config import Settings
 from router.allowlist import AllowlistFile
@@ -32,13 +35,22 @@ def _mine() -> set[str]:
         return set(active_runs)
 
 
-def reconcile(settings: Settings, log: EventLog, *, startup: bool) -> dict[str, int]:
+def live_runs(settings: Settings, log: EventLog | Transaction) -> set[str]:
+    """Run ids that are really running: this process's own, and those of live workers."""
+    mine = _mine()
+    running = log.query("SELECT run_id, worker FROM runs WHERE state = 'running'")
+    alive = {worker: is_alive(settings, worker) for worker in {row["worker"] for row in running}}
+    me = known_worker(settings)
+    return mine | {row["run_id"] for row in running if row["worker"] != me and alive[row["worker"]]}
+
+
+def reconcile(settings: Settings, log: EventLog) -> dict[str, int]:
     """Bring runs, requests and containers back in line with the log; returns counts."""
-    removed = remove_orphans(settings, keep=set if startup else _mine)
+    removed = remove_orphans(settings, keep=lambda: live_runs(settings, log))
     allowlist = AllowlistFile(settings.sender_allowlist_path)
     with log.transaction() as tx:
         # read inside the write transaction: a job registers its run before it commits AgentRunStarted
-        interrupted = _finish_dead_runs(tx, set() if startup else _mine())
+        interrupted = _finish_dead_runs(tx, live_runs(settings, tx))
         lost = _requests_without_runs(tx)
         requested = _request_waiting_groups(tx, settings, allowlist)
     _enqueue(lost)
@@ -55,7 +67,7 @@ def _finish_dead_runs(tx: Transaction, alive: set[str]) -> int:
         sent = tx.query("SELECT count(*) FROM outbound WHERE run_id = ?", (run["run_id"],))[0][0]
         tx.append(t.AgentRunFinished(
             run_id=run["run_id"], folder=run["folder"], chat_jid=run["chat_jid"], status="interrupted",
-            error="the worker stopped before the container finished", had_output=sent > 0,
+            error="its worker stopped before the container finished", had_output=sent > 0,
             cursor_rollback_to=None if sent else run["from_seq"]))
         logger.warning("{}: run {} was interrupted ({}); {}", run["folder"], run["run_id"],
                        "replies were sent" if sent else "nothing was sent",

@@ -21,6 +21,7 @@ from events.timefmt import iso_now, parse_iso
 from jobs.agent import scripted_for
 from jobs.containers import AgentInput, ContainerRunner, RunSpec, container_name, request_close
 from jobs.credentials import agent_secrets
+from jobs.liveness import this_worker
 from jobs.output_parser import AgentResult
 from jobs.recovery import active_lock, active_runs
 from jobs.workspace import clear_input
@@ -58,10 +59,10 @@ class TaskRun:
         try:
             result = self.runner.run(self._spec(task, group, run_id),
                                      lambda r: self._on_output(task, group, run_id, r, texts, errors))
-        finally:
+            self._finish(task, group, run_id, result, texts, errors, int((time.monotonic() - started) * 1000))
+        finally:  # only once the run's end is recorded (or it crashed): recovery then finishes it
             with active_lock:
                 active_runs.discard(run_id)
-        self._finish(task, group, run_id, result, texts, errors, int((time.monotonic() - started) * 1000))
         return f"{result.status}: {result.error or 'ok'}"
 
     def _claim(self, tx: Transaction, task_id: str):
@@ -87,7 +88,7 @@ class TaskRun:
         cursor = cursor_of(tx, group.jid)
         tx.append(t.AgentRunStarted(run_id=run_id, folder=group.folder, chat_jid=group.jid,
                                     container=container_name(group.folder), from_seq=cursor, through_seq=cursor,
-                                    task_id=task_id))
+                                    task_id=task_id, worker=this_worker(self.settings)))
         with active_lock:
             active_runs.add(run_id)
         return task, group, run_id

@@ -16,6 +16,7 @@ from loguru import logger
 
 from jobs.agent import idle_since
 from jobs.containers import request_close
+from jobs.liveness import this_worker
 from jobs.recovery import active_lock, active_runs, reconcile
 from nanoclaw.config import Settings
 
@@ -32,19 +33,20 @@ class _Consumer(Consumer):
 
     def stop(self, graceful: bool = False) -> None:
         with active_lock:
-            folders = {folder for _, folder in idle_since.values()}
-            running = len(active_runs)
-        if running:
-            logger.info("asking {} running agent(s) to finish", running)
-        for folder in self._running_folders() | folders:
+            mine = set(active_runs)
+        if mine:
+            logger.info("asking {} running agent(s) to finish", len(mine))
+        for folder in self._folders_of(mine):
             request_close(self.settings, folder)
         super().stop(graceful=graceful)
 
-    def _running_folders(self) -> set[str]:
+    @staticmethod
+    def _folders_of(run_ids: set[str]) -> set[str]:
+        """The groups of this worker's own runs: other workers' agents are theirs to close."""
         from jobs.queue import event_log
 
-        rows = event_log().query("SELECT folder FROM runs WHERE state = 'running'")
-        return {row["folder"] for row in rows}
+        rows = event_log().query("SELECT run_id, folder FROM runs WHERE state = 'running'")
+        return {row["folder"] for row in rows if row["run_id"] in run_ids}
 
 
 def preempt_idle(settings: Settings, pending: int) -> str | None:
@@ -70,7 +72,8 @@ def _preempt_loop(settings: Settings, huey, stop: threading.Event) -> None:
 def run_worker(settings: Settings) -> int:
     from jobs.queue import event_log, huey
 
-    reconcile(settings, event_log(), startup=True)
+    logger.info("worker {} starting", this_worker(settings))  # its identity first: its runs carry it
+    reconcile(settings, event_log())
     consumer = _Consumer(
         huey, settings, workers=settings.max_concurrent_containers, worker_type="thread",
         initial_delay=0.01, max_delay=0.1, backoff=1.1, flush_locks=True, periodic=True,

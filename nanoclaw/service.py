@@ -15,13 +15,17 @@ import sys
 from loguru import logger
 
 from events import EventLog
+from jobs.credentials import warn_if_no_credentials
 from jobs.dispatcher import DispatcherStage
+from jobs.recovery import live_runs
 from jobs.runtime import RuntimeUnavailable, check_runtime, remove_orphans
 from nanoclaw.config import Settings
 from router.app import RouterApp
+from router.channels.base import ChannelStartError
 from router.channels.local import LocalChatError
 from router.channels.registry import NoChannelsError
 from router.groups import ensure_global_memory
+from router.heartbeat import Heartbeat
 
 EXIT_FATAL = 1
 RESTART_DELAY_S = 1.0
@@ -44,12 +48,14 @@ def run_service(settings: Settings, *, with_worker: bool = True) -> int:
         return _fatal(f"the container runtime is not reachable ({exc}).\n"
                       "Start Docker (sudo systemctl start docker) and run nanoclaw again.")
     logger.info("container runtime up (Docker {})", version)
-    remove_orphans(settings)
+    warn_if_no_credentials(settings)
     ensure_global_memory(settings)
     log = EventLog(settings.db_path, sync=settings.event_log_sync)
+    # after opening the log: it tells which runs other `nanoclaw worker` processes still drive
+    remove_orphans(settings, keep=lambda: live_runs(settings, log))
     try:
         return asyncio.run(_serve(settings, log, with_worker))
-    except (NoChannelsError, LocalChatError) as exc:
+    except (NoChannelsError, LocalChatError, ChannelStartError) as exc:
         return _fatal(str(exc))
     finally:
         log.close()
@@ -61,14 +67,29 @@ async def _serve(settings: Settings, log: EventLog, with_worker: bool) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, _stopper(stop, signum))
     worker = WorkerSupervisor() if with_worker else None
+    app = RouterApp(settings, log, extra_stages=[DispatcherStage()])
+    heartbeat = _heartbeat(settings, app, stop, worker)
+    heartbeat.start()
     if worker:
         await worker.start()
     try:
-        await RouterApp(settings, log, extra_stages=[DispatcherStage()]).serve(stop)
+        await app.serve(stop)
     finally:
         if worker:
             await worker.stop()
+        await heartbeat.stop()
     return 0
+
+
+def _heartbeat(settings: Settings, app: RouterApp, stop: asyncio.Event, worker: "WorkerSupervisor | None") -> Heartbeat:
+    """`data/service.json` for `nanoclaw status`: this process, its state, channels and worker."""
+    def worker_pid() -> int | None:
+        process = worker.process if worker else None
+        return process.pid if process and process.returncode is None else None
+
+    return Heartbeat(settings, channels=lambda: [c.name for c in app.channels if c.is_connected()],
+                     state=lambda: "stopping" if stop.is_set() else ("live" if app.live else "starting"),
+                     worker_pid=worker_pid)
 
 
 class WorkerSupervisor:

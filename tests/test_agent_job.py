@@ -174,12 +174,12 @@ def test_recovery_finishes_a_run_whose_worker_died_and_asks_again(world):
     seq = say(inbound, "local:me", "are you there?")
     log.append(t.AgentRunStarted(run_id="dead", folder="main", chat_jid="local:me", container="gone",
                                  from_seq=0, through_seq=seq))
-    counts = reconcile(settings, log, startup=True)
+    counts = reconcile(settings, log)
     assert counts["runs_interrupted"] == 1 and counts["runs_requested"] == 1
     finished = of_type(log, t.AgentRunFinished)[0]
     assert (finished.status, finished.cursor_rollback_to) == ("interrupted", 0)
     assert of_type(log, t.AgentRunRequested)[-1].reason == "recovery"
-    assert reconcile(settings, log, startup=False)["runs_requested"] == 0  # exactly one request
+    assert reconcile(settings, log)["runs_requested"] == 0  # exactly one request
 
 
 def test_recovery_does_not_repeat_a_run_that_had_replied(world):
@@ -188,6 +188,6 @@ def test_recovery_does_not_repeat_a_run_that_had_replied(world):
     log.append(t.AgentRunStarted(run_id="r1", folder="main", chat_jid="local:me", container="gone",
                                  from_seq=0, through_seq=seq))
     log.append(t.OutboundQueued(outbound_id="r1-0", chat_jid="local:me", text="hello", run_id="r1"))
-    counts = reconcile(settings, log, startup=True)
+    counts = reconcile(settings, log)
     assert counts["runs_interrupted"] == 1 and counts["runs_requested"] == 0
     assert of_type(log, t.AgentRunFinished)[0].cursor_rollback_to is None
