@@ -12,9 +12,12 @@ import json
 
 from loguru import logger
 
-from nanoclaw.config import Settings
+from nanoclaw.config import Settings, read_dotenv
 
 AUTH_KEYS = ("CLAUDE_CODE_OAUTH_TOKEN", "ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN")
+MISSING_HELP = ("set CLAUDE_CODE_OAUTH_TOKEN=... (from 'claude setup-token') or ANTHROPIC_API_KEY=... in {env}, "
+                "or log in with 'claude' on this machine, then restart; AGENT_PROVIDER=scripted runs a dry run "
+                "without them")
 
 
 def claude_login_token(settings: Settings) -> str | None:
@@ -39,3 +42,23 @@ def agent_secrets(settings: Settings) -> dict[str, str]:
     if settings.anthropic_base_url:
         secrets["ANTHROPIC_BASE_URL"] = settings.anthropic_base_url
     return secrets
+
+
+def credentials_source(settings: Settings) -> str | None:
+    """Where the agent's credentials come from (a key name and its place), never their value."""
+    dotenv = read_dotenv(settings.root / ".env")
+    for key in AUTH_KEYS:
+        if value := settings.secret(key):
+            return f"{key} from {'.env' if dotenv.get(key) == value else 'the environment'}"
+    if claude_login_token(settings):
+        return f"the Claude Code login in {settings.home / '.claude' / '.credentials.json'}"
+    return None
+
+
+def warn_if_no_credentials(settings: Settings) -> bool:
+    """At start-up: one clear warning when agents would run without credentials; True if warned."""
+    if settings.agent_provider == "scripted" or credentials_source(settings):
+        return False
+    logger.warning("no Claude credentials: agents will fail until you {}",
+                   MISSING_HELP.format(env=settings.root / ".env"))
+    return True

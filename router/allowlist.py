@@ -81,6 +81,20 @@ def parse(text: str) -> Allowlist:
     return Allowlist(default, chats, raw.get("logDenied") is not False)
 
 
+def problems(text: str) -> list[str]:
+    """What `parse` would ignore in the file's text, for `nanoclaw doctor`; empty when all of it is valid."""
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return [f"not valid JSON ({exc}); everyone is allowed"]
+    if not isinstance(raw, dict) or _entry(raw.get("default")) is None:
+        return ["no valid 'default' entry; everyone is allowed"]
+    chats = raw.get("chats") or {}
+    if not isinstance(chats, dict):
+        return ["'chats' is not an object; only the default applies"]
+    return [f"the entry for {jid} is invalid and ignored" for jid, value in chats.items() if _entry(value) is None]
+
+
 class AllowlistFile:
     """The allowlist as currently on disk, re-read when the file changes."""
 

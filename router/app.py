@@ -52,6 +52,7 @@ class RouterApp:
         self._wakes: list[asyncio.Event] = []
         self._tasks: list[asyncio.Task] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.live = False  # set once the live loops run (the heartbeat reports it)
 
     async def on_db(self, fn, *args):
         """Run a log operation on the router's one database thread."""
@@ -89,6 +90,7 @@ class RouterApp:
             asyncio.create_task(self._loop_stage("delivery", self.delivery.dispatch)),
             asyncio.create_task(self._loop_stage("typing", self.typing.dispatch)),
         ]
+        self.live = True
         logger.info("router live: {} channel(s), {} group(s)", len(self.channels),
                     len(self.groups.current()))
 

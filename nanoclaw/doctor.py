@@ -1,0 +1,229 @@
+"""`nanoclaw doctor`: is this install able to work, and if not, what to do.
+
+Each check says ok, warn or fail, and every warn or fail names the fix. A
+fail means the service cannot do its job; what a fresh install lacks on
+purpose (credentials, the agent image, the service unit) is a warning, so
+`scripts/install.sh`, which stops on a failing doctor, still finishes.
+Secrets are looked at, never shown: only their names appear.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+from typing import Callable, Literal
+
+import msgspec
+
+from events import EventDecodeError, EventLog, replay
+from jobs import image
+from jobs.credentials import MISSING_HELP, credentials_source
+from jobs.mounts import MountAllowlist
+from jobs.runtime import RuntimeUnavailable, check_runtime
+from jobs.workspace import CONTAINER_UID, container_user
+from nanoclaw.config import Settings
+from nanoclaw.status import service_info
+from router import allowlist
+
+REPLAY_CHECK_MAX_EVENTS = 200_000
+SYSTEMD_UNIT = Path(".config") / "systemd" / "user" / "nanoclaw.service"
+CHANNEL_KEYS = {"local": (), "telegram": ("TELEGRAM_BOT_TOKEN",), "slack": ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN"),
+                "discord": ("DISCORD_BOT_TOKEN",)}
+JID_CHANNELS = (("local:", "local"), ("tg:", "telegram"), ("slack:", "slack"), ("dc:", "discord"),
+                ("@g.us", "whatsapp"), ("@s.whatsapp.net", "whatsapp"))
+
+Level = Literal["ok", "warn", "fail"]
+
+
+class Check(msgspec.Struct, kw_only=True):
+    name: str
+    level: Level
+    detail: str
+    fix: str | None = None
+
+
+class Report(msgspec.Struct, kw_only=True):
+    ok: bool
+    checks: list[Check]
+
+
+def check_runtime_up(settings: Settings) -> Check:
+    try:
+        version = check_runtime()
+    except RuntimeUnavailable as exc:
+        return Check(name="runtime", level="fail", detail=f"the container runtime does not answer ({exc})",
+                     fix="start Docker: sudo systemctl start docker (or run scripts/install.sh)")
+    return Check(name="runtime", level="ok", detail=f"Docker {version} answers")
+
+
+def check_image(settings: Settings, runtime_up: bool) -> Check:
+    tag = settings.container_image
+    build = "nanoclaw image build" + ("" if tag == image.IMAGE_FULL_TAG else f" --tag {tag}")
+    if not runtime_up:
+        return Check(name="image", level="warn", detail=f"{tag} not checked: the runtime is down",
+                     fix="start Docker, then run nanoclaw doctor again")
+    if not image.image_exists(tag):
+        return Check(name="image", level="warn", detail=f"{tag} is not built: agents cannot run", fix=build)
+    if image.image_is_stale(tag):
+        return Check(name="image", level="warn", detail=f"{tag} was built from older agent sources", fix=build)
+    try:
+        return Check(name="image", level="ok", detail=image.check_image(tag))
+    except Exception as exc:  # any failure of the smoke run means the same: rebuild
+        return Check(name="image", level="fail", detail=f"{tag} fails its smoke test: {exc}",
+                     fix=f"{build}, then nanoclaw image check")
+
+
+def check_credentials(settings: Settings) -> Check:
+    source = credentials_source(settings)
+    if source:
+        return Check(name="credentials", level="ok", detail=f"Claude credentials found ({source})")
+    if settings.agent_provider == "scripted":
+        return Check(name="credentials", level="ok", detail="none, and none needed (AGENT_PROVIDER=scripted)")
+    return Check(name="credentials", level="warn", detail="no Claude credentials: agents cannot answer",
+                 fix=MISSING_HELP.format(env=settings.root / ".env"))
+
+
+def _channel_of(jid: str) -> str:
+    return next((name for mark, name in JID_CHANNELS if jid.startswith(mark) or jid.endswith(mark)), "unknown")
+
+
+def check_channels(settings: Settings, log: EventLog | None) -> Check:
+    from router.channels import registry
+
+    installed = registry.names()
+    ready = [n for n in installed if all(settings.secret(k) for k in CHANNEL_KEYS.get(n, ()))]
+    missing = [k for n in installed for k in CHANNEL_KEYS.get(n, ()) if not settings.secret(k)]
+    detail = "ready: " + (", ".join(ready) or "none") + (f"; not set: {', '.join(missing)}" if missing else "")
+    unreachable = []
+    for row in log.query("SELECT jid, folder FROM groups") if log else []:
+        channel = _channel_of(row["jid"])
+        if channel not in ready:
+            unreachable.append((row["folder"], row["jid"], channel))
+    if not ready:
+        return Check(name="channels", level="fail", detail=detail, fix="set a channel's credentials in .env")
+    if unreachable:
+        folder, jid, channel = unreachable[0]
+        why = f"the {channel} channel is not installed" if channel not in installed else \
+            f"{', '.join(k for k in CHANNEL_KEYS[channel] if not settings.secret(k))} not set"
+        return Check(name="channels", level="warn",
+                     detail=f"{detail}; {len(unreachable)} group(s) unreachable, e.g. {folder} ({jid}): {why}",
+                     fix=f"set the channel's credentials in {settings.root / '.env'}, or remove the group")
+    return Check(name="channels", level="ok", detail=detail)
+
+
+def _writable_dir(path: Path) -> bool:
+    return path.is_dir() and os.access(path, os.W_OK | os.X_OK)
+
+
+def check_folders(settings: Settings) -> Check:
+    paths = (settings.store_dir, settings.ipc_dir, settings.groups_dir, settings.logs_dir)
+    bad = [p for p in paths if not _writable_dir(p)]
+    if bad:
+        return Check(name="folders", level="fail", detail="missing or not writable: " + ", ".join(map(str, bad)),
+                     fix=f"mkdir -p {' '.join(map(str, bad))} and make them yours (chown -R $USER)")
+    return Check(name="folders", level="ok", detail="store/, data/ipc/, groups/, logs/ exist and are writable")
+
+
+def check_ipc_owners(settings: Settings) -> Check:
+    """Each group's IPC folders must be writable by the container's user (uid 1000 when we run as root)."""
+    _, chown = container_user()
+    uid = CONTAINER_UID if chown else os.getuid()
+    groups = sorted(p for p in settings.ipc_dir.iterdir() if p.is_dir() and p.name != "errors") \
+        if settings.ipc_dir.is_dir() else []
+    wrong = [group for group in groups if any(
+        sub.is_dir() and sub.stat().st_uid != uid and not sub.stat().st_mode & 0o002
+        for sub in (group, group / "messages", group / "tasks", group / "input"))]
+    if not wrong:
+        return Check(name="ipc folders", level="ok",
+                     detail=f"{len(groups)} group folder(s) writable by the container's user (uid {uid})")
+    # As root the service hands each folder over before every run, so this heals itself.
+    return Check(name="ipc folders", level="warn" if chown else "fail",
+                 detail=f"the container's user (uid {uid}) cannot write {', '.join(str(w) for w in wrong)}",
+                 fix=f"chown -R {uid}:{uid} {' '.join(str(w) for w in wrong)}")
+
+
+def check_mount_allowlist(settings: Settings) -> Check:
+    path = settings.mount_allowlist_path
+    try:
+        parsed = msgspec.json.decode(path.read_bytes(), type=MountAllowlist)
+    except FileNotFoundError:
+        return Check(name="mount allowlist", level="ok", detail=f"none ({path}): extra mounts are refused")
+    except (OSError, msgspec.DecodeError) as exc:
+        return Check(name="mount allowlist", level="fail", detail=f"{path} is unusable: {exc}",
+                     fix=f"fix {path} (see the README, 'Agents'); until then every extra mount is refused")
+    return Check(name="mount allowlist", level="ok", detail=f"{len(parsed.allowed_roots)} allowed root(s) in {path}")
+
+
+def check_sender_allowlist(settings: Settings) -> Check:
+    path = settings.sender_allowlist_path
+    try:
+        problems = allowlist.problems(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return Check(name="sender allowlist", level="ok", detail=f"none ({path}): everyone may trigger")
+    except (OSError, UnicodeDecodeError) as exc:
+        problems = [f"cannot read it ({exc}); everyone is allowed"]
+    if not problems:
+        return Check(name="sender allowlist", level="ok", detail=f"{path} is valid")
+    broken = "everyone is allowed" in problems[0]
+    return Check(name="sender allowlist", level="fail" if broken else "warn", detail=f"{path}: {'; '.join(problems)}",
+                 fix=f"fix {path} (see the README, 'Agents')")
+
+
+def check_service(settings: Settings) -> Check:
+    info = service_info(settings)
+    if info.state == "up":
+        return Check(name="service", level="ok", detail=f"running ({info.detail}, channels: {', '.join(info.channels)})")
+    if info.state in ("starting", "stopping"):
+        return Check(name="service", level="warn", detail=info.detail, fix="wait a few seconds and look again")
+    if info.state == "unresponsive":
+        return Check(name="service", level="fail", detail=info.detail,
+                     fix="nanoclaw service restart; see logs/nanoclaw.error.log for why it hangs")
+    return Check(name="service", level="warn", detail=info.detail,
+                 fix="nanoclaw service start (or nanoclaw run in a terminal)")
+
+
+def check_unit(settings: Settings) -> Check:
+    unit = settings.home / SYSTEMD_UNIT
+    if unit.is_file():
+        return Check(name="systemd unit", level="ok", detail=f"installed ({unit})")
+    return Check(name="systemd unit", level="warn", detail=f"not installed ({unit})", fix="nanoclaw service install")
+
+
+def check_event_log(settings: Settings) -> tuple[Check, EventLog | None]:
+    """The log opens and, when it is small enough to fold quickly, its projections match it."""
+    log = None
+    try:
+        log = EventLog(settings.db_path, sync=settings.event_log_sync)
+        events = log.last_seq()
+        if events > REPLAY_CHECK_MAX_EVENTS:
+            return Check(name="event log", level="ok",
+                         detail=f"{events:,} events (too many to fold here: nanoclaw replay --check)"), log
+        diffs = replay.check(log)
+    except (EventDecodeError, sqlite3.DatabaseError, OSError) as exc:
+        if log is not None:
+            log.close()
+        return Check(name="event log", level="fail", detail=f"{settings.db_path}: {exc}",
+                     fix="stop the service and keep a copy of store/; see the README, 'The event log'"), None
+    if diffs:
+        tables = ", ".join(d.table for d in diffs)
+        return Check(name="event log", level="fail", detail=f"projections differ from the log: {tables}",
+                     fix="stop the service, then nanoclaw replay --rebuild"), log
+    return Check(name="event log", level="ok", detail=f"{events:,} event(s); projections match the log"), log
+
+
+def diagnose(settings: Settings) -> Report:
+    """Run every check in order; `ok` is False when any failed."""
+    runtime = check_runtime_up(settings)
+    log_check, log = check_event_log(settings)
+    try:
+        later: list[Callable[[], Check]] = [
+            lambda: check_image(settings, runtime.level == "ok"), lambda: check_credentials(settings),
+            lambda: check_channels(settings, log), lambda: check_folders(settings),
+            lambda: check_ipc_owners(settings), lambda: check_mount_allowlist(settings),
+            lambda: check_sender_allowlist(settings), lambda: check_service(settings), lambda: check_unit(settings)]
+        checks = [runtime, *(run() for run in later), log_check]
+    finally:
+        if log is not None:
+            log.close()
+    return Report(ok=all(c.level != "fail" for c in checks), checks=checks)

@@ -1,0 +1,278 @@
+"""What the install is doing right now, gathered for `nanoclaw status`.
+
+Read-only and safe while the service runs or is down, and while Docker is
+down: the service's own heartbeat file says whether it lives, the event
+log and its projections say what happened, Docker says which containers
+exist, huey's file says how much work waits. Nothing here changes anything.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+import msgspec
+from docker.errors import DockerException
+from huey.storage import SqliteStorage
+from requests.exceptions import RequestException
+
+from events import EventLog
+from events import types as t
+from events.timefmt import iso_now, parse_iso
+from jobs.runtime import LABEL_GROUP, LABEL_RUN, RuntimeUnavailable, client, install_label
+from nanoclaw.config import Settings
+from router.heartbeat import HEARTBEAT_INTERVAL_S, read_beat, status_path
+
+HUEY_NAME = "nanoclaw"  # the SqliteHuey name in jobs/queue.py (its tasks table is keyed by it)
+STALE_BEAT_S = max(30.0, 10 * HEARTBEAT_INTERVAL_S)
+DOCKER_TIMEOUT_S = 5
+ERROR_TYPES = (t.AgentRunFinished, t.OutboundFailed, t.IpcRejected)
+ERROR_PAGE = 200
+ERROR_PAGES = 10
+SHOW_ERRORS = 5
+SHOW_TASKS = 5
+
+
+class ServiceInfo(msgspec.Struct, kw_only=True):
+    state: str                     # up, starting, stopping, unresponsive, down
+    detail: str
+    pid: int | None = None
+    started_at: str | None = None
+    updated_at: str | None = None
+    worker_pid: int | None = None
+    channels: list[str] = []
+
+
+class DockerInfo(msgspec.Struct, kw_only=True):
+    reachable: bool
+    detail: str
+
+
+class GroupInfo(msgspec.Struct, kw_only=True):
+    folder: str
+    name: str
+    jid: str
+    is_main: bool
+    last_activity_at: str | None
+    last_activity: str | None      # the type of the newest event about the group
+    last_activity_seq: int | None
+
+
+class ContainerInfo(msgspec.Struct, kw_only=True):
+    name: str
+    folder: str
+    run_id: str | None
+    state: str                     # busy, idle, starting, orphan, exited
+    started_at: str | None
+    age_s: float | None
+    idle_since: str | None = None
+    docker_state: str | None = None  # None: Docker was not asked (down)
+
+
+class QueueInfo(msgspec.Struct, kw_only=True):
+    pending: int
+    scheduled: int
+
+
+class TaskInfo(msgspec.Struct, kw_only=True):
+    id: str
+    group_folder: str
+    schedule: str
+    next_run: str
+    prompt: str
+
+
+class ErrorInfo(msgspec.Struct, kw_only=True):
+    seq: int
+    at: str
+    type: str
+    where: str
+    message: str
+
+
+class Status(msgspec.Struct, kw_only=True):
+    root: str
+    generated_at: str
+    service: ServiceInfo
+    docker: DockerInfo
+    queue: QueueInfo
+    groups: list[GroupInfo]
+    containers: list[ContainerInfo]
+    next_tasks: list[TaskInfo]
+    errors: list[ErrorInfo]
+
+
+# --- the service ---------------------------------------------------------------
+
+def _pid_alive(pid: int) -> bool:
+    """Alive and a nanoclaw process (a reused pid of another program does not count)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True  # no /proc to ask: trust the signal
+    return b"nanoclaw" in cmdline
+
+
+def service_info(settings: Settings, now: float | None = None) -> ServiceInfo:
+    """Up, down or stuck, from `data/service.json` and the pid it names."""
+    try:
+        beat = read_beat(status_path(settings))
+    except ValueError as exc:
+        return ServiceInfo(state="down", detail=str(exc))
+    if beat is None:
+        return ServiceInfo(state="down", detail="not running (no status file; it stopped cleanly or never ran)")
+    info = ServiceInfo(state="down", detail="", pid=beat.pid, started_at=beat.started_at,
+                       updated_at=beat.updated_at, worker_pid=beat.worker_pid, channels=beat.channels)
+    if not _pid_alive(beat.pid):
+        info.detail = f"not running: pid {beat.pid} is gone (last seen {beat.updated_at}; it did not stop cleanly)"
+        info.worker_pid, info.channels = None, []
+        return info
+    silent = (now or time.time()) - parse_iso(beat.updated_at).timestamp()
+    if silent > STALE_BEAT_S:
+        info.state, info.detail = "unresponsive", f"pid {beat.pid} lives but wrote no heartbeat for {silent:.0f} s"
+    else:
+        info.state = {"live": "up"}.get(beat.state, beat.state)
+        info.detail = f"pid {beat.pid}" + ("" if beat.state == "live" else f" ({beat.state})")
+    return info
+
+
+# --- the log -------------------------------------------------------------------
+
+def groups_info(log: EventLog) -> list[GroupInfo]:
+    """Every registered group with its newest event, most recently active first."""
+    groups = []
+    for row in log.query("SELECT jid, name, folder, is_main FROM groups"):
+        newest = [r for stream in (row["jid"], row["folder"])
+                  for r in log.read_since(0, streams=[stream], limit=1, newest=True)]
+        last = max(newest, key=lambda r: r.seq, default=None)
+        groups.append(GroupInfo(folder=row["folder"], name=row["name"], jid=row["jid"], is_main=bool(row["is_main"]),
+                                last_activity_at=last.at if last else None, last_activity=last.type if last else None,
+                                last_activity_seq=last.seq if last else None))
+    groups.sort(key=lambda g: (-(g.last_activity_seq or 0), g.folder))
+    return groups
+
+
+def run_state(log: EventLog, run: sqlite3.Row) -> tuple[str, str | None]:
+    """('busy' or 'idle', idle since): idle once the agent answered and no newer input was piped."""
+    newest = log.read_since(run["started_seq"], types=[t.AgentOutput, t.MessagesPiped],
+                            streams=[run["folder"]], limit=1, newest=True)
+    if newest and isinstance(newest[0].event, t.AgentOutput) and newest[0].event.run_id == run["run_id"] \
+            and newest[0].event.status == "success":
+        return "idle", newest[0].at
+    return "busy", None
+
+
+def _error_of(record) -> ErrorInfo | None:
+    event = record.event
+    if isinstance(event, t.AgentRunFinished):
+        if event.status == "ok":
+            return None
+        message, where = f"{event.status}: {event.error or 'no detail'}", event.folder
+    elif isinstance(event, t.OutboundFailed):
+        message, where = f"reply not delivered after {event.attempts} attempt(s): {event.reason}", event.chat_jid
+    else:
+        message, where = f"IPC request refused: {event.reason}", event.folder
+    return ErrorInfo(seq=record.seq, at=record.at, type=record.type, where=where, message=message)
+
+
+def recent_errors(log: EventLog, count: int = SHOW_ERRORS) -> list[ErrorInfo]:
+    """The newest failures (runs that did not end ok, undelivered replies, refused IPC), newest first."""
+    found: list[ErrorInfo] = []
+    before = None
+    for _ in range(ERROR_PAGES):
+        page = log.read_since(0, types=ERROR_TYPES, limit=ERROR_PAGE, newest=True, before_seq=before)
+        for record in reversed(page):
+            if (error := _error_of(record)) is not None:
+                found.append(error)
+                if len(found) == count:
+                    return found
+        if len(page) < ERROR_PAGE:
+            break
+        before = page[0].seq
+    return found
+
+
+def next_tasks(log: EventLog, count: int = SHOW_TASKS) -> list[TaskInfo]:
+    rows = log.query("SELECT id, group_folder, schedule_type, schedule_value, next_run, prompt FROM tasks"
+                     " WHERE status = 'active' AND next_run IS NOT NULL ORDER BY next_run LIMIT ?", (count,))
+    return [TaskInfo(id=r["id"], group_folder=r["group_folder"], schedule=f"{r['schedule_type']} {r['schedule_value']}",
+                     next_run=r["next_run"], prompt=r["prompt"]) for r in rows]
+
+
+# --- queue and containers --------------------------------------------------------
+
+def queue_info(settings: Settings) -> QueueInfo:
+    """Jobs waiting in huey's file (none when the file or its tables do not exist yet)."""
+    if not settings.queue_path.exists():
+        return QueueInfo(pending=0, scheduled=0)
+    storage = SqliteStorage(HUEY_NAME, filename=str(settings.queue_path), create_tables=False)
+    try:
+        return QueueInfo(pending=storage.queue_size(), scheduled=storage.schedule_size())
+    except sqlite3.OperationalError:
+        return QueueInfo(pending=0, scheduled=0)
+    finally:
+        storage.close()
+
+
+def docker_containers(settings: Settings) -> tuple[DockerInfo, list[dict] | None]:
+    """This install's containers as Docker lists them, or None with the reason when Docker is down."""
+    try:
+        engine = client(timeout=DOCKER_TIMEOUT_S)
+        try:
+            found = engine.api.containers(all=True, filters={"label": install_label(settings)})
+            version = engine.version().get("Version", "unknown")
+        finally:
+            engine.close()
+    except (RuntimeUnavailable, DockerException, RequestException) as exc:
+        return DockerInfo(reachable=False, detail=f"not reachable ({exc})"), None
+    return DockerInfo(reachable=True, detail=f"Docker {version}"), found
+
+
+def containers_info(log: EventLog, listed: list[dict] | None, now: float) -> list[ContainerInfo]:
+    """Running runs from the log, matched with Docker's containers by run label."""
+    runs = log.query("SELECT run_id, folder, container, started_seq, started_at FROM runs WHERE state = 'running'"
+                     " ORDER BY started_seq")
+    by_run = {(c.get("Labels") or {}).get(LABEL_RUN): c for c in listed or []}
+    result = []
+    for run in runs:
+        listing = by_run.pop(run["run_id"], None)
+        state, idle_since = run_state(log, run)
+        docker_state = listing.get("State") if listing else None
+        if listed is not None and listing is None:
+            state = "starting"
+        elif docker_state not in (None, "running"):
+            state = "exited"
+        started = parse_iso(run["started_at"]).timestamp()
+        result.append(ContainerInfo(name=run["container"], folder=run["folder"], run_id=run["run_id"], state=state,
+                                    started_at=run["started_at"], age_s=round(now - started, 1),
+                                    idle_since=idle_since, docker_state=docker_state))
+    for listing in by_run.values():
+        created, labels = listing.get("Created"), listing.get("Labels") or {}
+        result.append(ContainerInfo(
+            name=(listing.get("Names") or ["?"])[0].lstrip("/"), folder=labels.get(LABEL_GROUP, "?"),
+            run_id=labels.get(LABEL_RUN), state="orphan", started_at=None,
+            age_s=round(now - created, 1) if isinstance(created, (int, float)) else None,
+            docker_state=listing.get("State")))
+    return result
+
+
+def gather(settings: Settings) -> Status:
+    """Everything `nanoclaw status` shows, from files and Docker only."""
+    now = time.time()
+    docker, listed = docker_containers(settings)
+    log = EventLog(settings.db_path, sync=settings.event_log_sync)
+    try:
+        return Status(root=str(settings.root), generated_at=iso_now(), service=service_info(settings, now),
+                      docker=docker, queue=queue_info(settings), groups=groups_info(log),
+                      containers=containers_info(log, listed, now), next_tasks=next_tasks(log),
+                      errors=recent_errors(log))
+    finally:
+        log.close()
