@@ -10,6 +10,7 @@ did not answer is re-run after restart (difference 12).
 from __future__ import annotations
 
 import threading
+import time
 
 from huey.consumer import Consumer
 from loguru import logger
@@ -17,10 +18,12 @@ from loguru import logger
 from jobs.agent import idle_since
 from jobs.containers import request_close
 from jobs.liveness import this_worker
-from jobs.recovery import active_lock, active_runs, reconcile
+from jobs.recovery import active_lock, active_runs, live_runs, reconcile
+from jobs.runtime import remove_orphans
 from nanoclaw.config import Settings
 
 SHUTDOWN_TIMEOUT_S = 20
+LEFTOVER_RECORD_S = 3.0
 PREEMPT_CHECK_S = 0.25
 
 
@@ -39,6 +42,27 @@ class _Consumer(Consumer):
         for folder in self._folders_of(mine):
             request_close(self.settings, folder)
         super().stop(graceful=graceful)
+        self._remove_leftovers()
+
+    def _remove_leftovers(self) -> None:
+        """After the bounded wait: stop what still runs, so no container outlives the worker."""
+        from jobs.queue import event_log
+
+        with active_lock:
+            left = set(active_runs)
+        if not left:
+            return
+        logger.warning("{} agent(s) did not finish within {} s; stopping their containers "
+                       "(what they had not answered runs again after restart)", len(left), SHUTDOWN_TIMEOUT_S)
+        remove_orphans(self.settings, keep=lambda: live_runs(self.settings, event_log()) - left)
+        deadline = time.monotonic() + LEFTOVER_RECORD_S
+        while time.monotonic() < deadline and self._still_active(left):
+            time.sleep(0.05)  # their jobs record how they ended; recovery does it if they cannot
+
+    @staticmethod
+    def _still_active(run_ids: set[str]) -> bool:
+        with active_lock:
+            return bool(run_ids & active_runs)
 
     @staticmethod
     def _folders_of(run_ids: set[str]) -> set[str]:
