@@ -18,6 +18,10 @@ import msgspec
 from nanoclaw.config import Settings
 
 
+class ChannelStartError(Exception):
+    """A channel cannot start as configured (a refused token); the message says what to fix."""
+
+
 class InboundMessage(msgspec.Struct, frozen=True, kw_only=True):
     """One message as a channel reports it (the fields of SPEC 3.1 `messages`)."""
 

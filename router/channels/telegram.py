@@ -1,0 +1,250 @@
+"""The Telegram channel: a bot (token from BotFather) that reads chats by long polling.
+
+Built on python-telegram-bot 22: its `Bot` gives typed Bot API calls over
+httpx, typed errors (`RetryAfter`, `BadRequest`, `NetworkError`), a
+`base_url` for a local Bot API server, and needs only httpx (aiogram would
+bring aiohttp, pydantic and a dispatcher we do not use). We poll with our
+own loop rather than its `Updater`, because the Updater confirms a batch to
+Telegram before its handlers run; here the offset moves past an update only
+once its message is in the event log, and a redelivered update is absorbed
+by the `tg:<chat>:<message>` idempotency key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from loguru import logger
+from telegram import Bot, BotCommand, Message, Update
+from telegram.constants import ChatAction
+from telegram.error import Conflict, InvalidToken, NetworkError, RetryAfter, TelegramError
+from telegram.request import HTTPXRequest
+
+from events.timefmt import to_iso
+from router.channels import registry
+from router.channels.base import Channel, ChannelContext, ChannelStartError
+from router.channels.telegram_inbound import PREFIX, chat_facts, chat_id_of, command_of, to_inbound
+from router.channels.telegram_send import ReplySender, retry_after_s
+
+TOKEN_KEY = "TELEGRAM_BOT_TOKEN"
+DEFAULT_API_URL = "https://api.telegram.org"
+POLL_TIMEOUT_S = 30
+POLL_BACKOFF_MAX_S = 30.0
+TYPING_REFRESH_S = 4.5  # Telegram shows "typing..." for 5 s per chat action
+TYPING_MAX_S = 600.0
+BOT_COMMANDS = [BotCommand("chatid", "Show this chat's id for registering it with NanoClaw"),
+                BotCommand("ping", "Check that the assistant is online")]
+
+logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request, token in the URL
+
+
+def redact(text: str, token: str) -> str:
+    return text.replace(token, "****") if token else text
+
+
+class TelegramChannel(Channel):
+    """One bot: polls for messages, sends replies, shows typing."""
+
+    name = "telegram"
+
+    def __init__(self, ctx: ChannelContext, token: str, api_url: str = DEFAULT_API_URL):
+        self.ctx = ctx
+        self.token = token
+        self.api_url = api_url
+        self.bot = Bot(token, base_url=f"{api_url}/bot", base_file_url=f"{api_url}/file/bot",
+                       request=HTTPXRequest(connection_pool_size=16),
+                       get_updates_request=HTTPXRequest(connection_pool_size=2))
+        self.sender = ReplySender(self.bot)
+        self.offset: int | None = None
+        self._ready = False
+        self._poller: asyncio.Task | None = None
+        self._typing: dict[str, asyncio.Task] = {}
+        self._chores: set[asyncio.Task] = set()
+
+    # ----- lifetime -----------------------------------------------------------------------------
+    async def connect(self) -> None:
+        """Check the token (getMe) and start polling; an unreachable API is retried in the background."""
+        try:
+            await self._prepare()
+        except InvalidToken as exc:
+            raise ChannelStartError(
+                f"Telegram refused TELEGRAM_BOT_TOKEN ({redact(str(exc), self.token)}); copy the token again from "
+                "@BotFather into .env, or remove it to run without Telegram") from None
+        except TelegramError as exc:
+            logger.warning("telegram: cannot reach the Bot API at {} ({}); will keep trying in the background",
+                           self.api_url, redact(str(exc), self.token))
+        self._poller = asyncio.create_task(self._poll_forever(), name="telegram poll")
+
+    async def _prepare(self) -> None:
+        """getMe (who we are), then make sure no webhook blocks getUpdates; once per start."""
+        if self._ready:
+            return
+        await self.bot.initialize()
+        await self.bot.delete_webhook(drop_pending_updates=False)
+        try:
+            await self.bot.set_my_commands(BOT_COMMANDS)
+        except TelegramError as exc:
+            logger.debug("telegram: could not publish the command list: {}", exc)
+        self._ready = True
+        logger.info("telegram: connected as @{} via {}", self.bot.username, self.api_url)
+
+    async def disconnect(self) -> None:
+        tasks = [t for t in (self._poller, *self._typing.values(), *self._chores) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._typing.clear()
+        if self._ready and self.offset is not None:
+            await self._confirm_offset()
+        await self.bot.shutdown()
+
+    async def _confirm_offset(self) -> None:
+        """Tell Telegram the last batch is handled, so the next start does not see it again."""
+        try:
+            await self.bot.get_updates(offset=self.offset, limit=1, timeout=0, read_timeout=2, connect_timeout=2)
+        except TelegramError as exc:
+            logger.debug("telegram: could not confirm offset {} at shutdown ({}); Telegram will resend, "
+                         "and duplicates are ignored", self.offset, exc)
+
+    def is_connected(self) -> bool:
+        return self._ready and self._poller is not None and not self._poller.done()
+
+    def owns_jid(self, jid: str) -> bool:
+        return jid.startswith(PREFIX)
+
+    # ----- inbound ------------------------------------------------------------------------------
+    async def _poll_forever(self) -> None:
+        failures = 0
+        while True:
+            try:
+                await self._prepare()
+                updates = await self.bot.get_updates(offset=self.offset, timeout=POLL_TIMEOUT_S,
+                                                     allowed_updates=[Update.MESSAGE])
+                await self._handle(updates)
+                if updates:
+                    self.offset = updates[-1].update_id + 1
+                if failures:
+                    logger.info("telegram: Bot API reachable again after {} failed poll(s)", failures)
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except RetryAfter as exc:
+                await asyncio.sleep(retry_after_s(exc))
+            except Exception as exc:  # the poll must outlive any failure: log, back off, poll again
+                failures += 1
+                await asyncio.sleep(self._poll_failed(exc, failures))
+
+    def _poll_failed(self, exc: Exception, failures: int) -> float:
+        delay = min(2.0 ** (failures - 1), POLL_BACKOFF_MAX_S)
+        reason = redact(f"{type(exc).__name__}: {exc}", self.token)
+        if isinstance(exc, InvalidToken):
+            logger.error("telegram: the token was refused ({}); polling again in {:g} s", reason, delay)
+        elif isinstance(exc, Conflict):
+            logger.error("telegram: another program is reading this bot's updates ({}); stop it; polling again in "
+                         "{:g} s", reason, delay)
+        elif isinstance(exc, NetworkError) and failures > 1:
+            logger.debug("telegram: Bot API still unreachable ({}); polling again in {:g} s", reason, delay)
+        elif isinstance(exc, TelegramError):
+            logger.warning("telegram: polling failed ({}); polling again in {:g} s", reason, delay)
+        else:
+            logger.opt(exception=exc).error("telegram: handling updates failed; the same updates again in {:g} s",
+                                            delay)
+        return delay
+
+    async def _handle(self, updates: tuple[Update, ...]) -> None:
+        """Record a batch; returns only when every message in it is in the log (or was not for us)."""
+        pending = []
+        for update in updates:
+            message = update.message
+            if message is None:
+                continue
+            facts = chat_facts(message.chat)
+            await self.ctx.on_chat_metadata(facts.jid, to_iso(message.date), facts.name, self.name, facts.is_group)
+            command = command_of(message, self.bot.username)
+            if command is not None:
+                self._chore(self._answer_command(command, message))
+            elif self._registered(facts.jid):
+                inbound = to_inbound(message, bot_id=self.bot.id, bot_username=self.bot.username,
+                                     assistant_name=self.ctx.settings.assistant_name,
+                                     trigger=self.ctx.settings.trigger)
+                if inbound is not None:
+                    pending.append(inbound)
+            else:
+                logger.debug("telegram: message in unregistered chat {} ({!r}) not recorded; /chatid there "
+                             "tells how to register it", facts.jid, facts.name)
+        await asyncio.gather(*(self.ctx.on_message(self.name, inbound) for inbound in pending))
+
+    def _registered(self, jid: str) -> bool:
+        return jid in self.ctx.registered_groups() or jid in self.ctx.registered_groups(fresh=True)
+
+    def _chore(self, coro) -> None:
+        task = asyncio.create_task(coro)
+        self._chores.add(task)
+        task.add_done_callback(self._chores.discard)
+
+    async def _answer_command(self, command: str, message: Message) -> None:
+        facts = chat_facts(message.chat)
+        if command == "ping":
+            text = f"{self.ctx.settings.assistant_name} is online."
+        else:
+            text = registration_help(facts.jid, facts.name, self.ctx.registered_groups(fresh=True).get(facts.jid))
+        try:
+            await self.sender.send(facts.jid, message.chat.id, text)
+        except TelegramError as exc:
+            logger.warning("telegram {}: could not answer /{}: {}", facts.jid, command, redact(str(exc), self.token))
+
+    # ----- outbound -----------------------------------------------------------------------------
+    async def send(self, jid: str, text: str, *, outbound_id: str) -> None:
+        chat_id = self._chat_id(jid)
+        self._stop_typing(jid)
+        await self.sender.send(jid, chat_id, text, outbound_id=outbound_id)
+
+    async def set_typing(self, jid: str, on: bool) -> None:
+        chat_id = self._chat_id(jid)
+        self._stop_typing(jid)
+        if on:
+            self._typing[jid] = asyncio.create_task(self._keep_typing(jid, chat_id), name=f"typing {jid}")
+
+    def _stop_typing(self, jid: str) -> None:
+        task = self._typing.pop(jid, None)
+        if task is not None:
+            task.cancel()
+
+    async def _keep_typing(self, jid: str, chat_id: int) -> None:
+        """Renew the indicator until the reply, the end of the run, or TYPING_MAX_S."""
+        deadline = asyncio.get_running_loop().time() + TYPING_MAX_S
+        while asyncio.get_running_loop().time() < deadline:
+            try:
+                await self.bot.send_chat_action(chat_id, ChatAction.TYPING)
+            except TelegramError as exc:
+                logger.debug("telegram {}: typing indicator not shown: {}", jid, redact(str(exc), self.token))
+            await asyncio.sleep(TYPING_REFRESH_S)
+
+    @staticmethod
+    def _chat_id(jid: str) -> int:
+        chat_id = chat_id_of(jid)
+        if chat_id is None:
+            raise ValueError(f"not a Telegram JID: {jid!r} (expected tg:<chat id>)")
+        return chat_id
+
+
+def registration_help(jid: str, name: str, registered) -> str:
+    """The answer to /chatid: this chat's JID and the command that registers it."""
+    if registered is not None:
+        role = "the main group" if registered.is_main else "a group"
+        return (f"This chat is {jid}, registered as {role} ({registered.name!r}, folder {registered.folder}).")
+    quoted = '"' + name.replace('"', "'") + '"'
+    return (f"This chat is {jid}.\n\nTo let the assistant answer here, run on the NanoClaw host:\n\n"
+            f"nanoclaw groups add {jid} --name {quoted} --folder FOLDER\n\n"
+            "(add --main for your own main chat; FOLDER is a short name such as telegram_family)")
+
+
+def _factory(ctx: ChannelContext) -> Channel | None:
+    token = ctx.settings.secret(TOKEN_KEY)
+    if not token:
+        return None
+    return TelegramChannel(ctx, token, ctx.settings.telegram_api_base_url or DEFAULT_API_URL)
+
+
+registry.register("telegram", _factory)

@@ -1,0 +1,107 @@
+"""Sending one reply to Telegram: its parts in order, each once, whatever the API says.
+
+A 429 is waited out (`retry_after`) and the same part sent again; a part
+whose formatting Telegram refuses is sent again as plain text; a request
+that never reached Telegram (connection refused) is retried for a while.
+The parts already accepted are remembered per outbound id, so when
+delivery retries a reply after an error or a timeout it resumes with the
+next part instead of repeating the first ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import warnings
+from datetime import timedelta
+
+import httpx  # python-telegram-bot's HTTP client: its exceptions say whether a request left
+from loguru import logger
+from telegram import Bot
+from telegram.constants import ParseMode
+from telegram.error import BadRequest, ChatMigrated, NetworkError, RetryAfter
+
+from router.channels.telegram_format import split_message, to_telegram_html
+
+UNSENT_RETRY_S = 20.0  # how long a part is retried while the API cannot be reached
+UNSENT_BACKOFF_MAX_S = 4.0
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+class TelegramSendError(Exception):
+    """Telegram did not take a part of a reply; the message says what to do."""
+
+
+def retry_after_s(exc: RetryAfter) -> float:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the int form of retry_after is deprecated in favour of timedelta
+        value = exc.retry_after
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+def never_sent(exc: NetworkError) -> bool:
+    """True when the request provably never reached Telegram, so sending again cannot duplicate it."""
+    return isinstance(exc.__cause__, _NOT_SENT)
+
+
+def refused_formatting(exc: BadRequest) -> bool:
+    return "can't parse entities" in exc.message.lower()
+
+
+class ReplySender:
+    """Sends replies part by part through one `Bot`."""
+
+    def __init__(self, bot: Bot):
+        self.bot = bot
+        self._progress: dict[str, int] = {}
+
+    async def send(self, jid: str, chat_id: int, text: str, *, outbound_id: str | None = None) -> int:
+        """Send every part not yet accepted; returns how many parts the reply has."""
+        parts = split_message(text)
+        first = self._progress.get(outbound_id, 0) if outbound_id else 0
+        if first:
+            logger.info("telegram {}: resuming reply {} at part {}/{}", jid, outbound_id, first + 1, len(parts))
+        for index in range(first, len(parts)):
+            await self._send_part(jid, chat_id, parts[index], f"{index + 1}/{len(parts)}")
+            if outbound_id:
+                self._progress[outbound_id] = index + 1
+        if outbound_id:
+            self._progress.pop(outbound_id, None)
+        return len(parts)
+
+    async def _send_part(self, jid: str, chat_id: int, part: str, which: str) -> None:
+        formatted = True
+        unsent_since: float | None = None
+        backoff = 0.5
+        while True:
+            try:
+                await self._post(chat_id, part, formatted)
+                return
+            except RetryAfter as exc:
+                wait = retry_after_s(exc)
+                logger.info("telegram {}: rate-limited; waiting {:g} s, then sending part {} again", jid, wait, which)
+                await asyncio.sleep(wait)
+            except ChatMigrated as exc:
+                raise TelegramSendError(
+                    f"{jid} became a supergroup with the id tg:{exc.new_chat_id}; register that JID instead "
+                    f"(nanoclaw groups add tg:{exc.new_chat_id} ...)") from exc
+            except BadRequest as exc:
+                if not (formatted and refused_formatting(exc)):
+                    raise
+                logger.warning("telegram {}: Telegram refused the formatting of part {} ({}); sending it as "
+                               "plain text", jid, which, exc.message)
+                formatted = False
+            except NetworkError as exc:
+                unsent_since = unsent_since or time.monotonic()
+                if not never_sent(exc) or time.monotonic() - unsent_since > UNSENT_RETRY_S:
+                    raise
+                logger.debug("telegram {}: Bot API unreachable ({}); part {} again in {:g} s", jid, exc, which,
+                             backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, UNSENT_BACKOFF_MAX_S)
+
+    async def _post(self, chat_id: int, part: str, formatted: bool) -> None:
+        if formatted:
+            await self.bot.send_message(chat_id, to_telegram_html(part), parse_mode=ParseMode.HTML)
+        else:
+            await self.bot.send_message(chat_id, part)

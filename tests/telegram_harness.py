@@ -1,0 +1,74 @@
+"""Fixtures for the Telegram tests: the stand-in Bot API, settings pointing at it, a live router.
+
+The router is the real `RouterApp` (event log in the test's root, the real
+python-telegram-bot client talking HTTP to the stand-in); tests run their
+steps inside `live_router` and wait with `until`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from contextlib import asynccontextmanager
+
+import pytest
+
+from events import EventLog
+from nanoclaw.config import load_settings
+from router.app import RouterApp
+from tests.telegram_stub_api import TelegramStub
+
+ALICE = TelegramStub.user(42, "Alice", "Smith", username="alice")
+BOB = TelegramStub.user(43, "Bob")
+
+
+@pytest.fixture
+def stub():
+    server = TelegramStub().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def tg_settings(root, stub, monkeypatch):
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", stub.token)
+    monkeypatch.setenv("TELEGRAM_API_BASE_URL", stub.url)
+    settings = load_settings()
+    settings.ensure_dirs()
+    return settings
+
+
+@pytest.fixture
+def tg_log(tg_settings):
+    log = EventLog(tg_settings.db_path)
+    yield log
+    log.close()
+
+
+@asynccontextmanager
+async def live_router(settings, log):
+    app = RouterApp(settings, log)
+    await app.start()
+    try:
+        yield app
+    finally:
+        await app.stop()
+
+
+async def until(predicate, timeout: float = 30.0, what: str = "a condition"):
+    """Wait (without blocking the router's loop) until `predicate()` is truthy; return its value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def of_type(log: EventLog, cls) -> list:
+    return [r.event for r in log.read_since(0, types=[cls], limit=None)]
+
+
+def keys_of(log: EventLog, cls) -> list[str | None]:
+    return [r.key for r in log.read_since(0, types=[cls], limit=None)]

@@ -1,0 +1,70 @@
+"""`nanoclaw run` as a real process with Telegram (the stand-in Bot API): a crash, a conversation."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from events import types as t
+from router.groups import register_group
+from tests.router_process import RouterProcess
+from tests.telegram_harness import ALICE, of_type, stub  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.docker  # `nanoclaw run` checks the container runtime first
+
+
+def wait_for(predicate, timeout: float = 60, what: str = "a condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+@pytest.fixture
+def telegram_env(stub, settings, log, monkeypatch):
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", stub.token)
+    monkeypatch.setenv("TELEGRAM_API_BASE_URL", stub.url)
+    monkeypatch.setenv("LOG_LEVEL", "debug")  # the most talkative logs still never show the token
+    register_group(log, settings, jid="tg:42", name="Alice", folder="main", is_main=True)
+    return stub.private_chat(ALICE)
+
+
+def test_a_crash_after_recording_a_message_and_telegrams_redelivery_store_it_once(stub, settings, log,
+                                                                                     telegram_env):
+    crashed = RouterProcess(settings, NANOCLAW_FAULT="inbound-recorded").wait_ready()
+    stub.say(telegram_env, ALICE, "remember the milk")
+    assert crashed.proc.wait(timeout=30) == -signal.SIGKILL  # killed before confirming the update to Telegram
+    update_id = stub.last_update_id()
+    assert stub.confirmed_offset <= update_id
+    restarted = RouterProcess(settings).wait_ready()
+    try:
+        wait_for(lambda: stub.confirmed_offset > update_id, what="the redelivered update to be handled")
+    finally:
+        assert restarted.stop() == 0
+    assert [m.content for m in of_type(log, t.MessageReceived)] == ["remember the milk"]
+    assert len(of_type(log, t.AgentRunRequested)) == 1
+    everything = crashed.stderr() + restarted.stderr() + (settings.logs_dir / "nanoclaw.log").read_text()
+    assert "telegram: connected as @andy_test_bot" in everything
+    assert stub.token not in everything and stub.token.split(":")[1] not in everything
+
+
+def test_a_telegram_message_is_answered_by_an_agent_container(stub, settings, log, telegram_env, agent_image,
+                                                              monkeypatch):
+    for key, value in dict(CONTAINER_IMAGE=agent_image, CONTAINER_NETWORK="none", AGENT_PROVIDER="scripted",
+                           IDLE_TIMEOUT="2000").items():
+        monkeypatch.setenv(key, value)
+    service = RouterProcess(settings, worker=True).wait_ready()
+    try:
+        stub.say(telegram_env, ALICE, "what is 2 + 2?")
+        [reply] = wait_for(lambda: stub.sent, timeout=120, what="the agent's reply")
+    finally:
+        assert service.stop(timeout=60) == 0
+    assert "what is 2 + 2?</message>" in reply.shown  # the scripted agent answers with its prompt
+    assert reply.parse_mode == "HTML" and reply.chat_id == 42
+    assert any(chat == 42 and action == "typing" for chat, action, _ in stub.actions)
+    assert [f.status for f in of_type(log, t.AgentRunFinished)] == ["ok"]
