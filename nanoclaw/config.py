@@ -177,6 +177,18 @@ def _base_url(source: _Source) -> str | None:
     return url
 
 
+def _telegram_api_url(source: _Source) -> str | None:
+    """`TELEGRAM_API_BASE_URL`: a Bot API server other than Telegram's (a local one, a stand-in)."""
+    url = source.get("TELEGRAM_API_BASE_URL")
+    if url is None:
+        return None
+    url = url.strip().rstrip("/")
+    if not re.match(r"^https?://[^\s/]+(/[^\s]*)?$", url):
+        raise ConfigError("TELEGRAM_API_BASE_URL", f"{url!r} is not an http(s) URL (accepted: the server's root, "
+                          "for example http://127.0.0.1:8081)")
+    return url
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every setting the service runs with; build it with `load_settings()`."""
@@ -197,6 +209,7 @@ class Settings:
     event_log_sync: str = "normal"
     container_network: str = "bridge"
     anthropic_base_url: str | None = None
+    telegram_api_base_url: str | None = None
     scripted_agent_file: Path | None = None
     secrets: dict[str, str] = field(default_factory=dict, repr=False)
 
@@ -297,6 +310,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         event_log_sync=source.choice("EVENT_LOG_SYNC", "normal", SYNC_MODES),
         container_network=_container_network(source),
         anthropic_base_url=_base_url(source),
+        telegram_api_base_url=_telegram_api_url(source),
         scripted_agent_file=Path(p).expanduser() if (p := source.get("SCRIPTED_AGENT_FILE")) else None,
         secrets={key: value for key in SECRET_KEYS if (value := source.get(key))},
     )
