@@ -68,3 +68,13 @@ def test_a_telegram_message_is_answered_by_an_agent_container(stub, settings, lo
     assert reply.parse_mode == "HTML" and reply.chat_id == 42
     assert any(chat == 42 and action == "typing" for chat, action, _ in stub.actions)
     assert [f.status for f in of_type(log, t.AgentRunFinished)] == ["ok"]
+
+
+def test_a_refused_token_is_a_fatal_start_up_error_that_does_not_print_it(stub, settings, monkeypatch):
+    wrong = "555:RefusedRefusedRefusedRefused"
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", wrong)
+    monkeypatch.setenv("TELEGRAM_API_BASE_URL", stub.url)
+    process = RouterProcess(settings)
+    assert process.proc.wait(timeout=60) == 1
+    assert "FATAL: Telegram refused TELEGRAM_BOT_TOKEN" in process.stderr()
+    assert wrong not in process.stderr() and "Refused" * 4 not in process.stderr()

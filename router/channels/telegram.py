@@ -1,13 +1,9 @@
-"""The Telegram channel: a bot (token from BotFather) that reads chats by long polling.
+"""The Telegram channel: a bot (token from BotFather) that reads its chats by long polling.
 
-Built on python-telegram-bot 22: its `Bot` gives typed Bot API calls over
-httpx, typed errors (`RetryAfter`, `BadRequest`, `NetworkError`), a
-`base_url` for a local Bot API server, and needs only httpx (aiogram would
-bring aiohttp, pydantic and a dispatcher we do not use). We poll with our
-own loop rather than its `Updater`, because the Updater confirms a batch to
-Telegram before its handlers run; here the offset moves past an update only
-once its message is in the event log, and a redelivered update is absorbed
-by the `tg:<chat>:<message>` idempotency key.
+Why python-telegram-bot 22: typed Bot API calls and errors (`RetryAfter`, `BadRequest`) over httpx alone,
+and a `base_url` for other Bot API servers; aiogram would add aiohttp, pydantic and a dispatcher we do
+not use. Our own poll loop, not its `Updater` (which confirms a batch before handling it): the offset
+passes an update only once its message is in the log, and the `tg:<chat>:<message>` key absorbs redelivery.
 """
 
 from __future__ import annotations

@@ -1,11 +1,8 @@
-"""What a reply looks like on Telegram: parts of at most 4,096 characters, in HTML.
+"""What a reply looks like on Telegram: parts of at most 4,096 UTF-16 units, Markdown as HTML.
 
-Telegram refuses a message longer than 4,096 characters (counted in UTF-16
-code units), so a long reply is cut at paragraph, then line, then word
-boundaries, and a code block cut in two is closed and reopened. Agents
-write ordinary Markdown; Telegram's HTML mode shows it with three escaped
-characters (`& < >`) where its MarkdownV2 needs eighteen, so a converted
-reply is well-formed by construction and rarely refused.
+Long replies are cut at paragraphs, then lines, then words (a code block cut in two is closed and
+reopened). Agents write ordinary Markdown; Telegram's HTML mode escapes three characters where its
+MarkdownV2 escapes eighteen, so the converted text is well-formed by construction.
 """
 
 from __future__ import annotations

@@ -1,11 +1,8 @@
-"""Sending one reply to Telegram: its parts in order, each once, whatever the API says.
+"""Sending one reply to Telegram: its parts in order, each once, whatever the API answers.
 
-A 429 is waited out (`retry_after`) and the same part sent again; a part
-whose formatting Telegram refuses is sent again as plain text; a request
-that never reached Telegram (connection refused) is retried for a while.
-The parts already accepted are remembered per outbound id, so when
-delivery retries a reply after an error or a timeout it resumes with the
-next part instead of repeating the first ones.
+A 429 is waited out and the part sent again; a part whose formatting is refused goes again as plain
+text; a request that never left (connection refused) is retried for a while. Accepted parts are
+remembered per outbound id, so a delivery retry resumes with the next part instead of repeating.
 """
 
 from __future__ import annotations
