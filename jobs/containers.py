@@ -29,6 +29,7 @@ from jobs.output_parser import AgentResult, OutputParser
 from jobs.runtime import LABEL_GROUP, LABEL_INSTALL, LABEL_RUN, client
 from jobs.workspace import CONTAINER_HOME, Mount, base_mounts, container_user
 from nanoclaw.config import Settings
+from nanoclaw.faults import fault_point
 
 IDLE_GRACE_MS = 30_000
 STDERR_TAIL_CHARS = 200
@@ -263,6 +264,7 @@ class ContainerRunner:
         try:
             container.start()
             hard.reset(hard_ms / 1000)
+            fault_point("container-started")
             if on_started:
                 on_started(container.name)
             reader.start()

@@ -2,7 +2,8 @@
 
 Never from huey's queue: a run the log says started and never finished gets
 `AgentRunFinished(interrupted)` (its cursor rolled back when it had sent
-nothing, so it runs again; not when it had, so no reply is repeated); a
+nothing, so it runs again; when it had, only past what it answered, so no
+reply is repeated and no message piped after its last reply is lost); a
 group with triggering work past its cursor and nobody on it gets a request;
 a request that no run followed gets its job again. Containers of this install
 that no live run owns are removed. A run is live while this process runs it,
@@ -65,14 +66,34 @@ def _finish_dead_runs(tx: Transaction, alive: set[str]) -> int:
     dead = [r for r in tx.query("SELECT * FROM runs WHERE state = 'running'") if r["run_id"] not in alive]
     for run in dead:
         sent = tx.query("SELECT count(*) FROM outbound WHERE run_id = ?", (run["run_id"],))[0][0]
+        rollback = _unanswered_from(tx, run) if sent else run["from_seq"]
         tx.append(t.AgentRunFinished(
             run_id=run["run_id"], folder=run["folder"], chat_jid=run["chat_jid"], status="interrupted",
             error="its worker stopped before the container finished", had_output=sent > 0,
-            cursor_rollback_to=None if sent else run["from_seq"]))
+            cursor_rollback_to=rollback))
         logger.warning("{}: run {} was interrupted ({}); {}", run["folder"], run["run_id"],
                        "replies were sent" if sent else "nothing was sent",
-                       "not repeating it" if sent else "its messages will be answered again")
+                       "its unanswered messages will be answered again" if rollback is not None
+                       else "not repeating it")
     return len(dead)
+
+
+def _unanswered_from(tx: Transaction, run) -> int | None:
+    """For a dead run that replied: where the cursor goes back to if messages piped after its last reply.
+
+    Those messages were taken from the window (the cursor moved past them) and
+    never answered; without this they would be lost. Same rule as a run that
+    ends by itself (AgentRun._unanswered_pipe).
+    """
+    last_reply = tx.query("SELECT max(queued_seq) FROM outbound WHERE run_id = ?", (run["run_id"],))[0][0] or 0
+    pipes = tx.read_since(run["started_seq"], types=[t.MessagesPiped], streams=[run["folder"]], limit=None)
+    started = tx.read_since(run["started_seq"] - 1, types=[t.AgentRunStarted], limit=1)[0].event
+    answered_up_to = started.through_seq  # the run's table row holds the piped high mark instead
+    for record in (r for r in pipes if r.event.run_id == run["run_id"]):
+        if record.seq > last_reply:
+            return answered_up_to
+        answered_up_to = record.event.through_seq
+    return None
 
 
 def _request_waiting_groups(tx: Transaction, settings: Settings, allowlist: AllowlistFile) -> int:

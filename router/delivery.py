@@ -87,6 +87,7 @@ class Delivery:
             await self._record_failure(chat, outbound_id, 0, f"no channel owns {chat}")
             return
         reason = "unknown"
+        fault_point("delivery-before-send")
         for attempt in range(1, self.attempts + 1):
             try:
                 await asyncio.wait_for(channel.send(chat, text, outbound_id=outbound_id), self.send_timeout_s)

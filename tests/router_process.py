@@ -1,8 +1,14 @@
-"""Start `nanoclaw run` as a real subprocess for end-to-end tests."""
+"""Start `nanoclaw run` as a real subprocess for end-to-end tests.
+
+With `own_group=True` the service leads a process group of its own (its
+worker child joins it), so `kill_group` ends the whole service at once, as
+systemd does to a unit's control group, and nothing else.
+"""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -13,14 +19,15 @@ from router.channels.local import socket_path
 
 
 class RouterProcess:
-    def __init__(self, settings: Settings, *, worker: bool = False, **env: str):
+    def __init__(self, settings: Settings, *, worker: bool = False, own_group: bool = False, **env: str):
         self.settings = settings
         self.stderr_path = settings.logs_dir / f"router-{time.monotonic_ns()}.stderr"
         self._stderr = open(self.stderr_path, "w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "nanoclaw.cli", "run", *([] if worker else ["--no-worker"])],
             env={**os.environ, **env},
-            stdout=subprocess.DEVNULL, stderr=self._stderr, cwd=settings.root)
+            stdout=subprocess.DEVNULL, stderr=self._stderr, cwd=settings.root, start_new_session=own_group)
+        self.own_group = own_group
 
     def wait_ready(self, timeout: float = 20) -> "RouterProcess":
         deadline = time.monotonic() + timeout
@@ -59,3 +66,39 @@ class RouterProcess:
             self.proc.wait(timeout=10)
         if not self._stderr.closed:
             self._stderr.close()
+
+    def kill_group(self, timeout: float = 20) -> None:
+        """SIGKILL the router and its worker together (needs `own_group`), then wait until both are gone."""
+        if not self.own_group:
+            raise ValueError("kill_group needs a service started with own_group=True")
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.wait_group_gone(timeout)
+
+    def wait_group_gone(self, timeout: float = 20) -> int:
+        """Wait until no live process is left in the service's group; returns the router's exit code."""
+        code = self.proc.wait(timeout=timeout)
+        deadline = time.monotonic() + timeout
+        while group_members(self.proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        left = group_members(self.proc.pid)
+        if left:
+            raise AssertionError(f"processes {left} of the service's group outlived it")
+        if not self._stderr.closed:
+            self._stderr.close()
+        return code
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes whose process group is `pgid`."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(int(stat.parent.name))
+    return members

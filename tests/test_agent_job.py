@@ -191,3 +191,17 @@ def test_recovery_does_not_repeat_a_run_that_had_replied(world):
     counts = reconcile(settings, log)
     assert counts["runs_interrupted"] == 1 and counts["runs_requested"] == 0
     assert of_type(log, t.AgentRunFinished)[0].cursor_rollback_to is None
+
+
+def test_recovery_answers_again_what_was_piped_after_a_dead_runs_last_reply(world):
+    settings, log, inbound = world
+    first = say(inbound, "local:me", "hi")
+    log.append(t.AgentRunStarted(run_id="r2", folder="main", chat_jid="local:me", container="gone",
+                                 from_seq=0, through_seq=first))
+    log.append(t.OutboundQueued(outbound_id="r2-0", chat_jid="local:me", text="hello", run_id="r2"))
+    second = say(inbound, "local:me", "and this?")
+    log.append(t.MessagesPiped(run_id="r2", folder="main", chat_jid="local:me", through_seq=second,
+                               message_count=1, file="x.json"))
+    counts = reconcile(settings, log)
+    assert counts["runs_interrupted"] == 1 and counts["runs_requested"] == 1
+    assert of_type(log, t.AgentRunFinished)[0].cursor_rollback_to == first  # "hi" was answered, "and this?" not

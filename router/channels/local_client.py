@@ -71,6 +71,9 @@ class LocalChatClient:
                 self._acks.pop(next(iter(self._acks))).put(message)
             else:
                 self.events.put(message)
+        for answers in list(self._acks.values()):  # the router went away: fail waiting sends now
+            answers.put({"op": "error", "message": "the router closed the connection"})
+        self._acks.clear()
         self.events.put({"op": "closed"})
 
     def send(self, text: str, *, message_id: str | None = None, timeout: float = 10.0) -> dict:
