@@ -128,3 +128,32 @@ def test_a_follow_up_is_piped_into_the_running_agent_not_a_new_container(service
     assert len(log.read_since(0, types=[t.AgentRunStarted])) == 1
     piped = [r.event for r in log.read_since(0, types=[t.MessagesPiped])]
     assert len(piped) == 1 and piped[0].message_count == 1
+
+
+def quoted(reply: str) -> list[str]:
+    """The messages an echoing agent's reply quotes, in order."""
+    return [line.split(">", 1)[1].rsplit("</message>", 1)[0] for line in reply.splitlines()
+            if line.startswith("<message ")]
+
+
+def test_the_main_group_and_a_triggered_group_talk_at_once_and_each_gets_its_replies_in_order(service_env):
+    settings, log = service_env
+    rounds = [(["main question 1"], ["we need milk", "@Andy add it to the list"]),
+              (["main question 2"], ["@Andy and eggs too"]),
+              (["main question 3"], ["thanks, that is all"])]  # no trigger: no reply in the family chat
+    with chatting(settings) as (service, me):
+        fam = LocalChatClient(service.socket, "local:fam")
+        try:
+            got_me, got_fam = [], []
+            for mine, family in rounds:
+                for text in mine:
+                    me.send(text)
+                for text in family:
+                    fam.send(text)
+                got_me += [quoted(r) for r in replies(me, 1)]
+                got_fam += [quoted(r) for r in replies(fam, 1, timeout=90 if "@Andy" in " ".join(family) else 3)]
+        finally:
+            fam.close()
+    assert got_me == [["main question 1"], ["main question 2"], ["main question 3"]]
+    assert got_fam == [["we need milk", "@Andy add it to the list"], ["@Andy and eggs too"]]
+    assert our_containers(settings) == []
