@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 from events import types as t
 from router.channels import telegram
@@ -159,8 +158,7 @@ def test_a_send_to_a_chat_telegram_does_not_know_is_recorded_as_failed(stub, tg_
             tg_log.append(t.OutboundQueued(outbound_id="o1", chat_jid="tg:999", text="hello?"), key="out:o1")
             await delivered(tg_log, 1)
 
-    started = time.monotonic()
     asyncio.run(scenario())
     [failed] = of_type(tg_log, t.OutboundFailed)
     assert failed.reason == "BadRequest: Chat not found" and failed.attempts == 3
-    assert time.monotonic() - started < 60
+    assert stub.sent == []
