@@ -176,7 +176,7 @@ class ContainerRunner:
         """One Docker client for every run of this runner (thread-safe), made on first use."""
         with self._engine_lock:
             if self._engine is None:
-                self._engine = client()
+                self._engine = client(self.settings)
             return self._engine
 
     def _forget_client(self) -> None:

@@ -27,6 +27,7 @@ DEFAULT_MAX_CONCURRENT_CONTAINERS = 5
 LOG_LEVELS = ("trace", "debug", "info", "warn", "error", "fatal")
 AGENT_PROVIDERS = ("claude", "scripted")
 SYNC_MODES = ("normal", "full")
+CONTAINER_RUNTIMES = ("docker", "podman")
 
 # Keys whose values are credentials: kept out of os.environ and out of logs.
 SECRET_KEYS = (
@@ -208,6 +209,7 @@ class Settings:
     agent_provider: str = "claude"
     event_log_sync: str = "normal"
     container_network: str = "bridge"
+    container_runtime: str = "docker"
     anthropic_base_url: str | None = None
     telegram_api_base_url: str | None = None
     scripted_agent_file: Path | None = None
@@ -309,6 +311,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         agent_provider=source.choice("AGENT_PROVIDER", "claude", AGENT_PROVIDERS),
         event_log_sync=source.choice("EVENT_LOG_SYNC", "normal", SYNC_MODES),
         container_network=_container_network(source),
+        container_runtime=source.choice("CONTAINER_RUNTIME", "docker", CONTAINER_RUNTIMES),
         anthropic_base_url=_base_url(source),
         telegram_api_base_url=_telegram_api_url(source),
         scripted_agent_file=Path(p).expanduser() if (p := source.get("SCRIPTED_AGENT_FILE")) else None,

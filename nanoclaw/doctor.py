@@ -20,7 +20,7 @@ from events import EventDecodeError, EventLog, replay
 from jobs import image
 from jobs.credentials import MISSING_HELP, credentials_source
 from jobs.mounts import MountAllowlist
-from jobs.runtime import RuntimeUnavailable, check_runtime
+from jobs.runtime import RuntimeUnavailable, check_runtime, engine_name, start_hint
 from jobs.workspace import CONTAINER_UID, container_user
 from nanoclaw.config import Settings
 from nanoclaw.status import service_info
@@ -50,11 +50,11 @@ class Report(msgspec.Struct, kw_only=True):
 
 def check_runtime_up(settings: Settings) -> Check:
     try:
-        version = check_runtime()
+        version = check_runtime(settings)
     except RuntimeUnavailable as exc:
         return Check(name="runtime", level="fail", detail=f"the container runtime does not answer ({exc})",
-                     fix="start Docker: sudo systemctl start docker (or run scripts/install.sh)")
-    return Check(name="runtime", level="ok", detail=f"Docker {version} answers")
+                     fix=start_hint(settings))
+    return Check(name="runtime", level="ok", detail=f"{engine_name(settings)} {version} answers")
 
 
 def check_image(settings: Settings, runtime_up: bool) -> Check:

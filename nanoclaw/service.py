@@ -18,7 +18,7 @@ from events import EventLog
 from jobs.credentials import warn_if_no_credentials
 from jobs.dispatcher import DispatcherStage
 from jobs.recovery import live_runs
-from jobs.runtime import RuntimeUnavailable, check_runtime, remove_orphans
+from jobs.runtime import RuntimeUnavailable, check_runtime, engine_name, remove_orphans, start_hint
 from nanoclaw.config import Settings
 from router.app import RouterApp
 from router.channels.base import ChannelStartError
@@ -43,11 +43,10 @@ def _fatal(message: str) -> int:
 
 def run_service(settings: Settings, *, with_worker: bool = True) -> int:
     try:
-        version = check_runtime()
+        version = check_runtime(settings)
     except RuntimeUnavailable as exc:
-        return _fatal(f"the container runtime is not reachable ({exc}).\n"
-                      "Start Docker (sudo systemctl start docker) and run nanoclaw again.")
-    logger.info("container runtime up (Docker {})", version)
+        return _fatal(f"the container runtime is not reachable ({exc}).\n{start_hint(settings)}")
+    logger.info("container runtime up ({} {})", engine_name(settings), version)
     warn_if_no_credentials(settings)
     ensure_global_memory(settings)
     log = EventLog(settings.db_path, sync=settings.event_log_sync)

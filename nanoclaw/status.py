@@ -21,7 +21,7 @@ from requests.exceptions import RequestException
 from events import EventLog
 from events import types as t
 from events.timefmt import iso_now, parse_iso
-from jobs.runtime import LABEL_GROUP, LABEL_RUN, RuntimeUnavailable, client, install_label
+from jobs.runtime import LABEL_GROUP, LABEL_RUN, RuntimeUnavailable, client, engine_name, install_label
 from nanoclaw.config import Settings
 from router.heartbeat import HEARTBEAT_INTERVAL_S, read_beat, status_path
 
@@ -225,7 +225,7 @@ def queue_info(settings: Settings) -> QueueInfo:
 def docker_containers(settings: Settings) -> tuple[DockerInfo, list[dict] | None]:
     """This install's containers as Docker lists them, or None with the reason when Docker is down."""
     try:
-        engine = client(timeout=DOCKER_TIMEOUT_S)
+        engine = client(settings, timeout=DOCKER_TIMEOUT_S)
         try:
             found = engine.api.containers(all=True, filters={"label": install_label(settings)})
             version = engine.version().get("Version", "unknown")
@@ -233,7 +233,7 @@ def docker_containers(settings: Settings) -> tuple[DockerInfo, list[dict] | None
             engine.close()
     except (RuntimeUnavailable, DockerException, RequestException) as exc:
         return DockerInfo(reachable=False, detail=f"not reachable ({exc})"), None
-    return DockerInfo(reachable=True, detail=f"Docker {version}"), found
+    return DockerInfo(reachable=True, detail=f"{engine_name(settings)} {version}"), found
 
 
 def containers_info(log: EventLog, listed: list[dict] | None, now: float) -> list[ContainerInfo]:

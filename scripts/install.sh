@@ -9,15 +9,23 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/lib.sh
 
 # ---------------------------------------------------------------------------
-# start_service: LATER WORK FILLS THIS IN. It will install and start the
-# systemd unit for `nanoclaw run` (systemd/), or print how to run it by hand
-# where systemd is not PID 1. Until the router exists there is nothing to
-# start.
+# start_service: install and start the systemd user unit (systemd/) with
+# `nanoclaw service install` where systemd runs; elsewhere (a container, WSL
+# without systemd) say how to run `nanoclaw run` by hand.
 # ---------------------------------------------------------------------------
 start_service() {
-    echo "install: the systemd unit arrives with the agent containers; until then run the router by hand:"
+    if [ "$(cat /proc/1/comm 2>/dev/null)" = systemd ] && systemctl --user show-environment >/dev/null 2>&1; then
+        echo "install: installing the systemd user service ..."
+        .venv/bin/nanoclaw service install
+        echo "install: next, register your main chat and talk to it:"
+        echo "  .venv/bin/nanoclaw groups add local:me --name Me --folder main --main"
+        echo "  .venv/bin/nanoclaw chat"
+        return
+    fi
+    echo "install: systemd is not running here (a container, or WSL without systemd), so no service was"
+    echo "installed. Run NanoClaw in the foreground instead (logs also go to logs/nanoclaw.log):"
     echo "  .venv/bin/nanoclaw groups add local:me --name Me --folder main --main"
-    echo "  .venv/bin/nanoclaw run        # in one terminal"
+    echo "  .venv/bin/nanoclaw run        # in one terminal (or: nohup .venv/bin/nanoclaw run >/dev/null 2>&1 &)"
     echo "  .venv/bin/nanoclaw chat       # in another"
 }
 

@@ -8,6 +8,8 @@
 #   ensure_dockerd          a Docker engine answering `docker info`
 #   ensure_base_image       the offline base image (agent-container/make-base.sh)
 #   ensure_venv             .venv with the project installed (editable, [test])
+#   ensure_test_tools       podman, catatonit and systemd-analyze (for the tests)
+#   ensure_podman           Podman's Docker-compatible API socket answering
 #
 # Environment knobs:
 #   BASE_IMAGE               base image name (default nanoclaw-base:bookworm)
@@ -302,4 +304,103 @@ ensure_venv() {
     (cd "$NC_ROOT" && "$venv/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]') || {
         echo "venv: pip install -e '.[test]' failed" >&2; return 1; }
     touch "$stamp"
+}
+
+# What the tests need beyond the service: Podman (CONTAINER_RUNTIME=podman)
+# with catatonit, its --init, and systemd-analyze to verify the unit file.
+# Installing Debian's systemd package does not make it PID 1.
+ensure_test_tools() {
+    local missing=()
+    _nc_have podman || missing+=(podman)
+    [ -x /usr/libexec/podman/catatonit ] || _nc_pkg_installed catatonit || missing+=(catatonit)
+    _nc_have systemd-analyze || missing+=(systemd)
+    if [ "${#missing[@]}" -eq 0 ]; then
+        echo "test tools: all present"
+        return 0
+    fi
+    echo "test tools: installing ${missing[*]} ..."
+    nc_sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq || {
+        echo "test tools: apt-get update failed" >&2; return 1; }
+    nc_sudo env DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=a apt-get install -y -qq \
+        --no-install-recommends "${missing[@]}" || {
+        echo "test tools: apt-get install ${missing[*]} failed" >&2; return 1; }
+}
+
+nc_podman_socket() {
+    if [ "$(id -u)" -eq 0 ]; then
+        echo /run/podman/podman.sock
+    else
+        echo "${XDG_RUNTIME_DIR:-/run/user/$(id -u)}/podman/podman.sock"
+    fi
+}
+
+_nc_podman_ok() {
+    timeout 10 podman --remote --url "unix://$(nc_podman_socket)" version >/dev/null 2>&1
+}
+
+# Podman gives containers nofile and nproc limits of 1048576 unless
+# containers.conf says otherwise. A root without CAP_SYS_RESOURCE (a sandbox)
+# cannot grant those, and every container fails with "error setting rlimit
+# type 7: operation not permitted"; cap them at what this shell may grant
+# (nproc also at 32768, the limit podman sets for itself and its conmon).
+# Prints "changed" when it rewrote the file.
+_nc_podman_ulimits() {
+    local capeff conf=/etc/containers/containers.conf.d/90-nanoclaw-ulimits.conf nofile nproc want
+    capeff="$(awk '/^CapEff:/ { print $2 }' /proc/self/status)"
+    if [ "$(id -u)" -ne 0 ] || (( (16#${capeff:-0} >> 24) & 1 )); then
+        return 0
+    fi
+    nofile="$(ulimit -Hn)"
+    nproc="$(ulimit -Hu)"
+    [ "$nofile" = unlimited ] && nofile=1048576
+    if [ "$nproc" = unlimited ] || [ "$nproc" -gt 32768 ]; then nproc=32768; fi
+    want="$(printf '# written by nanoclaw scripts/lib.sh: this root lacks CAP_SYS_RESOURCE\n[containers]\ndefault_ulimits = ["nofile=%s:%s", "nproc=%s:%s"]' "$nofile" "$nofile" "$nproc" "$nproc")"
+    if [ "$(cat "$conf" 2>/dev/null)" != "$want" ]; then
+        mkdir -p "$(dirname "$conf")"
+        printf '%s\n' "$want" >"$conf"
+        echo "podman: container ulimits capped at nofile=$nofile nproc=$nproc ($conf)" >&2
+        echo changed
+    fi
+}
+
+# Podman's Docker-compatible API socket, for the tests (and CONTAINER_RUNTIME=
+# podman). Started detached like dockerd: its own session, no inherited
+# descriptors, output to a log. `--time=0`: it never exits on idle.
+ensure_podman() {
+    local sock log="${NC_PODMAN_LOG:-/var/log/nanoclaw-podman.log}" changed pid
+    if ! _nc_have podman; then
+        echo "podman: not installed (run ensure_test_tools, or apt-get install podman catatonit)" >&2
+        return 1
+    fi
+    sock="$(nc_podman_socket)"
+    changed="$(_nc_podman_ulimits)"
+    if _nc_podman_ok && [ -z "$changed" ]; then
+        echo "podman: API socket answering at $sock ($(podman --remote --url "unix://$sock" version -f '{{.Server.Version}}' 2>/dev/null || echo '?'))"
+        return 0
+    fi
+    if [ -n "$changed" ]; then
+        pid="$(pgrep -f "podman system service --time=0 unix://$sock" | head -n 1 || true)"
+        [ -n "$pid" ] && kill "$pid" 2>/dev/null && sleep 1
+    fi
+    mkdir -p "$(dirname "$sock")" 2>/dev/null || true
+    [ "$(id -u)" -eq 0 ] || log="${XDG_RUNTIME_DIR:-/tmp}/nanoclaw-podman.log"
+    echo "podman: starting podman system service at $sock (log: $log) ..."
+    (
+        for fd in /proc/$BASHPID/fd/*; do
+            fd="${fd##*/}"
+            if [ "$fd" -gt 2 ] 2>/dev/null; then eval "exec $fd>&-" 2>/dev/null || true; fi
+        done
+        exec nohup setsid podman system service --time=0 "unix://$sock" >>"$log" 2>&1 </dev/null
+    ) &
+    local deadline=$((SECONDS + 30))
+    while [ "$SECONDS" -lt "$deadline" ]; do
+        if _nc_podman_ok; then
+            echo "podman: API socket answering at $sock"
+            return 0
+        fi
+        sleep 0.5
+    done
+    echo "podman: the API socket at $sock did not answer within 30 s; the end of $log:" >&2
+    tail -n 8 "$log" >&2 2>/dev/null || true
+    return 1
 }

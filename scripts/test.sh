@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run the test suite on this machine, installing what it needs first:
 # Debian packages (docker.io, debootstrap, python3-venv), a running Docker
-# engine, the offline base image, and .venv with the project. Idempotent;
+# engine, the offline base image, .venv with the project, and podman (with its
+# API socket) and systemd-analyze for the service tests. Idempotent;
 # a few seconds when everything is already in place.
 #
 # Usage: scripts/test.sh [pytest args...]   (default: -q)
@@ -15,6 +16,8 @@ ensure_debian_packages
 ensure_dockerd
 ensure_base_image
 ensure_venv
+ensure_test_tools
+ensure_podman
 
 if [ "$#" -eq 0 ]; then
     set -- -q
