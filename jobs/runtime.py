@@ -26,8 +26,12 @@ LABEL_RUN = "nanoclaw.run"
 PODMAN_ROOTFUL_SOCKET = "/run/podman/podman.sock"
 
 
-class RuntimeUnavailable(Exception):
-    """Docker (or Podman's compatible socket) does not answer."""
+class RuntimeUnavailable(DockerException):
+    """Docker (or Podman's compatible socket) does not answer.
+
+    A DockerException, so that every caller that survives a Docker failure
+    (a run, the orphan sweep) survives this one too, instead of dying with it.
+    """
 
 
 def podman_socket(uid: int | None = None, environ: Mapping[str, str] | None = None) -> str:
