@@ -89,7 +89,7 @@ def test_the_unit_restarts_the_service_and_logs_to_the_journal(settings):
 
 def test_stopping_waits_longer_than_the_whole_shutdown_grace(settings):
     service = parse_unit(render_unit(unit_paths(settings)))["Service"]
-    assert service["KillMode"] == ["control-group"] and service["KillSignal"] == ["SIGTERM"]
+    assert service["KillMode"] == ["mixed"] and service["KillSignal"] == ["SIGTERM"]  # see test_service_stop.py
     stop_timeout_s = int(service["TimeoutStopSec"][0])
     assert stop_timeout_s >= WORKER_STOP_TIMEOUT_S + SHUTDOWN_TIMEOUT_S + STOP_MARGIN_S
 
