@@ -382,6 +382,12 @@ ensure_podman() {
         pid="$(pgrep -f "podman system service --time=0 unix://$sock" | head -n 1 || true)"
         [ -n "$pid" ] && kill "$pid" 2>/dev/null && sleep 1
     fi
+    if [ "$(cat /proc/1/comm 2>/dev/null)" = systemd ] && [ -z "$changed" ]; then
+        echo "podman: starting podman.socket ..."
+        if [ "$(id -u)" -eq 0 ]; then systemctl start podman.socket; else systemctl --user start podman.socket; fi &&
+            _nc_podman_ok && { echo "podman: API socket answering at $sock"; return 0; }
+        echo "podman: podman.socket did not answer; starting the service by hand" >&2
+    fi
     mkdir -p "$(dirname "$sock")" 2>/dev/null || true
     [ "$(id -u)" -eq 0 ] || log="${XDG_RUNTIME_DIR:-/tmp}/nanoclaw-podman.log"
     echo "podman: starting podman system service at $sock (log: $log) ..."
