@@ -57,24 +57,30 @@ class LocalChatClient:
         return answer
 
     def _read(self) -> None:
-        for line in self._file:
-            try:
-                message = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            op = message.get("op")
-            if op == "attached" or (op == "error" and not self._acks):
-                self._attached.put(message)
-            elif op in ("ack", "error") and message.get("id") in self._acks:
-                self._acks.pop(message["id"]).put(message)
-            elif op == "error" and self._acks:
-                self._acks.pop(next(iter(self._acks))).put(message)
-            else:
-                self.events.put(message)
+        try:
+            for line in self._file:
+                self._dispatch(line)
+        except (OSError, ValueError):
+            pass  # the router died (connection reset) or we closed the socket: the same end
         for answers in list(self._acks.values()):  # the router went away: fail waiting sends now
             answers.put({"op": "error", "message": "the router closed the connection"})
         self._acks.clear()
         self.events.put({"op": "closed"})
+
+    def _dispatch(self, line: bytes) -> None:
+        try:
+            message = json.loads(line)
+        except json.JSONDecodeError:
+            return
+        op = message.get("op")
+        if op == "attached" or (op == "error" and not self._acks):
+            self._attached.put(message)
+        elif op in ("ack", "error") and message.get("id") in self._acks:
+            self._acks.pop(message["id"]).put(message)
+        elif op == "error" and self._acks:
+            self._acks.pop(next(iter(self._acks))).put(message)
+        else:
+            self.events.put(message)
 
     def send(self, text: str, *, message_id: str | None = None, timeout: float = 10.0) -> dict:
         """Send one message; returns the router's ack once the message is recorded."""
