@@ -105,7 +105,9 @@ def remove_orphans(settings: Settings, keep: Callable[[], set[str]] | None = Non
     try:
         engine = client(settings)
         try:
-            found = engine.containers.list(all=True, filters={"label": install_label(settings)})
+            # ignore_removed: a container a run removes while we list must not make us skip the sweep
+            found = engine.containers.list(all=True, filters={"label": install_label(settings)},
+                                           ignore_removed=True)
             live = keep() if keep else set()
             for container in found:
                 if container.labels.get(LABEL_RUN) in live:
