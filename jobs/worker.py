@@ -9,6 +9,7 @@ did not answer is re-run after restart (difference 12).
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 
@@ -30,9 +31,17 @@ PREEMPT_CHECK_S = 0.25
 class _Consumer(Consumer):
     """huey's consumer, asking running agents to finish before it waits for them."""
 
-    def __init__(self, huey, settings: Settings, **options):
+    def __init__(self, huey, settings: Settings, supervised: bool = False, **options):
         super().__init__(huey, **options)
         self.settings = settings
+        self.supervised = supervised
+
+    def _set_signal_handlers(self) -> None:
+        super()._set_signal_handlers()
+        if self.supervised:
+            # Ctrl-C in a terminal reaches the service's whole process group; huey would take SIGINT as
+            # "stop now" and cut busy agents off. The service stops its worker with SIGTERM instead.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def stop(self, graceful: bool = False) -> None:
         with active_lock:
@@ -93,13 +102,13 @@ def _preempt_loop(settings: Settings, huey, stop: threading.Event) -> None:
             logger.warning("idle preemption check failed: {}", exc)
 
 
-def run_worker(settings: Settings) -> int:
+def run_worker(settings: Settings, *, supervised: bool = False) -> int:
     from jobs.queue import event_log, huey
 
     logger.info("worker {} starting", this_worker(settings))  # its identity first: its runs carry it
     reconcile(settings, event_log())
     consumer = _Consumer(
-        huey, settings, workers=settings.max_concurrent_containers, worker_type="thread",
+        huey, settings, supervised=supervised, workers=settings.max_concurrent_containers, worker_type="thread",
         initial_delay=0.01, max_delay=0.1, backoff=1.1, flush_locks=True, periodic=True,
         shutdown_timeout=SHUTDOWN_TIMEOUT_S, graceful_signal="TERM",
     )

@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="router only; agents run in 'nanoclaw worker' processes started elsewhere")
     run.set_defaults(handler=_run, long_running=True)
     worker = sub.add_parser("worker", help="run one job worker alone (scale-out, debugging)")
+    worker.add_argument("--supervised", action="store_true",
+                        help="started by 'nanoclaw run': ignore Ctrl-C, the service stops it with SIGTERM")
     worker.set_defaults(handler=_worker, long_running=True)
     return parser
 
@@ -51,7 +53,7 @@ def _run(settings, args) -> int:
 def _worker(settings, args) -> int:
     from jobs.worker import run_worker
 
-    return run_worker(settings)
+    return run_worker(settings, supervised=args.supervised)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,6 +31,7 @@ EXIT_FATAL = 1
 RESTART_DELAY_S = 1.0
 MAX_RESTART_DELAY_S = 30.0
 WORKER_STOP_TIMEOUT_S = 30.0
+WORKER_COMMAND = (sys.executable, "-m", "nanoclaw.cli", "worker", "--supervised")
 
 
 def _fatal(message: str) -> int:
@@ -100,7 +101,7 @@ class WorkerSupervisor:
         self._watch: asyncio.Task | None = None
 
     async def start(self) -> None:
-        self.process = await asyncio.create_subprocess_exec(sys.executable, "-m", "nanoclaw.cli", "worker")
+        self.process = await asyncio.create_subprocess_exec(*WORKER_COMMAND)
         logger.info("worker started (pid {})", self.process.pid)
         self._watch = asyncio.create_task(self._supervise())
 
@@ -114,7 +115,7 @@ class WorkerSupervisor:
             await asyncio.sleep(delay)
             delay = min(delay * 2, MAX_RESTART_DELAY_S)
             if not self._stopping:
-                self.process = await asyncio.create_subprocess_exec(sys.executable, "-m", "nanoclaw.cli", "worker")
+                self.process = await asyncio.create_subprocess_exec(*WORKER_COMMAND)
                 logger.info("worker restarted (pid {})", self.process.pid)
 
     async def stop(self) -> None:

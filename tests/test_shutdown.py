@@ -7,6 +7,7 @@ none outlives the service, and what it had not answered runs after restart.
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 
@@ -68,3 +69,29 @@ def test_an_agent_busy_past_the_grace_period_is_stopped_and_its_message_answered
         again.stop(timeout=60)
     assert answer == ["answered after the restart"], again.stderr()
     assert our_containers(settings) == []
+
+
+
+def test_ctrl_c_reaching_the_worker_does_not_cut_its_busy_agent_off(service_env, monkeypatch):
+    """Ctrl-C signals the whole foreground group, worker included; only the service may stop its worker."""
+    settings, log = service_env
+    use_script(settings, monkeypatch, {"main": {"turns": [[{"sleep": 4}, {"reply": "finished my turn"}]]}})
+    service = RouterProcess(settings, worker=True, own_group=True).wait_ready()
+    client = LocalChatClient(service.socket, "local:me")
+    client.send("think about it")
+    _wait_for(log, t.AgentRunStarted)
+    time.sleep(1)
+    os.kill(_worker_pid(service), signal.SIGINT)  # the terminal's signal, before the service acts on its own
+    assert replies(client, 1) == ["finished my turn"]
+    os.killpg(service.proc.pid, signal.SIGINT)
+    assert service.proc.wait(timeout=SHUTDOWN_TIMEOUT_S + 30) == 0, service.stderr()
+    client.close()
+    assert "worker exited" not in service.stderr()
+    assert [(r.event.status, r.event.had_output) for r in log.read_since(0, types=[t.AgentRunFinished])] == [
+        ("ok", True)]
+    assert our_containers(settings) == []
+
+
+def _worker_pid(service: RouterProcess) -> int:
+    line = next(line for line in service.stderr().splitlines() if "worker started (pid" in line)
+    return int(line.split("pid ")[1].rstrip(")"))
