@@ -22,12 +22,12 @@ from loguru import logger
 from events import EventLog, Transaction
 from events import types as t
 from events.timefmt import iso_now, to_iso
-from jobs.containers import AgentInput, ContainerRunner, RunResult, RunSpec, container_name
+from jobs.containers import AgentInput, ContainerRunner, RunResult, RunSpec, container_name, request_close
 from jobs.credentials import agent_secrets
 from jobs.liveness import this_worker
 from jobs.mounts import AllowlistLoader, validate_mounts
 from jobs.output_parser import AgentResult
-from jobs.recovery import active_lock, active_runs
+from jobs.recovery import active_lock, active_runs, stopping
 from jobs.workspace import Mount, clear_input
 from nanoclaw.config import Settings
 from nanoclaw.faults import fault_point
@@ -105,7 +105,8 @@ class AgentRun:
                     plan.prompt.count("<message "), plan.attempt + 1)
         progress = Progress(session_id=plan.session_id)
         try:
-            result = self.runner.run(self._spec(plan), lambda r: self._on_output(plan, progress, r))
+            result = self.runner.run(self._spec(plan), lambda r: self._on_output(plan, progress, r),
+                                     on_started=lambda _: close_if_stopping(self.settings, plan.group.folder))
         finally:
             with active_lock:
                 idle_since.pop(plan.run_id, None)
@@ -115,6 +116,8 @@ class AgentRun:
     # --- before the container --------------------------------------------------
 
     def _plan(self, tx: Transaction, folder: str) -> Plan | str:
+        if stopping.is_set():
+            return "the worker is stopping: the request waits for the next one"
         rows = tx.query("SELECT jid FROM groups WHERE folder = ?", (folder,))
         if not rows:
             return "no such group"
@@ -262,3 +265,13 @@ def scripted_for(settings: Settings, folder: str, attempt: int) -> dict | None:
     if isinstance(chosen, list):
         chosen = chosen[min(attempt, len(chosen) - 1)] if chosen else None
     return chosen if isinstance(chosen, dict) else None
+
+
+def close_if_stopping(settings: Settings, folder: str) -> None:
+    """A container that started while its worker began to stop gets the close sentinel too.
+
+    The worker's stop wrote the sentinels before this run cleared its input
+    folder, so without this the agent would wait for input after its answer.
+    """
+    if stopping.is_set():
+        request_close(settings, folder)

@@ -29,6 +29,8 @@ from router.history import cursor_of, outstanding_request, pending_messages, run
 # Run ids of the containers this process is running right now.
 active_runs: set[str] = set()
 active_lock = threading.Lock()
+# Set when this worker begins to stop: no new run starts, and one caught starting is asked to close.
+stopping = threading.Event()
 
 
 def _mine() -> set[str]:

@@ -18,12 +18,12 @@ from loguru import logger
 from events import EventLog, Transaction
 from events import types as t
 from events.timefmt import iso_now, parse_iso
-from jobs.agent import scripted_for
+from jobs.agent import close_if_stopping, scripted_for
 from jobs.containers import AgentInput, ContainerRunner, RunSpec, container_name, request_close
 from jobs.credentials import agent_secrets
 from jobs.liveness import this_worker
 from jobs.output_parser import AgentResult
-from jobs.recovery import active_lock, active_runs
+from jobs.recovery import active_lock, active_runs, stopping
 from jobs.workspace import clear_input
 from nanoclaw.config import Settings
 from nanoclaw.faults import fault_point
@@ -58,7 +58,8 @@ class TaskRun:
         errors: list[str] = []
         try:
             result = self.runner.run(self._spec(task, group, run_id),
-                                     lambda r: self._on_output(task, group, run_id, r, texts, errors))
+                                     lambda r: self._on_output(task, group, run_id, r, texts, errors),
+                                     on_started=lambda _: close_if_stopping(self.settings, group.folder))
             self._finish(task, group, run_id, result, texts, errors, int((time.monotonic() - started) * 1000))
         finally:  # only once the run's end is recorded (or it crashed): recovery then finishes it
             with active_lock:
@@ -66,6 +67,8 @@ class TaskRun:
         return f"{result.status}: {result.error or 'ok'}"
 
     def _claim(self, tx: Transaction, task_id: str):
+        if stopping.is_set():
+            return "the worker is stopping: the 60 s pass queues it again"
         rows = tx.query("SELECT * FROM tasks WHERE id = ?", (task_id,))
         if not rows or rows[0]["status"] != "active":
             return "not active"

@@ -19,7 +19,7 @@ from loguru import logger
 from jobs.agent import idle_since
 from jobs.containers import request_close
 from jobs.liveness import this_worker
-from jobs.recovery import active_lock, active_runs, live_runs, reconcile
+from jobs.recovery import active_lock, active_runs, live_runs, reconcile, stopping
 from jobs.runtime import remove_orphans
 from nanoclaw.config import Settings
 
@@ -44,6 +44,7 @@ class _Consumer(Consumer):
             signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def stop(self, graceful: bool = False) -> None:
+        stopping.set()
         with active_lock:
             mine = set(active_runs)
         if mine:

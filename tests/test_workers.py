@@ -101,8 +101,8 @@ def test_a_second_worker_starting_up_does_not_disturb_the_first_workers_run(sett
             workers.append(_worker(settings))
             client.send("take your time")
             deadline = time.monotonic() + 60
-            while not log.read_since(0, types=[t.AgentRunStarted]) and time.monotonic() < deadline:
-                time.sleep(0.05)
+            while not our_containers(settings) and time.monotonic() < deadline:
+                time.sleep(0.05)  # the first worker's agent is up
             containers_before = {c.name for c in our_containers(settings)}
             workers.append(_worker(settings))  # its start-up recovery runs while the first agent works
             time.sleep(2)
