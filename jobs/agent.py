@@ -27,7 +27,7 @@ from jobs.credentials import agent_secrets
 from jobs.liveness import this_worker
 from jobs.mounts import AllowlistLoader, validate_mounts
 from jobs.output_parser import AgentResult
-from jobs.recovery import active_lock, active_runs, stopping
+from jobs.recovery import active_lock, active_runs, stopping, unanswered_from
 from jobs.workspace import Mount, clear_input
 from nanoclaw.config import Settings
 from nanoclaw.faults import fault_point
@@ -200,8 +200,9 @@ class AgentRun:
         status = "timeout" if result.timed_out and failed else ("error" if failed else "ok")
         folder, jid = plan.group.folder, plan.group.jid
         with self.log.transaction() as tx:
-            unanswered_from = self._unanswered_pipe(tx, plan, progress)
-            rollback = plan.from_seq if failed and not progress.sent else unanswered_from
+            unanswered = unanswered_from(tx, folder, plan.run_id, plan.from_seq, plan.through_seq,
+                                         progress.last_answer_seq)
+            rollback = plan.from_seq if failed and not progress.sent else unanswered
             tx.append(t.AgentRunFinished(run_id=plan.run_id, folder=folder, chat_jid=jid, status=status,
                                          error=error, exit_code=result.exit_code, duration_ms=result.duration_ms,
                                          had_output=progress.sent > 0, cursor_rollback_to=rollback))
@@ -217,17 +218,6 @@ class AgentRun:
         else:
             logger.info("{}: run {} finished after {} ms, {} repl(ies)", folder, plan.run_id,
                         result.duration_ms, progress.sent)
-
-    def _unanswered_pipe(self, tx: Transaction, plan: Plan, progress: Progress) -> int | None:
-        """Where the cursor must go back to when piped messages got no answer after them."""
-        pipes = tx.read_since(0, types=[t.MessagesPiped], streams=[plan.group.folder], limit=None,
-                              newest=False)
-        answered_up_to = plan.through_seq
-        for record in (r for r in pipes if r.event.run_id == plan.run_id):
-            if record.seq > progress.last_answer_seq:
-                return answered_up_to
-            answered_up_to = record.event.through_seq
-        return None
 
     def _retry(self, tx: Transaction, plan: Plan) -> None:
         attempt = plan.attempt + 1

@@ -81,18 +81,25 @@ def _finish_dead_runs(tx: Transaction, alive: set[str]) -> int:
 
 
 def _unanswered_from(tx: Transaction, run) -> int | None:
-    """For a dead run that replied: where the cursor goes back to if messages piped after its last reply.
-
-    Those messages were taken from the window (the cursor moved past them) and
-    never answered; without this they would be lost. Same rule as a run that
-    ends by itself (AgentRun._unanswered_pipe).
-    """
+    """For a dead run that replied: where the cursor goes back to if messages were piped after its last reply."""
     last_reply = tx.query("SELECT max(queued_seq) FROM outbound WHERE run_id = ?", (run["run_id"],))[0][0] or 0
-    pipes = tx.read_since(run["started_seq"], types=[t.MessagesPiped], streams=[run["folder"]], limit=None)
     started = tx.read_since(run["started_seq"] - 1, types=[t.AgentRunStarted], limit=1)[0].event
-    answered_up_to = started.through_seq  # the run's table row holds the piped high mark instead
-    for record in (r for r in pipes if r.event.run_id == run["run_id"]):
-        if record.seq > last_reply:
+    # the `runs` row holds the piped high mark; the window first handed over is the started event's
+    return unanswered_from(tx, run["folder"], run["run_id"], run["started_seq"], started.through_seq, last_reply)
+
+
+def unanswered_from(tx: Transaction, folder: str, run_id: str, since_seq: int, through_seq: int,
+                    last_answer_seq: int) -> int | None:
+    """Where a run's cursor must go back to when messages piped into it came after its last answer.
+
+    Those messages left the window (the cursor moved past them) and got no
+    reply; without the rollback they would be lost. None: all were answered.
+    """
+    answered_up_to = through_seq
+    for record in tx.read_since(since_seq, types=[t.MessagesPiped], streams=[folder], limit=None):
+        if record.event.run_id != run_id:
+            continue
+        if record.seq > last_answer_seq:
             return answered_up_to
         answered_up_to = record.event.through_seq
     return None
