@@ -29,12 +29,14 @@ class RouterProcess:
             stdout=subprocess.DEVNULL, stderr=self._stderr, cwd=settings.root, start_new_session=own_group)
         self.own_group = own_group
 
-    def wait_ready(self, timeout: float = 20) -> "RouterProcess":
+    def wait_ready(self, timeout: float = 20, *, worker_too: bool = False) -> "RouterProcess":
+        """Until the router is live (and, if asked, its worker consumes the queue)."""
+        marks = ["router live", *(["worker consuming"] if worker_too else [])]
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"router exited with {self.proc.returncode}: {self.stderr()}")
-            if "router live" in self.stderr():
+            if all(mark in self.stderr() for mark in marks):
                 return self
             time.sleep(0.05)
         raise AssertionError(f"router not ready after {timeout} s: {self.stderr()}")
