@@ -112,16 +112,19 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-def startup_s(settings) -> float:
-    """Process start to the "router live" line, polled every 5 ms."""
+def startup_s(settings) -> tuple[float, float]:
+    """Process start to the "router live" line (messages are recorded), then to the worker consuming."""
     started = time.perf_counter()
     service = RouterProcess(settings, worker=True)
+    marks: list[float] = []
     try:
-        while "router live" not in service.stderr():
-            if service.proc.poll() is not None or time.perf_counter() - started > 60:
-                raise RuntimeError(f"the service did not start: {service.stderr()[-500:]}")
-            time.sleep(0.005)
-        return time.perf_counter() - started
+        for mark in ("router live", "worker consuming"):
+            while mark not in service.stderr():
+                if service.proc.poll() is not None or time.perf_counter() - started > 60:
+                    raise RuntimeError(f"the service did not start: {service.stderr()[-500:]}")
+                time.sleep(0.005)
+            marks.append(time.perf_counter() - started)
+        return marks[0], marks[1]
     finally:
         service.stop(timeout=60)
 
@@ -154,8 +157,11 @@ def report(floor: list[float], ours: list[float], warm: list[float], rss: tuple[
     router, worker = rss
     print(f"RSS with {groups} groups, after the runs above: router {router:.1f} MB + worker {worker:.1f} MB "
           f"= {router + worker:.1f} MB   target < 150 MB")
+    live, consuming = [s[0] for s in starts], [s[1] for s in starts]
     print(f"start-up, process start -> 'router live', {groups} groups, {len(starts)} starts: "
-          f"median {statistics.median(starts) * ms:.0f} ms  max {max(starts) * ms:.0f} ms   target < 2 s")
+          f"median {statistics.median(live) * ms:.0f} ms  max {max(live) * ms:.0f} ms   target < 2 s")
+    print(f"  -> its worker consuming (agents can start): median {statistics.median(consuming) * ms:.0f} ms  "
+          f"max {max(consuming) * ms:.0f} ms")
 
 
 def main() -> None:
