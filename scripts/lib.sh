@@ -61,16 +61,23 @@ ensure_debian_packages() {
         echo "packages: all present"
         return 0
     fi
+    _nc_apt_install packages "${missing[@]}"
+}
+
+# _nc_apt_install LABEL PACKAGE...: apt-get update and install, one clear line on failure.
+_nc_apt_install() {
+    local label="$1"
+    shift
     if ! command -v apt-get >/dev/null 2>&1; then
-        echo "packages: missing ${missing[*]} and apt-get is not available; install them by hand" >&2
+        echo "$label: missing $* and apt-get is not available; install them by hand" >&2
         return 1
     fi
-    echo "packages: installing ${missing[*]} ..."
+    echo "$label: installing $* ..."
     nc_sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq || {
-        echo "packages: apt-get update failed" >&2; return 1; }
+        echo "$label: apt-get update failed" >&2; return 1; }
     nc_sudo env DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=a apt-get install -y -qq \
-        --no-install-recommends "${missing[@]}" || {
-        echo "packages: apt-get install ${missing[*]} failed" >&2; return 1; }
+        --no-install-recommends "$@" || {
+        echo "$label: apt-get install $* failed" >&2; return 1; }
 }
 
 # If the (possibly newer) docker CLI refuses the daemon's API version, pin the
@@ -318,12 +325,7 @@ ensure_test_tools() {
         echo "test tools: all present"
         return 0
     fi
-    echo "test tools: installing ${missing[*]} ..."
-    nc_sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq || {
-        echo "test tools: apt-get update failed" >&2; return 1; }
-    nc_sudo env DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=a apt-get install -y -qq \
-        --no-install-recommends "${missing[@]}" || {
-        echo "test tools: apt-get install ${missing[*]} failed" >&2; return 1; }
+    _nc_apt_install "test tools" "${missing[@]}"
 }
 
 nc_podman_socket() {
