@@ -85,6 +85,8 @@ class AgentRun:
             plan = self._plan(tx, folder)
             if isinstance(plan, str):
                 return plan
+            # before the lease shows: once it does, the trigger stage pipes follow-ups into input/
+            clear_input(self.settings, folder)
             tx.append(t.AgentRunStarted(
                 run_id=plan.run_id, folder=folder, chat_jid=plan.group.jid, container=plan.container,
                 from_seq=plan.from_seq, through_seq=plan.through_seq,
@@ -148,7 +150,6 @@ class AgentRun:
 
     def _spec(self, plan: Plan) -> RunSpec:
         group = plan.group
-        clear_input(self.settings, group.folder)
         write_tasks_snapshot(self.settings, self.log, group.folder, group.is_main)
         write_groups_snapshot(self.settings, self.log, group.folder, group.is_main)
         config = group.container_config or t.ContainerConfig()

@@ -89,6 +89,7 @@ class TaskRun:
             return "busy: retrying shortly"
         run_id = uuid.uuid4().hex[:12]
         cursor = cursor_of(tx, group.jid)
+        clear_input(self.settings, group.folder)  # before the lease shows, as for a message run
         tx.append(t.AgentRunStarted(run_id=run_id, folder=group.folder, chat_jid=group.jid,
                                     container=container_name(group.folder), from_seq=cursor, through_seq=cursor,
                                     task_id=task_id, worker=this_worker(self.settings)))
@@ -103,7 +104,6 @@ class TaskRun:
         run_task.schedule((task_id,), delay=BUSY_RETRY_S)
 
     def _spec(self, task, group, run_id: str) -> RunSpec:
-        clear_input(self.settings, group.folder)
         write_tasks_snapshot(self.settings, self.log, group.folder, group.is_main)
         write_groups_snapshot(self.settings, self.log, group.folder, group.is_main)
         session = None

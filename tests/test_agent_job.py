@@ -205,3 +205,30 @@ def test_recovery_answers_again_what_was_piped_after_a_dead_runs_last_reply(worl
     counts = reconcile(settings, log)
     assert counts["runs_interrupted"] == 1 and counts["runs_requested"] == 1
     assert of_type(log, t.AgentRunFinished)[0].cursor_rollback_to == first  # "hi" was answered, "and this?" not
+
+
+def test_a_follow_up_piped_the_moment_the_lease_shows_is_answered_not_swept_away(world):
+    """The run clears leftover input before its lease commits; a pipe right after the commit must survive."""
+    from events import consumer
+    from router.trigger_stage import TriggerStage
+
+    settings, log, inbound = world
+    say(inbound, "local:me", "first question")
+    consumer.drain(log, TriggerStage(settings, AllowlistFile(settings.sender_allowlist_path)))  # the request
+    piped = threading.Event()
+
+    def pipe_at_once(seq: int) -> None:  # the trigger stage at its fastest, in the committing thread
+        if not piped.is_set() and of_type(log, t.AgentRunStarted):
+            piped.set()
+            say(inbound, "local:me", "and a follow-up")
+            consumer.drain(log, TriggerStage(settings, AllowlistFile(settings.sender_allowlist_path)))
+
+    log.waker.add_listener(pipe_at_once)
+    try:
+        AgentRun(settings, log).run("main")
+    finally:
+        log.waker.remove_listener(pipe_at_once)
+    assert len(of_type(log, t.MessagesPiped)) == 1
+    replies = [o.text for o in of_type(log, t.OutboundQueued)]
+    assert "first question" in replies[0]
+    assert sum("and a follow-up" in reply for reply in replies) == 1  # the agent read the piped file
