@@ -179,6 +179,7 @@ class AgentOutput(Event):
     result: str | None = None
     new_session_id: str | None = None
     error: str | None = None
+    inputs: list[str] = []  # piped input files the agent read in the turn this output ends
 
 
 class AgentRunFinished(Event):

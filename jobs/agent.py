@@ -66,7 +66,6 @@ class Progress:
     sent: int = 0
     errors: list[str] = field(default_factory=list)
     session_id: str | None = None
-    last_answer_seq: int = 0
 
 
 class AgentRun:
@@ -107,8 +106,7 @@ class AgentRun:
                     plan.prompt.count("<message "), plan.attempt + 1)
         progress = Progress(session_id=plan.session_id)
         try:
-            result = self.runner.run(self._spec(plan), lambda r: self._on_output(plan, progress, r),
-                                     on_started=lambda _: close_if_stopping(self.settings, plan.group.folder))
+            result = self.runner.run(self._spec(plan), lambda r: self._on_output(plan, progress, r))
         finally:
             with active_lock:
                 idle_since.pop(plan.run_id, None)
@@ -173,15 +171,15 @@ class AgentRun:
         progress.outputs += 1
         text = clean_output(result.result) if result.result else ""
         with self.log.transaction() as tx:
-            appended = tx.append(t.AgentOutput(run_id=plan.run_id, folder=plan.group.folder, index=index,
+            tx.append(t.AgentOutput(run_id=plan.run_id, folder=plan.group.folder, index=index,
                                                status=result.status, result=result.result,
-                                               new_session_id=result.newSessionId, error=result.error))
+                                               new_session_id=result.newSessionId, error=result.error,
+                                               inputs=result.inputs))
             if text:
                 outbound_id = f"{plan.run_id}-{index}"
                 tx.append(t.OutboundQueued(outbound_id=outbound_id, chat_jid=plan.group.jid, text=text,
                                            origin="agent", run_id=plan.run_id), key=f"out:{outbound_id}")
                 progress.sent += 1
-                progress.last_answer_seq = appended.seq
             if result.newSessionId and result.newSessionId != progress.session_id:
                 tx.append(t.SessionUpdated(folder=plan.group.folder, session_id=result.newSessionId,
                                            run_id=plan.run_id))
@@ -191,6 +189,7 @@ class AgentRun:
         with active_lock:
             if result.status == "success" and plan.run_id in active_runs:
                 idle_since[plan.run_id] = (time.monotonic(), plan.group.folder)
+        close_if_stopping(self.settings, plan.group.folder)
         fault_point("agent-output-queued")
 
     # --- after it ended ----------------------------------------------------------
@@ -201,8 +200,7 @@ class AgentRun:
         status = "timeout" if result.timed_out and failed else ("error" if failed else "ok")
         folder, jid = plan.group.folder, plan.group.jid
         with self.log.transaction() as tx:
-            unanswered = unanswered_from(tx, folder, plan.run_id, plan.from_seq, plan.through_seq,
-                                         progress.last_answer_seq)
+            unanswered = unanswered_from(tx, folder, plan.run_id, plan.from_seq, plan.through_seq)
             rollback = plan.from_seq if failed and not progress.sent else unanswered
             tx.append(t.AgentRunFinished(run_id=plan.run_id, folder=folder, chat_jid=jid, status=status,
                                          error=error, exit_code=result.exit_code, duration_ms=result.duration_ms,
@@ -259,10 +257,11 @@ def scripted_for(settings: Settings, folder: str, attempt: int) -> dict | None:
 
 
 def close_if_stopping(settings: Settings, folder: str) -> None:
-    """A container that started while its worker began to stop gets the close sentinel too.
+    """After each output of a run whose worker is stopping: the close sentinel, again.
 
-    The worker's stop wrote the sentinels before this run cleared its input
-    folder, so without this the agent would wait for input after its answer.
+    The agent drops a stale sentinel when it starts, so one written by the
+    worker's stop before the agent was up would be lost; written after an
+    output, it is seen as soon as the agent waits for input.
     """
     if stopping.is_set():
         request_close(settings, folder)

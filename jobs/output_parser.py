@@ -24,6 +24,7 @@ class AgentResult(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     result: str | None = None
     newSessionId: str | None = None
     error: str | None = None
+    inputs: list[str] = []          # piped input files the agent read since its previous output
 
 
 class OutputParser:

@@ -81,27 +81,35 @@ def _finish_dead_runs(tx: Transaction, alive: set[str]) -> int:
 
 
 def _unanswered_from(tx: Transaction, run) -> int | None:
-    """For a dead run that replied: where the cursor goes back to if messages were piped after its last reply."""
-    last_reply = tx.query("SELECT max(queued_seq) FROM outbound WHERE run_id = ?", (run["run_id"],))[0][0] or 0
+    """For a dead run that replied: where the cursor goes back to if piped messages went unhandled."""
     started = tx.read_since(run["started_seq"] - 1, types=[t.AgentRunStarted], limit=1)[0].event
     # the `runs` row holds the piped high mark; the window first handed over is the started event's
-    return unanswered_from(tx, run["folder"], run["run_id"], run["started_seq"], started.through_seq, last_reply)
+    return unanswered_from(tx, run["folder"], run["run_id"], run["started_seq"], started.through_seq)
 
 
-def unanswered_from(tx: Transaction, folder: str, run_id: str, since_seq: int, through_seq: int,
-                    last_answer_seq: int) -> int | None:
-    """Where a run's cursor must go back to when messages piped into it came after its last answer.
+def unanswered_from(tx: Transaction, folder: str, run_id: str, since_seq: int, through_seq: int) -> int | None:
+    """Where a run's cursor must go back to when messages piped into it were never handled.
 
-    Those messages left the window (the cursor moved past them) and got no
-    reply; without the rollback they would be lost. None: all were answered.
+    A piped file counts as handled once a successful output names it in
+    `inputs` (the agent read it and finished that turn). The first one not
+    handled, and every later one, left the window when piped; without the
+    rollback they would be lost. None: every piped message was handled.
     """
-    answered_up_to = through_seq
-    for record in tx.read_since(since_seq, types=[t.MessagesPiped], streams=[folder], limit=None):
-        if record.event.run_id != run_id:
+    handled: set[str] = set()
+    pipes: list[t.MessagesPiped] = []
+    for record in tx.read_since(since_seq, types=[t.MessagesPiped, t.AgentOutput], streams=[folder], limit=None):
+        event = record.event
+        if event.run_id != run_id:
             continue
-        if record.seq > last_answer_seq:
+        if isinstance(event, t.MessagesPiped):
+            pipes.append(event)
+        elif event.status == "success":
+            handled.update(event.inputs)
+    answered_up_to = through_seq
+    for pipe in pipes:
+        if pipe.file not in handled:
             return answered_up_to
-        answered_up_to = record.event.through_seq
+        answered_up_to = pipe.through_seq
     return None
 
 

@@ -58,8 +58,7 @@ class TaskRun:
         errors: list[str] = []
         try:
             result = self.runner.run(self._spec(task, group, run_id),
-                                     lambda r: self._on_output(task, group, run_id, r, texts, errors),
-                                     on_started=lambda _: close_if_stopping(self.settings, group.folder))
+                                     lambda r: self._on_output(task, group, run_id, r, texts, errors))
             self._finish(task, group, run_id, result, texts, errors, int((time.monotonic() - started) * 1000))
         finally:  # only once the run's end is recorded (or it crashed): recovery then finishes it
             with active_lock:
@@ -125,7 +124,7 @@ class TaskRun:
         with self.log.transaction() as tx:
             index = len(texts) + len(errors)
             tx.append(t.AgentOutput(run_id=run_id, folder=group.folder, index=index, status=result.status,
-                                    result=result.result, error=result.error))
+                                    result=result.result, error=result.error, inputs=result.inputs))
             if text:  # a task's session is never saved (SPEC 10.3)
                 outbound_id = f"{run_id}-{index}"
                 tx.append(t.OutboundQueued(outbound_id=outbound_id, chat_jid=task["chat_jid"], text=text,
@@ -134,6 +133,7 @@ class TaskRun:
             texts.append(result.result)
         if result.status == "error":
             errors.append(result.error or "Unknown error")
+        close_if_stopping(self.settings, group.folder)
 
     def _finish(self, task, group, run_id: str, result, texts: list[str], errors: list[str], duration_ms: int):
         error = result.error if result.status == "error" else (errors[-1] if errors else None)

@@ -232,3 +232,32 @@ def test_a_follow_up_piped_the_moment_the_lease_shows_is_answered_not_swept_away
     replies = [o.text for o in of_type(log, t.OutboundQueued)]
     assert "first question" in replies[0]
     assert sum("and a follow-up" in reply for reply in replies) == 1  # the agent read the piped file
+
+
+def _run_with_a_pipe(log, inbound, handled: list[str]) -> tuple[int, int]:
+    """A run that replied once after a follow-up was piped; the reply read `handled`. Returns the two seqs."""
+    first = say(inbound, "local:me", "hi")
+    log.append(t.AgentRunStarted(run_id="r3", folder="main", chat_jid="local:me", container="gone",
+                                 from_seq=0, through_seq=first))
+    second = say(inbound, "local:me", "and this?")
+    log.append(t.MessagesPiped(run_id="r3", folder="main", chat_jid="local:me", through_seq=second,
+                               message_count=1, file="piped-1.json"))
+    log.append(t.AgentOutput(run_id="r3", folder="main", index=0, status="success", result="hello",
+                             inputs=handled))
+    log.append(t.OutboundQueued(outbound_id="r3-0", chat_jid="local:me", text="hello", run_id="r3"))
+    return first, second
+
+
+def test_recovery_answers_again_a_follow_up_the_agent_never_read_though_a_reply_came_after_it(world):
+    settings, log, inbound = world
+    first, _ = _run_with_a_pipe(log, inbound, handled=[])  # the reply answered "hi" only
+    assert reconcile(settings, log)["runs_interrupted"] == 1
+    assert of_type(log, t.AgentRunFinished)[0].cursor_rollback_to == first
+
+
+def test_recovery_does_not_repeat_a_follow_up_the_agent_read_and_answered(world):
+    settings, log, inbound = world
+    _run_with_a_pipe(log, inbound, handled=["piped-1.json"])
+    counts = reconcile(settings, log)
+    assert counts["runs_interrupted"] == 1 and counts["runs_requested"] == 0
+    assert of_type(log, t.AgentRunFinished)[0].cursor_rollback_to is None

@@ -22,7 +22,7 @@ sys.path.insert(0, str(AGENT_CONTAINER_DIR))
 from agent_runner import inbox as inbox_module  # noqa: E402
 from agent_runner import task_script  # noqa: E402
 from agent_runner.inbox import Inbox  # noqa: E402
-from agent_runner.protocol import InputError, parse_input  # noqa: E402
+from agent_runner.protocol import Emitter, InputError, parse_input  # noqa: E402
 from agent_runner.providers.transcript_archive import archive_transcript  # noqa: E402
 
 
@@ -59,6 +59,21 @@ def test_close_wins_over_waiting_messages_and_is_consumed(inbox, tmp_path):
     assert inbox.next_messages() is None
     assert not (tmp_path / "ipc" / "input" / "_close").exists()
     assert inbox.next_messages() == ["queued"]
+
+
+def test_each_output_names_the_piped_files_read_since_the_one_before(inbox, tmp_path):
+    import io
+
+    stream = io.BytesIO()
+    out = Emitter(stream, inputs=inbox.take_consumed)
+    first = pipe_message(tmp_path / "ipc", "one")
+    second = pipe_message(tmp_path / "ipc", "two")
+    assert inbox.drain() == ["one", "two"]
+    out.success("answer to both")
+    out.success("a second thought")
+    frames = [json.loads(line) for line in stream.getvalue().decode().splitlines() if line.startswith("{")]
+    assert frames[0]["inputs"] == [first.name, second.name]
+    assert "inputs" not in frames[1]  # nothing new was read in between
 
 
 def test_without_inotify_the_inbox_polls(tmp_path, monkeypatch):

@@ -66,6 +66,12 @@ class Inbox:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self._watch: _Inotify | None = None
+        self._taken: list[str] = []
+
+    def take_consumed(self) -> list[str]:
+        """Names of the message files read since the last call (the next output reports them)."""
+        taken, self._taken = self._taken, []
+        return taken
 
     def open(self) -> None:
         """Create the directory, drop a stale `_close`, start watching."""
@@ -127,6 +133,7 @@ class Inbox:
         if isinstance(data, dict) and data.get("type") == "message":
             text = data.get("text")
             if isinstance(text, str) and text:
+                self._taken.append(path.name)
                 return text
         return None
 

@@ -35,6 +35,7 @@ def main() -> int:
     _apply_timezone(request.timezone)
     workspace = Workspace.from_env()
     inbox = Inbox(workspace.input_dir)
+    out = Emitter(inputs=inbox.take_consumed)
     try:
         return _run(request, workspace, inbox, out)
     except Exception as exc:  # the contract: every failure becomes a marker

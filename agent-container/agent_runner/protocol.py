@@ -13,7 +13,7 @@ import json
 import sys
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 OUTPUT_START = "---NANOCLAW_OUTPUT_START---"
 OUTPUT_END = "---NANOCLAW_OUTPUT_END---"
@@ -139,12 +139,15 @@ class Emitter:
     """Writes output markers to stdout, one complete frame per call.
 
     The session id is shared state: providers update `session_id` as they
-    learn it, and every later output carries it as `newSessionId`.
+    learn it, and every later output carries it as `newSessionId`. Each
+    output also names the piped input files read since the previous one
+    (`inputs`), so the host knows which follow-ups the agent has handled.
     """
 
-    def __init__(self, stream: Any = None) -> None:
+    def __init__(self, stream: Any = None, inputs: Callable[[], list[str]] | None = None) -> None:
         self._stream = stream if stream is not None else sys.stdout.buffer
         self._lock = threading.Lock()
+        self._inputs = inputs
         self.session_id: str | None = None
         self.count = 0
 
@@ -160,6 +163,9 @@ class Emitter:
             payload["newSessionId"] = self.session_id
         if error is not None:
             payload["error"] = error
+        inputs = self._inputs() if self._inputs else []
+        if inputs:
+            payload["inputs"] = inputs
         body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
         frame = f"{OUTPUT_START}\n{body}\n{OUTPUT_END}\n".encode("utf-8")
         with self._lock:
