@@ -280,8 +280,9 @@ class RunnerDriver:
             elif inside is not None:
                 inside.append(line)
 
-    def send(self, text: str) -> None:
-        pipe_message(self.ipc_dir, text)
+    def send(self, text: str) -> str:
+        """Pipe a follow-up; returns its file name (the output that handles it lists it in `inputs`)."""
+        return pipe_message(self.ipc_dir, text).name
 
     def close(self) -> None:
         request_close(self.ipc_dir)

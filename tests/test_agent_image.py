@@ -199,12 +199,14 @@ def test_a_failed_turn_is_an_error_output_and_the_session_goes_on(agent_image, w
                                  claude_dir=claude_dir, network_mode="host")
         containers.append(runner)
         first = runner.next_output(timeout=120)
-        runner.send(f"{FAIL_MARKER} this one breaks")
+        breaking = runner.send(f"{FAIL_MARKER} this one breaks")
         failed = runner.next_output(timeout=60)
-        runner.send("and now?")
+        asked = runner.send("and now?")
         recovered = runner.next_output(timeout=60)
         runner.close()
         assert runner.wait(timeout=60) == 0
     assert failed["status"] == "error" and "400" in failed["error"]
     assert failed["newSessionId"] == first["newSessionId"] == recovered["newSessionId"]
-    assert recovered == {"status": "success", "result": FINAL_TEXT, "newSessionId": first["newSessionId"]}
+    assert failed["inputs"] == [breaking]  # an error output: the host does not count it as handled
+    assert recovered == {"status": "success", "result": FINAL_TEXT, "newSessionId": first["newSessionId"],
+                         "inputs": [asked]}
