@@ -15,21 +15,12 @@ from watchdog.observers import Observer
 from events import types as t
 from router import ipc
 from router.ipc import IpcWatcher
+from tests.waiting import wait_for
 
 TIMEOUT_S = 10.0
 
 # watchdog's own notice when a new folder's watch is added twice (the mkdir race it documents)
 pytestmark = pytest.mark.filterwarnings("ignore:Callback with id:RuntimeWarning")
-
-
-def wait_for(predicate, timeout: float = TIMEOUT_S):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.02)
-    raise AssertionError("timed out waiting")
 
 
 def make_group(settings, folder: str) -> Path:

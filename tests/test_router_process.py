@@ -17,6 +17,7 @@ from events import types as t
 from router.channels.local_client import ChatClientError, LocalChatClient
 from router.groups import register_group
 from tests.router_process import RouterProcess
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.docker  # `nanoclaw run` checks the container runtime first
 
@@ -32,16 +33,6 @@ def router(settings, main_group):
     process = RouterProcess(settings).wait_ready()
     yield process
     process.kill()
-
-
-def wait_for(predicate, timeout: float = 10, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def of_type(log: EventLog, cls) -> list:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import time
 
 import pytest
 
@@ -11,18 +10,9 @@ from events import types as t
 from router.groups import register_group
 from tests.router_process import RouterProcess
 from tests.telegram_harness import ALICE, of_type, stub  # noqa: F401  (fixture)
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.docker  # `nanoclaw run` checks the container runtime first
-
-
-def wait_for(predicate, timeout: float = 60, what: str = "a condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 @pytest.fixture
@@ -43,7 +33,7 @@ def test_a_crash_after_recording_a_message_and_telegrams_redelivery_store_it_onc
     assert stub.confirmed_offset <= update_id
     restarted = RouterProcess(settings).wait_ready()
     try:
-        wait_for(lambda: stub.confirmed_offset > update_id, what="the redelivered update to be handled")
+        wait_for(lambda: stub.confirmed_offset > update_id, timeout=60, what="the redelivered update to be handled")
     finally:
         assert restarted.stop() == 0
     assert [m.content for m in of_type(log, t.MessageReceived)] == ["remember the milk"]
