@@ -2,8 +2,10 @@
 
 The shared engine serves every other test on the machine, so it is never
 stopped. This one has its own socket, data root, exec root, pid file and an
-empty config file; no bridge and no iptables rules (agent containers in
-tests use network `none`). It runs under `tini -s` in a session of its own,
+empty config file, no iptables rules (agent containers in tests use
+network `none`), and a bridge interface of its own: a dockerd started with
+`--bridge=none` deletes the host's `docker0`, which would cut every other
+container on the machine off the network. It runs under `tini -s` in a session of its own,
 like scripts/lib.sh starts the shared one, so orphaned shims are reaped.
 The agent image is copied in with `docker save | docker load`.
 """
@@ -35,6 +37,7 @@ class PrivateDockerd:
         self.log_path = self.base / "dockerd.log"
         self.proc: subprocess.Popen | None = None
         self._storage: list[str] | None = None
+        self.bridge = f"ncd{os.getpid() % 100000}{int(time.time()) % 1000}"[:15]
         (self.base / "daemon.json").write_text("{}")
 
     def _command(self, storage: list[str]) -> list[str]:
@@ -42,10 +45,19 @@ class PrivateDockerd:
         reaper = [shutil.which("tini"), "-s", "--"] if shutil.which("tini") else []
         return [*reaper, dockerd, "--host", self.host, "--data-root", str(self.base / "data"),
                 "--exec-root", str(self.base / "exec"), "--pidfile", str(self.base / "docker.pid"),
-                "--config-file", str(self.base / "daemon.json"), "--bridge=none", "--iptables=false",
+                "--config-file", str(self.base / "daemon.json"), f"--bridge={self.bridge}", "--iptables=false",
                 "--ip6tables=false", "--shutdown-timeout=2", *storage]
 
+    def _ensure_bridge(self) -> None:
+        if subprocess.run(["ip", "link", "show", self.bridge], capture_output=True).returncode == 0:
+            return
+        for command in (["ip", "link", "add", "name", self.bridge, "type", "bridge"],
+                        ["ip", "addr", "add", "10.254.254.1/24", "dev", self.bridge],
+                        ["ip", "link", "set", self.bridge, "up"]):
+            subprocess.run(command, check=True, capture_output=True)
+
     def start(self) -> "PrivateDockerd":
+        self._ensure_bridge()
         for storage in ([self._storage] if self._storage is not None else STORAGE_FLAGS):
             with open(self.log_path, "a") as log:
                 self.proc = subprocess.Popen(self._command(storage), stdin=subprocess.DEVNULL, stdout=log,
@@ -103,6 +115,7 @@ class PrivateDockerd:
         for target in sorted(mounts, key=len, reverse=True):
             subprocess.run(["umount", "-l", target], capture_output=True)
         shutil.rmtree(self.base, ignore_errors=True)
+        subprocess.run(["ip", "link", "delete", self.bridge], capture_output=True)
 
     def _log_tail(self, lines: int = 15) -> str:
         try:

@@ -90,3 +90,20 @@ def test_docker_stopped_and_started_again_under_the_service_loses_nothing(world)
     first = next(r for r in retries if r.event.attempt == 1)
     assert abs((parse_iso(first.event.not_before) - parse_iso(first.at)).total_seconds() - BASE_RETRY_S) < 1
     assert any(r.event.attempt == 2 for r in retries)  # the backoff went on while Docker was down
+
+
+def test_a_private_engine_leaves_the_hosts_docker0_alone(agent_image):
+    """dockerd with --bridge=none deletes docker0; the private engine must bring a bridge of its own."""
+    import subprocess
+
+    def docker0() -> bool:
+        return subprocess.run(["ip", "link", "show", "docker0"], capture_output=True).returncode == 0
+
+    had_docker0 = docker0()
+    engine = PrivateDockerd().start()
+    try:
+        assert engine.answers()
+    finally:
+        engine.remove()
+    assert docker0() == had_docker0
+    assert subprocess.run(["ip", "link", "show", engine.bridge], capture_output=True).returncode != 0
