@@ -23,6 +23,12 @@ def cmd_build(settings: Settings, args: argparse.Namespace) -> int:
     from jobs import image
 
     tag = args.tag or (image.IMAGE_TEST_TAG if args.target == "test" else settings.container_image)
+    try:
+        if args.if_stale and not image.image_is_stale(tag):
+            print(f"{tag} is up to date with agent-container/")
+            return 0
+    except Exception as exc:  # Docker down: the build below says it in its own words
+        print(f"nanoclaw: cannot inspect {tag}: {exc}", file=sys.stderr)
     started = time.monotonic()
     print(f"building {tag} (target {args.target}) from {args.base} ...", flush=True)
     try:
@@ -56,6 +62,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     build.add_argument("--tag", help="image tag (default CONTAINER_IMAGE, or nanoclaw-agent:test)")
     build.add_argument("--base", default="nanoclaw-base:bookworm", help="the base image (BASE_IMAGE)")
     build.add_argument("--quiet", action="store_true", help="no progress lines")
+    build.add_argument("--if-stale", action="store_true",
+                       help="only when the image is missing or older than agent-container/ (install.sh)")
     build.set_defaults(handler=cmd_build)
     check = isub.add_parser("check", help="run a smoke test of the image in a container")
     check.add_argument("--tag", help="image tag (default CONTAINER_IMAGE)")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install NanoClaw Pro on this machine (Debian/Ubuntu): Debian packages, a
-# running Docker engine, the offline base image, and .venv with the project.
+# running Docker engine, the offline base image, .venv with the project, the
+# agent image, then the systemd user service (or how to run it by hand).
 # Idempotent: re-running it only does what is missing.
 set -euo pipefail
 
@@ -33,6 +34,11 @@ ensure_debian_packages
 ensure_dockerd
 ensure_base_image
 ensure_venv
+echo "agent image: building it when missing or older than agent-container/ (minutes the first time) ..."
+.venv/bin/nanoclaw image build --if-stale --quiet || {
+    echo "install: the agent image could not be built (see above); fix that and run install.sh again" >&2
+    exit 1
+}
 
 echo "install: set-up finished in $(pwd)"
 

@@ -41,3 +41,9 @@ def test_image_build_shows_progress_and_reuses_the_cache(root, agent_image):
     assert lines[0].startswith(f"building {agent_image} (target test)")
     assert any(line.startswith("  ") for line in lines[1:-1])  # Docker's own steps, as they come
     assert lines[-1].startswith(f"built {agent_image} in ")
+
+
+def test_image_build_if_stale_leaves_a_current_image_alone(root, agent_image):
+    done = nanoclaw("image", "build", "--target", "test", "--if-stale")
+    assert done.returncode == 0, done.stderr
+    assert "up to date" in done.stdout and "building" not in done.stdout
