@@ -74,12 +74,16 @@ def render(report: status.Status, out: TextIO) -> None:
         w(f"  {ago(error.at, now):<14} {error.where:<16} {error.message[:90]}\n")
 
 
-def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
-    report = status.gather(settings)
-    if args.json:
+def _show(report, as_json: bool, render_text) -> None:
+    """One JSON object for machines, or the screen for people."""
+    if as_json:
         sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
     else:
-        render(report, sys.stdout)
+        render_text(report, sys.stdout)
+
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    _show(status.gather(settings), args.json, render)
     return 0
 
 
@@ -96,10 +100,7 @@ def render_doctor(report: doctor.Report, out: TextIO) -> None:
 
 def cmd_doctor(settings: Settings, args: argparse.Namespace) -> int:
     report = doctor.diagnose(settings)
-    if args.json:
-        sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
-    else:
-        render_doctor(report, sys.stdout)
+    _show(report, args.json, render_doctor)
     return 0 if report.ok else 1
 
 
