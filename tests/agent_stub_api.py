@@ -34,6 +34,9 @@ FINAL_TEXT = "Done."
 MODEL = "claude-stand-in"
 # A user message containing this makes the stand-in answer 400, like a refused request.
 FAIL_MARKER = "[stand-in: fail]"
+# A user message containing this makes the stand-in think for SLOW_S seconds before it answers.
+SLOW_MARKER = "[stand-in: slow]"
+SLOW_S = 3.0
 
 
 @dataclass
@@ -142,6 +145,8 @@ def _handler_for(api: StubAnthropicAPI) -> type[BaseHTTPRequestHandler]:
             if not self.path.startswith("/v1/messages") or self.path.startswith("/v1/messages/count_tokens"):
                 self._send_json({"input_tokens": 10} if "count_tokens" in self.path else {})
                 return
+            if SLOW_MARKER in request.last_user_text():
+                time.sleep(SLOW_S)
             if FAIL_MARKER in request.last_user_text():
                 self._send(400, "application/json", json.dumps({"type": "error", "error": {
                     "type": "invalid_request_error", "message": "the stand-in refused this request"}}).encode())

@@ -17,6 +17,7 @@ import pytest
 
 from jobs.image import IMAGE_TEST_TAG, build_image, check_image, image_is_stale
 from tests.agent_stub_api import (
+    SLOW_MARKER,
     FAIL_MARKER,
     FINAL_TEXT,
     SEND_TOOL,
@@ -210,3 +211,25 @@ def test_a_failed_turn_is_an_error_output_and_the_session_goes_on(agent_image, w
     assert failed["inputs"] == [breaking]  # an error output: the host does not count it as handled
     assert recovered == {"status": "success", "result": FINAL_TEXT, "newSessionId": first["newSessionId"],
                          "inputs": [asked]}
+
+
+def test_a_follow_up_sent_mid_turn_joins_that_turn_and_its_result_names_it(
+        agent_image, workspace, claude_dir, containers):
+    """The CLI takes a message that arrives while it works into the running turn ("The user sent a new
+    message while you were working"), so that turn's result is the one that answers it, and says so."""
+    with StubAnthropicAPI() as api:
+        secrets = {"ANTHROPIC_API_KEY": API_KEY, "ANTHROPIC_BASE_URL": api.url}
+        runner = RunnerContainer(agent_image, workspace, request(f"{SLOW_MARKER} think hard", provider="claude",
+                                                                 secrets=secrets),
+                                 claude_dir=claude_dir, network_mode="host")
+        containers.append(runner)
+        deadline = time.monotonic() + 60
+        while not any(SLOW_MARKER in r.last_user_text() for r in api.requests) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        follow_up = runner.send("and meanwhile?")  # the first turn is still waiting for the model
+        result = runner.next_output(timeout=60)
+        runner.close()
+        assert runner.wait(timeout=60) == 0
+        asked = [r.last_user_text() for r in api.requests if r.path.startswith("/v1/messages")]
+    assert any("and meanwhile?" in text for text in asked[1:])  # the model saw it within the same turn
+    assert result["status"] == "success" and result["inputs"] == [follow_up]
