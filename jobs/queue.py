@@ -14,10 +14,10 @@ from huey import SqliteHuey, crontab
 from loguru import logger
 
 from events import EventLog
-from nanoclaw.config import load_settings
+from nanoclaw.config import QUEUE_NAME, load_settings
 
 settings = load_settings()
-huey = SqliteHuey("nanoclaw", filename=str(settings.queue_path), results=False, utc=True)
+huey = SqliteHuey(QUEUE_NAME, filename=str(settings.queue_path), results=False, utc=True)
 
 _log: EventLog | None = None
 _log_lock = threading.Lock()

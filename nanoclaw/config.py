@@ -23,6 +23,7 @@ DEFAULT_IDLE_TIMEOUT_MS = 1_800_000
 DEFAULT_CONTAINER_MAX_OUTPUT_BYTES = 10 * 1024 * 1024
 DEFAULT_MAX_MESSAGES_PER_PROMPT = 10
 DEFAULT_MAX_CONCURRENT_CONTAINERS = 5
+QUEUE_NAME = "nanoclaw"  # huey's name for our queue in store/queue.db (its rows are keyed by it)
 
 LOG_LEVELS = ("trace", "debug", "info", "warn", "error", "fatal")
 AGENT_PROVIDERS = ("claude", "scripted")

@@ -28,10 +28,6 @@ from router import allowlist
 
 REPLAY_CHECK_MAX_EVENTS = 200_000
 SYSTEMD_UNIT = Path(".config") / "systemd" / "user" / "nanoclaw.service"
-CHANNEL_KEYS = {"local": (), "telegram": ("TELEGRAM_BOT_TOKEN",), "slack": ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN"),
-                "discord": ("DISCORD_BOT_TOKEN",)}
-JID_CHANNELS = (("local:", "local"), ("tg:", "telegram"), ("slack:", "slack"), ("dc:", "discord"),
-                ("@g.us", "whatsapp"), ("@s.whatsapp.net", "whatsapp"))
 
 Level = Literal["ok", "warn", "fail"]
 
@@ -84,28 +80,24 @@ def check_credentials(settings: Settings) -> Check:
                  fix=MISSING_HELP.format(env=settings.root / ".env"))
 
 
-def _channel_of(jid: str) -> str:
-    return next((name for mark, name in JID_CHANNELS if jid.startswith(mark) or jid.endswith(mark)), "unknown")
-
-
 def check_channels(settings: Settings, log: EventLog | None) -> Check:
     from router.channels import registry
 
     installed = registry.names()
-    ready = [n for n in installed if all(settings.secret(k) for k in CHANNEL_KEYS.get(n, ()))]
-    missing = [k for n in installed for k in CHANNEL_KEYS.get(n, ()) if not settings.secret(k)]
+    ready = [n for n in installed if all(settings.secret(k) for k in registry.credentials_of(n))]
+    missing = [k for n in installed for k in registry.credentials_of(n) if not settings.secret(k)]
     detail = "ready: " + (", ".join(ready) or "none") + (f"; not set: {', '.join(missing)}" if missing else "")
     unreachable = []
     for row in log.query("SELECT jid, folder FROM groups") if log else []:
-        channel = _channel_of(row["jid"])
+        channel = registry.channel_for_jid(row["jid"])
         if channel not in ready:
             unreachable.append((row["folder"], row["jid"], channel))
     if not ready:
         return Check(name="channels", level="fail", detail=detail, fix="set a channel's credentials in .env")
     if unreachable:
         folder, jid, channel = unreachable[0]
-        why = f"the {channel} channel is not installed" if channel not in installed else \
-            f"{', '.join(k for k in CHANNEL_KEYS[channel] if not settings.secret(k))} not set"
+        why = "no installed channel owns it" if channel is None else \
+            f"{', '.join(k for k in registry.credentials_of(channel) if not settings.secret(k))} not set"
         return Check(name="channels", level="warn",
                      detail=f"{detail}; {len(unreachable)} group(s) unreachable, e.g. {folder} ({jid}): {why}",
                      fix=f"set the channel's credentials in {settings.root / '.env'}, or remove the group")

@@ -22,10 +22,9 @@ from events import EventLog
 from events import types as t
 from events.timefmt import iso_now, parse_iso
 from jobs.runtime import LABEL_GROUP, LABEL_RUN, RuntimeUnavailable, client, engine_name, install_label
-from nanoclaw.config import Settings
+from nanoclaw.config import QUEUE_NAME, Settings
 from router.heartbeat import HEARTBEAT_INTERVAL_S, read_beat, status_path
 
-HUEY_NAME = "nanoclaw"  # the SqliteHuey name in jobs/queue.py (its tasks table is keyed by it)
 STALE_BEAT_S = max(30.0, 10 * HEARTBEAT_INTERVAL_S)
 DOCKER_TIMEOUT_S = 5
 ERROR_TYPES = (t.AgentRunFinished, t.OutboundFailed, t.IpcRejected)
@@ -213,7 +212,7 @@ def queue_info(settings: Settings) -> QueueInfo:
     """Jobs waiting in huey's file (none when the file or its tables do not exist yet)."""
     if not settings.queue_path.exists():
         return QueueInfo(pending=0, scheduled=0)
-    storage = SqliteStorage(HUEY_NAME, filename=str(settings.queue_path), create_tables=False)
+    storage = SqliteStorage(QUEUE_NAME, filename=str(settings.queue_path), create_tables=False)
     try:
         return QueueInfo(pending=storage.queue_size(), scheduled=storage.schedule_size())
     except sqlite3.OperationalError:

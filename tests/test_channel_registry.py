@@ -12,6 +12,7 @@ from router.channels.local import LocalChannel, jid_name
 @pytest.fixture
 def isolated_registry(monkeypatch):
     monkeypatch.setattr(registry, "_factories", {})
+    monkeypatch.setattr(registry, "_needs", {})
     return registry
 
 

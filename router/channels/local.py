@@ -238,4 +238,4 @@ def _factory(ctx: ChannelContext) -> Channel | None:
     return LocalChannel(ctx)
 
 
-registry.register("local", _factory)
+registry.register("local", _factory, jid_prefix=PREFIX)

@@ -3,6 +3,9 @@
 A factory returns None when its credentials are missing; the router then
 skips that channel with a warning (SPEC 1.3, 4.2). The order of
 registration is the order channels are tried when finding a JID's owner.
+Each channel also declares the settings it needs and the JID prefix it
+owns, so `nanoclaw doctor` can say which groups a missing key leaves
+unreachable without knowing any channel itself.
 """
 
 from __future__ import annotations
@@ -12,15 +15,28 @@ from loguru import logger
 from router.channels.base import Channel, ChannelContext, ChannelFactory
 
 _factories: dict[str, ChannelFactory] = {}
+_needs: dict[str, tuple[tuple[str, ...], str | None]] = {}  # name -> (credential keys, JID prefix)
 
 
 class NoChannelsError(Exception):
     """Every channel was skipped: the router would have nobody to talk to."""
 
 
-def register(name: str, factory: ChannelFactory) -> None:
+def register(name: str, factory: ChannelFactory, *, credentials: tuple[str, ...] = (),
+             jid_prefix: str | None = None) -> None:
     """Add or replace a channel factory (a replacement keeps its position)."""
     _factories[name] = factory
+    _needs[name] = (credentials, jid_prefix)
+
+
+def credentials_of(name: str) -> tuple[str, ...]:
+    """The settings the channel cannot start without."""
+    return _needs.get(name, ((), None))[0]
+
+
+def channel_for_jid(jid: str) -> str | None:
+    """The registered channel whose JIDs start like this one, if any."""
+    return next((name for name, (_, prefix) in _needs.items() if prefix and jid.startswith(prefix)), None)
 
 
 def get(name: str) -> ChannelFactory | None:

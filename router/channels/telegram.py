@@ -243,4 +243,4 @@ def _factory(ctx: ChannelContext) -> Channel | None:
     return TelegramChannel(ctx, token, ctx.settings.telegram_api_base_url or DEFAULT_API_URL)
 
 
-registry.register("telegram", _factory)
+registry.register("telegram", _factory, credentials=(TOKEN_KEY,), jid_prefix=PREFIX)
