@@ -41,6 +41,11 @@ class RouterProcess:
             time.sleep(0.05)
         raise AssertionError(f"router not ready after {timeout} s: {self.stderr()}")
 
+    def worker_pid(self) -> int:
+        """The pid of the worker the service started first (from its "worker started (pid N)" line)."""
+        line = next(line for line in self.stderr().splitlines() if "worker started (pid" in line)
+        return int(line.split("pid ")[1].rstrip(")"))
+
     @property
     def socket(self) -> Path:
         return socket_path(self.settings.data_dir)

@@ -13,14 +13,13 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 
-import docker
 
 from events import EventLog, replay
 from events import types as t
-from jobs.runtime import install_label
 from nanoclaw.config import Settings
 from router.channels.local import jid_name
 from router.prompt import escape_xml
+from tests.observe import our_containers
 
 
 @dataclass
@@ -84,14 +83,6 @@ def audit(settings: Settings, log: EventLog, sent: dict[str, list[str]], *, cont
         if left:
             result.problems.append(f"containers left behind: {[c.name for c in left]}")
     return result
-
-
-def our_containers(settings: Settings) -> list:
-    engine = docker.from_env()
-    try:
-        return engine.containers.list(all=True, filters={"label": install_label(settings)})
-    finally:
-        engine.close()
 
 
 def _check_messages(log: EventLog, sent: dict[str, list[str]], result: Audit) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Callable
 
 from nanoclaw.config import Settings
 from router.channels.local_client import ChatClientError, LocalChatClient
@@ -25,15 +24,6 @@ def start_service(settings: Settings, *, fault: str | None = None, ready: bool =
     armed = {"NANOCLAW_FAULT": fault, "NANOCLAW_FAULT_SCOPE": "group"} if fault else {}
     service = RouterProcess(settings, worker=True, own_group=True, **armed, **env)
     return service.wait_ready(timeout=READY_TIMEOUT_S) if ready else service
-
-
-def wait_for(condition: Callable[[], object], timeout: float, interval: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(interval)
-    return bool(condition())
 
 
 class ChatUser:

@@ -23,7 +23,8 @@ from router.channels.local_client import ChatClientError
 from router.groups import register_group
 from tests.router_process import RouterProcess
 from tests.service_audit import Audit, audit, unanswered
-from tests.service_harness import ChatUser, start_service, wait_for
+from tests.service_harness import ChatUser, start_service
+from tests.waiting import eventually
 
 
 @dataclass
@@ -165,7 +166,7 @@ def run_soak(settings: Settings, log: EventLog, config: SoakConfig) -> SoakRepor
         raise sender.error
     sent = {u.jid: u.sent for u in users}
     report.sent = sum(len(texts) for texts in sent.values())
-    report.settled = wait_for(lambda: unanswered(settings, sent) == 0, config.settle_timeout_s, interval=1.0)
+    report.settled = eventually(lambda: unanswered(settings, sent) == 0, config.settle_timeout_s, interval=1.0)
     for user in users:
         user.collect(0.1)
         user.detach()

@@ -17,6 +17,7 @@ from events import EventLog
 from nanoclaw.config import load_settings
 from router.app import RouterApp
 from tests.telegram_stub_api import TelegramStub
+from tests.observe import of_type  # noqa: F401  (the Telegram tests import it from here)
 
 ALICE = TelegramStub.user(42, "Alice", "Smith", username="alice")
 BOB = TelegramStub.user(43, "Bob")
@@ -64,10 +65,6 @@ async def until(predicate, timeout: float = 30.0, what: str = "a condition"):
             return value
         await asyncio.sleep(0.02)
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-
-
-def of_type(log: EventLog, cls) -> list:
-    return [r.event for r in log.read_since(0, types=[cls], limit=None)]
 
 
 def keys_of(log: EventLog, cls) -> list[str | None]:

@@ -15,6 +15,7 @@ from router.channels.base import InboundMessage
 from router.groups import register_group
 from router.inbound import Inbound
 from router.allowlist import AllowlistFile
+from tests.observe import of_type
 
 pytestmark = pytest.mark.docker
 
@@ -41,10 +42,6 @@ def say(inbound, jid: str, text: str) -> int:
     return inbound.message("test", InboundMessage(chat_jid=jid, message_id=f"m{n}", sender="alice",
                                                   sender_name="Alice", content=text,
                                                   timestamp="2026-01-01T10:00:00.000Z"))
-
-
-def of_type(log, cls) -> list:
-    return [r.event for r in log.read_since(0, types=[cls], limit=None)]
 
 
 def test_pending_messages_become_one_prompt_and_the_reply_is_queued(world):

@@ -20,7 +20,9 @@ from jobs.agent import BASE_RETRY_S
 from router.groups import register_group
 from tests.private_dockerd import PrivateDockerd
 from tests.service_audit import audit, our_containers, unanswered
-from tests.service_harness import ChatUser, start_service, wait_for
+from tests.service_harness import ChatUser, start_service
+from tests.waiting import eventually
+from tests.observe import of_type
 
 pytestmark = pytest.mark.docker
 
@@ -52,30 +54,26 @@ def world(settings, log, agent_image, private_engine, monkeypatch):
     return settings, log, private_engine
 
 
-def of_type(log, cls) -> list:
-    return [r.event for r in log.read_since(0, types=[cls], limit=None)]
-
-
 def test_docker_stopped_and_started_again_under_the_service_loses_nothing(world):
     settings, log, engine = world
     service = start_service(settings)
     me, fam = ChatUser("local:me").attach(service), ChatUser("local:fam").attach(service)
     me.send("before the outage")
-    assert wait_for(lambda: of_type(log, t.AgentRunFinished), 60), service.stderr()
+    assert eventually(lambda: of_type(log, t.AgentRunFinished), 60), service.stderr()
 
     me.send("asked just before Docker stops")
-    assert wait_for(lambda: len(of_type(log, t.AgentRunStarted)) == 2 and our_containers(settings), 60)
+    assert eventually(lambda: len(of_type(log, t.AgentRunStarted)) == 2 and our_containers(settings), 60)
     engine.stop()  # the container under the run dies with the engine
     fam.send("@Andy asked while Docker is down")
     # both runs fail, and the first retries fail too, before Docker comes back
-    assert wait_for(lambda: sum(f.status == "error" for f in of_type(log, t.AgentRunFinished)) >= 3, 60), \
+    assert eventually(lambda: sum(f.status == "error" for f in of_type(log, t.AgentRunFinished)) >= 3, 60), \
         service.stderr()
     assert service.proc.poll() is None  # the service itself rides it out
     engine.start()
 
     sent = {u.jid: u.sent for u in (me, fam)}
-    assert wait_for(lambda: unanswered(settings, sent) == 0, 120, interval=0.2), service.stderr()
-    assert wait_for(lambda: not our_containers(settings), ORPHAN_PASS_S, interval=1), service.stderr()
+    assert eventually(lambda: unanswered(settings, sent) == 0, 120, interval=0.2), service.stderr()
+    assert eventually(lambda: not our_containers(settings), ORPHAN_PASS_S, interval=1), service.stderr()
     for user in (me, fam):
         user.collect(0.5)
         user.detach()

@@ -21,7 +21,9 @@ from events import types as t
 from events.timefmt import to_iso
 from router.groups import register_group
 from tests.service_audit import audit, our_containers, transcript_replies, unanswered
-from tests.service_harness import ChatUser, start_service, wait_for
+from tests.service_harness import ChatUser, start_service
+from tests.waiting import eventually
+from tests.observe import of_type
 
 pytestmark = pytest.mark.docker
 
@@ -36,10 +38,6 @@ def world(settings, log, agent_image, monkeypatch):
     register_group(log, settings, jid="local:me", name="Me", folder="main", is_main=True)
     register_group(log, settings, jid="local:fam", name="Family", folder="family")
     return settings, log
-
-
-def of_type(log, cls) -> list:
-    return [r.event for r in log.read_since(0, types=[cls], limit=None)]
 
 
 def not_sent(log) -> set[str]:
@@ -70,7 +68,7 @@ KILLED_AT = {
 def settle_and_stop(settings, service, users: list[ChatUser]) -> None:
     """Wait until every message is answered, take the pushed replies, stop the service gracefully."""
     sent = {u.jid: u.sent for u in users}
-    settled = wait_for(lambda: unanswered(settings, sent) == 0, SETTLE_TIMEOUT_S, interval=0.2)
+    settled = eventually(lambda: unanswered(settings, sent) == 0, SETTLE_TIMEOUT_S, interval=0.2)
     for user in users:
         user.collect(0.5)
         user.detach()
@@ -122,7 +120,7 @@ def test_the_service_killed_while_a_scheduled_task_runs_runs_it_once_after_a_res
     me = ChatUser("local:me").attach(service)
     me.send("are you there?")
     # the interrupted task is still due: it runs before the group's messages (or in the 60 s pass)
-    ran = wait_for(lambda: of_type(log, t.TaskRunFinished), SETTLE_TIMEOUT_S, interval=0.2)
+    ran = eventually(lambda: of_type(log, t.TaskRunFinished), SETTLE_TIMEOUT_S, interval=0.2)
     settle_and_stop(settings, service, [me])
 
     assert ran, service.stderr()

@@ -12,12 +12,12 @@ import time
 
 import pytest
 
-from events import EventLog
 from events import types as t
 from router.channels.local_client import ChatClientError, LocalChatClient
 from router.groups import register_group
 from tests.router_process import RouterProcess
 from tests.waiting import wait_for
+from tests.observe import of_type
 
 pytestmark = pytest.mark.docker  # `nanoclaw run` checks the container runtime first
 
@@ -33,10 +33,6 @@ def router(settings, main_group):
     process = RouterProcess(settings).wait_ready()
     yield process
     process.kill()
-
-
-def of_type(log: EventLog, cls) -> list:
-    return [r.event for r in log.read_since(0, types=[cls], limit=None)]
 
 
 def test_a_message_in_the_terminal_becomes_an_event_and_a_run_request(router, main_group):

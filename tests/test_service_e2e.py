@@ -8,13 +8,13 @@ import signal
 import time
 from contextlib import contextmanager
 
-import docker
 import pytest
 
 from events import types as t
 from router.channels.local_client import LocalChatClient
 from router.groups import register_group
 from tests.router_process import RouterProcess
+from tests.observe import our_containers  # noqa: F401  (other tests import it from here)
 
 pytestmark = pytest.mark.docker
 
@@ -58,10 +58,6 @@ def use_script(settings, monkeypatch, scripts: dict) -> None:
     monkeypatch.setenv("SCRIPTED_AGENT_FILE", str(path))
 
 
-def our_containers(settings) -> list:
-    return docker.from_env().containers.list(all=True, filters={"label": f"nanoclaw.install={settings.root}"})
-
-
 def test_a_message_in_the_main_group_is_answered_by_an_agent_container(service_env):
     settings, log = service_env
     with chatting(settings) as (service, client):
@@ -91,9 +87,7 @@ def test_a_worker_killed_mid_run_is_restarted_and_the_message_is_answered_once(s
         deadline = time.monotonic() + 60
         while not log.read_since(0, types=[t.AgentRunStarted]) and time.monotonic() < deadline:
             time.sleep(0.05)
-        worker_pid = int(next(line.split("pid ")[1].rstrip(")") for line in service.stderr().splitlines()
-                              if "worker started (pid" in line))
-        os.kill(worker_pid, signal.SIGKILL)
+        os.kill(service.worker_pid(), signal.SIGKILL)
         answer = replies(client, 1, timeout=90)
         answer += replies(client, 1, timeout=5)  # and no second copy
     history = "\n".join(f"{r.seq} {str(r.event)[:150]}" for r in log.read_since(0, limit=None))

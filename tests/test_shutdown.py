@@ -81,7 +81,7 @@ def test_ctrl_c_reaching_the_worker_does_not_cut_its_busy_agent_off(service_env,
     client.send("think about it")
     _wait_for(log, t.AgentRunStarted)
     time.sleep(1)
-    os.kill(_worker_pid(service), signal.SIGINT)  # the terminal's signal, before the service acts on its own
+    os.kill(service.worker_pid(), signal.SIGINT)  # the terminal's signal, before the service acts on its own
     assert replies(client, 1) == ["finished my turn"]
     os.killpg(service.proc.pid, signal.SIGINT)
     assert service.proc.wait(timeout=SHUTDOWN_TIMEOUT_S + 30) == 0, service.stderr()
@@ -90,8 +90,3 @@ def test_ctrl_c_reaching_the_worker_does_not_cut_its_busy_agent_off(service_env,
     assert [(r.event.status, r.event.had_output) for r in log.read_since(0, types=[t.AgentRunFinished])] == [
         ("ok", True)]
     assert our_containers(settings) == []
-
-
-def _worker_pid(service: RouterProcess) -> int:
-    line = next(line for line in service.stderr().splitlines() if "worker started (pid" in line)
-    return int(line.split("pid ")[1].rstrip(")"))

@@ -16,6 +16,7 @@ from nanoclaw.config import load_settings
 from router.channels.local_client import LocalChatClient
 from router.groups import register_group
 from tests.router_process import RouterProcess
+from tests.observe import of_type
 
 pytestmark = pytest.mark.docker
 
@@ -36,10 +37,6 @@ def schedule(log, task_id: str, *, kind="once", value="2026-01-01T09:00:00", nex
     log.append(t.TaskScheduled(task_id=task_id, group_folder="main", chat_jid="local:me", prompt=prompt,
                                schedule_type=kind, schedule_value=value, script=script,
                                next_run=next_run or iso_now()))
-
-
-def of_type(log, cls) -> list:
-    return [r.event for r in log.read_since(0, types=[cls], limit=None)]
 
 
 def test_a_due_once_task_runs_replies_and_completes(world):
