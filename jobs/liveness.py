@@ -55,6 +55,21 @@ def this_worker(settings: Settings) -> str:
         return lease.worker_id
 
 
+def release_worker(settings: Settings) -> None:
+    """This process stops running agents for the install: its lock file goes."""
+    with _leases_lock:
+        lease = _leases.pop(settings.root, None)
+    if lease is not None and not lease._file.closed:
+        lease.release()
+
+
+def sweep(settings: Settings) -> int:
+    """Delete the lock files of workers that died without releasing them; returns how many."""
+    folder = workers_dir(settings)
+    names = [path.stem for path in folder.glob("*.lock")] if folder.is_dir() else []
+    return sum(not is_alive(settings, name) for name in names)
+
+
 def known_worker(settings: Settings) -> str | None:
     """This process's worker id if it has taken one, without taking one."""
     with _leases_lock:

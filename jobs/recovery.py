@@ -19,7 +19,7 @@ from loguru import logger
 
 from events import EventLog, Transaction
 from events import types as t
-from jobs.liveness import is_alive, known_worker
+from jobs.liveness import is_alive, known_worker, sweep
 from jobs.runtime import remove_orphans
 from nanoclaw.config import Settings
 from router.allowlist import AllowlistFile
@@ -50,6 +50,7 @@ def live_runs(settings: Settings, log: EventLog | Transaction) -> set[str]:
 def reconcile(settings: Settings, log: EventLog) -> dict[str, int]:
     """Bring runs, requests and containers back in line with the log; returns counts."""
     removed = remove_orphans(settings, keep=lambda: live_runs(settings, log))
+    sweep(settings)  # lock files of workers killed before they could remove them
     allowlist = AllowlistFile(settings.sender_allowlist_path)
     with log.transaction() as tx:
         # read inside the write transaction: a job registers its run before it commits AgentRunStarted

@@ -18,7 +18,7 @@ from loguru import logger
 
 from jobs.agent import idle_since
 from jobs.containers import request_close
-from jobs.liveness import this_worker
+from jobs.liveness import release_worker, this_worker
 from jobs.recovery import active_lock, active_runs, live_runs, reconcile, stopping
 from jobs.runtime import remove_orphans
 from nanoclaw.config import Settings
@@ -121,4 +121,5 @@ def run_worker(settings: Settings, *, supervised: bool = False) -> int:
         consumer.run()
     finally:
         stop.set()
+        release_worker(settings)
     return 0

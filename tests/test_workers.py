@@ -11,7 +11,7 @@ import time
 import pytest
 
 from events import types as t
-from jobs.liveness import is_alive, this_worker, workers_dir
+from jobs.liveness import is_alive, release_worker, sweep, this_worker, workers_dir
 from jobs.recovery import reconcile
 from router.channels.local_client import LocalChatClient
 from router.groups import register_group
@@ -46,6 +46,24 @@ def test_a_worker_is_alive_while_its_process_lives_and_dead_after_kill_9(setting
     proc.wait(timeout=10)
     assert not is_alive(settings, worker_id)
     assert not (workers_dir(settings) / f"{worker_id}.lock").exists()  # the dead worker's file is tidied
+
+
+def test_dead_workers_lock_files_are_swept_and_live_ones_kept(settings, other_worker):
+    proc, live_id = other_worker
+    dead = subprocess.Popen([sys.executable, "-c", HOLD_LEASE], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "NANOCLAW_ROOT": str(settings.root)})
+    dead.stdout.readline()  # it holds its lease now
+    dead.kill()
+    dead.wait(timeout=10)
+    assert sweep(settings) == 1
+    assert sorted(p.stem for p in workers_dir(settings).glob("*.lock")) == [live_id]
+
+
+def test_a_released_worker_leaves_no_lock_file(settings):
+    worker_id = this_worker(settings)
+    release_worker(settings)
+    assert not (workers_dir(settings) / f"{worker_id}.lock").exists()
+    assert not is_alive(settings, worker_id)
 
 
 def test_this_process_is_one_worker_with_a_live_identity(settings):
