@@ -37,10 +37,15 @@ class MountRequest(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ContainerConfig(msgspec.Struct, frozen=True, kw_only=True):
-    """Per-group container settings: extra mounts and a hard timeout."""
+    """Per-group container settings: extra mounts, a hard timeout, the egress policy.
+
+    `egress` is the policy's text (`model-only`, `allow:<hosts>`, `open`);
+    None means the default of router/egress.py.
+    """
 
     additional_mounts: list[MountRequest] = []
     timeout_ms: int | None = None
+    egress: str | None = None
 
 
 # --- chats and messages -----------------------------------------------------
@@ -363,6 +368,47 @@ class SessionCleared(Event):
     reason: str
 
 
+# --- containment -----------------------------------------------------------
+
+
+class ModelCalled(Event):
+    """One model API call an agent made through the credential gateway.
+
+    Tokens are what the API reported (None when it reported none, e.g. a
+    refused call); `status` is the HTTP status the agent received.
+    """
+
+    STREAM: ClassVar[str] = "folder"
+    run_id: str
+    folder: str
+    method: str
+    path: str
+    status: int
+    duration_ms: float
+    first_byte_ms: float | None = None
+    model: str | None = None
+    streamed: bool = False
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_creation_input_tokens: int | None = None
+    cache_read_input_tokens: int | None = None
+    error: str | None = None
+
+
+class EgressChecked(Event):
+    """An agent asked the gateway's proxy for a destination (once per run and destination)."""
+
+    STREAM: ClassVar[str] = "folder"
+    run_id: str
+    folder: str
+    host: str
+    port: int
+    allowed: bool
+    policy: str
+    address: str | None = None
+    reason: str | None = None
+
+
 AnyEvent = (
     MessageReceived
     | ChatSeen
@@ -387,6 +433,8 @@ AnyEvent = (
     | TaskRunFinished
     | SessionUpdated
     | SessionCleared
+    | ModelCalled
+    | EgressChecked
 )
 
 EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in AnyEvent.__args__}

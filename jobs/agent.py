@@ -23,7 +23,6 @@ from events import EventLog, Transaction
 from events import types as t
 from events.timefmt import iso_now, to_iso
 from jobs.containers import AgentInput, ContainerRunner, RunResult, RunSpec, container_name, request_close
-from jobs.credentials import agent_secrets
 from jobs.liveness import this_worker
 from jobs.mounts import AllowlistLoader, validate_mounts
 from jobs.output_parser import AgentResult
@@ -158,11 +157,11 @@ class AgentRun:
             isMain=group.is_main, assistantName=self.settings.assistant_name,
             provider=self.settings.agent_provider,
             scripted=scripted_for(self.settings, plan.group.folder, plan.attempt),
-            secrets=agent_secrets(self.settings),
             timezone=self.settings.timezone, verbose=self.settings.verbose_container_logs)
         return RunSpec(folder=group.folder, group_name=group.name, is_main=group.is_main, input=agent_input,
                        run_id=plan.run_id, name=plan.container, timeout_ms=config.timeout_ms,
-                       extra_mounts=[Mount(m.host_path, m.container_path, m.readonly) for m in accepted])
+                       extra_mounts=[Mount(m.host_path, m.container_path, m.readonly) for m in accepted],
+                       egress=config.egress)
 
     # --- while it runs ---------------------------------------------------------
 

@@ -3,9 +3,11 @@
 The docker SDK, never the CLI: create (a missing image fails fast instead of
 pulling), attach before start so no output is missed, send the input and
 half-close stdin, read stdout frames in a thread and hand each result to the
-caller within milliseconds of the container printing it. Credentials travel
-only on stdin, so `docker inspect` shows none. Timeouts follow SPEC 7.7, the
-idle close SPEC 6.5, and every run leaves its log file (SPEC 7.8).
+caller within milliseconds of the container printing it. No credential
+enters the container: it has no network, and its run's gateway sockets
+(jobs/gateway.py) are its way to the model and the web; its stdin carries
+only the run's gateway token. Timeouts follow SPEC 7.7, the idle close SPEC
+6.5, and every run leaves its log file (SPEC 7.8).
 """
 
 from __future__ import annotations
@@ -23,13 +25,17 @@ from docker.utils.socket import frames_iter
 from loguru import logger
 from requests.exceptions import RequestException
 
+from events import EventLog
 from events.timefmt import iso_now
+from events.types import Event
 from jobs import container_log
+from jobs.gateway import API_PORT, CONTAINER_DIR, PROXY_PORT, Gateway, RunAccess, container_environment
 from jobs.output_parser import AgentResult, OutputParser
 from jobs.runtime import LABEL_GROUP, LABEL_INSTALL, LABEL_RUN, client
 from jobs.workspace import CONTAINER_HOME, Mount, base_mounts, container_user
 from nanoclaw.config import Settings
 from nanoclaw.faults import fault_point
+from router.egress import DEFAULT_EGRESS
 
 IDLE_GRACE_MS = 30_000
 STDERR_TAIL_CHARS = 200
@@ -51,7 +57,7 @@ class AgentInput(msgspec.Struct, kw_only=True):
     script: str | None = None
     provider: str = "claude"
     scripted: dict | None = None
-    secrets: dict[str, str] = {}
+    gateway: dict | None = None            # filled in by the runner once the run's gateway is open
     timezone: str = "UTC"
     verbose: bool = False
 
@@ -71,6 +77,7 @@ class RunSpec:
     idle_rearm: bool = True                # tasks: close once, 10 s after the first output
     network: str | None = None             # None: the configured CONTAINER_NETWORK
     name: str | None = None                # None: nanoclaw-<folder>-<epoch ms>
+    egress: str | None = None              # the group's egress policy; None: router/egress.py's default
 
 
 @dataclass
@@ -167,10 +174,12 @@ class _Capture:
 class ContainerRunner:
     """Starts agent containers for this install and reports how they ended."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, record: Callable[[Event], object] | None = None):
         self.settings = settings
         self._engine = None
         self._engine_lock = threading.Lock()
+        self.gateway = Gateway(settings, record or _LogRecorder(settings))
+        self._warned_network = False
 
     def _client(self):
         """One Docker client for every run of this runner (thread-safe), made on first use."""
@@ -190,8 +199,22 @@ class ContainerRunner:
             on_started: Callable[[str], None] | None = None) -> RunResult:
         name = spec.name or container_name(spec.folder)
         started_iso, started = iso_now(), time.monotonic()
+        try:
+            access = self.gateway.open_run(spec.run_id, spec.folder, spec.egress or DEFAULT_EGRESS)
+        except (OSError, ValueError, TimeoutError) as exc:
+            return RunResult("error", name, error=f"Container spawn error: the gateway could not open: {exc}")
+        try:
+            return self._run_with_gateway(spec, access, name, started_iso, started, on_output, on_started)
+        finally:
+            self.gateway.close_run(spec.run_id)
+
+    def _run_with_gateway(self, spec: RunSpec, access: RunAccess, name: str, started_iso: str, started: float,
+                          on_output, on_started) -> RunResult:
         user, chown = container_user()
         mounts = base_mounts(self.settings, spec.folder, is_main=spec.is_main, chown=chown) + spec.extra_mounts
+        mounts.append(Mount(str(access.directory), CONTAINER_DIR, True))
+        spec.input.gateway = {"token": access.token, "socketDir": CONTAINER_DIR, "apiPort": API_PORT,
+                              "proxyPort": PROXY_PORT}
         try:
             engine = self._client()
             container = self._create(engine, spec, name, user, mounts)
@@ -208,16 +231,27 @@ class ContainerRunner:
                 logger.warning("could not remove container {}: {}", name, exc)
                 self._forget_client()
         result.duration_ms = int((time.monotonic() - started) * 1000)
-        result.log_file = str(self._write_log(spec, name, started_iso, result, record, user, mounts))
+        result.log_file = str(self._write_log(spec, name, started_iso, result, record, user, mounts,
+                                              [access.token]))
         return result
+
+    def network(self, spec: RunSpec) -> str:
+        """`none` unless the owner opted out (CONTAINER_NETWORK): then say once what that gives away."""
+        network = spec.network or self.settings.container_network
+        if network != "none" and not self._warned_network:
+            self._warned_network = True
+            logger.warning("CONTAINER_NETWORK={}: agent containers get a Docker network of their own, so they "
+                           "can reach the LAN and the internet past the egress policy (an unsafe opt-out; "
+                           "unset it to give agents the gateway alone)", network)
+        return network
 
     def _create(self, engine, spec: RunSpec, name: str, user: str, mounts: list[Mount]):
         return engine.containers.create(
             self.settings.container_image, name=name, stdin_open=True, tty=False, user=user,
             labels={LABEL_INSTALL: str(self.settings.root), LABEL_GROUP: spec.folder, LABEL_RUN: spec.run_id},
-            environment={"TZ": self.settings.timezone, "HOME": CONTAINER_HOME},
+            environment={"TZ": self.settings.timezone, "HOME": CONTAINER_HOME, **container_environment()},
             mounts=[DockerMount(m.target, m.host, type="bind", read_only=m.readonly) for m in mounts],
-            network_mode=spec.network or self.settings.container_network,
+            network_mode=self.network(spec),
             init=True, cap_drop=["ALL"], security_opt=["no-new-privileges"],
             pids_limit=PIDS_LIMIT, mem_limit=MEMORY_LIMIT,
         )
@@ -305,10 +339,9 @@ class ContainerRunner:
             logger.debug("{}: output stream closed: {}", folder, exc)
 
     def _write_log(self, spec: RunSpec, name: str, started_iso: str, result: RunResult, captured,
-                   user: str, mounts: list[Mount]):
+                   user: str, mounts: list[Mount], masked: list[str]):
         stdout, stderr = captured
         summary = msgspec.to_builtins(spec.input)
-        summary["secrets"] = {key: "****" for key in spec.input.secrets}
         record = container_log.RunRecord(
             group_name=spec.group_name, container=name, is_main=spec.is_main, started_iso=started_iso,
             duration_ms=result.duration_ms, exit_code=result.exit_code, timed_out=result.timed_out,
@@ -323,7 +356,23 @@ class ContainerRunner:
         )
         path = container_log.log_path(self.settings.groups_dir / spec.folder / "logs", started_iso)
         return container_log.write(path, record, verbose=self.settings.verbose_container_logs,
-                                   failed=result.status == "error", secrets=list(spec.input.secrets.values()))
+                                   failed=result.status == "error",
+                                   secrets=[*masked, *self.settings.secrets.values()])
+
+
+class _LogRecorder:
+    """Records gateway events into the install's event log, opened on first use."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._log: EventLog | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, event: Event) -> None:
+        with self._lock:
+            if self._log is None:
+                self._log = EventLog(self.settings.db_path, sync=self.settings.event_log_sync)
+        self._log.append(event)
 
 
 def _outcome(name: str, exit_code: int | None, state: dict, stderr: str, spec: RunSpec,

@@ -1,14 +1,16 @@
-"""Which credentials reach an agent container, and from where (SPEC.md difference 8).
+"""The real model credential the credential gateway adds, and where it comes from.
 
-`.env` (or the environment) with `CLAUDE_CODE_OAUTH_TOKEN` or
-`ANTHROPIC_API_KEY`, else the OAuth token of a local Claude Code login in
-`~/.claude/.credentials.json`. Only these, plus `ANTHROPIC_BASE_URL` when
-set, go to the container, and only on its stdin.
+`.env` (or the environment) with `CLAUDE_CODE_OAUTH_TOKEN`,
+`ANTHROPIC_API_KEY` or `ANTHROPIC_AUTH_TOKEN`, else the OAuth token of a
+local Claude Code login in `~/.claude/.credentials.json`. None of them ever
+enters a container: the gateway on the host puts the chosen one on each
+model call an agent makes with its run's token (jobs/gateway.py).
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 from loguru import logger
 
@@ -34,14 +36,44 @@ def claude_login_token(settings: Settings) -> str | None:
     return token if isinstance(token, str) and token else None
 
 
-def agent_secrets(settings: Settings) -> dict[str, str]:
-    """The credentials for the agent's stdin; empty when none are configured."""
-    secrets = {key: value for key in AUTH_KEYS if (value := settings.secret(key))}
-    if not secrets and (token := claude_login_token(settings)):
-        secrets["CLAUDE_CODE_OAUTH_TOKEN"] = token
-    if settings.anthropic_base_url:
-        secrets["ANTHROPIC_BASE_URL"] = settings.anthropic_base_url
-    return secrets
+DEFAULT_API_URL = "https://api.anthropic.com"
+OAUTH_BETA = "oauth-2025-04-20"
+
+
+@dataclass(frozen=True)
+class UpstreamAuth:
+    """How the gateway authenticates to the model API: the headers one call gets."""
+
+    key: str        # which setting it came from, e.g. ANTHROPIC_API_KEY
+    value: str = ""
+
+    def __repr__(self) -> str:  # never the value, even in a traceback
+        return f"UpstreamAuth({self.key})"
+
+    def headers(self) -> dict[str, str]:
+        """`x-api-key` for an API key; a bearer token otherwise (OAuth also needs its beta flag)."""
+        if self.key == "ANTHROPIC_API_KEY":
+            return {"x-api-key": self.value}
+        return {"authorization": f"Bearer {self.value}"}
+
+    @property
+    def is_oauth(self) -> bool:
+        return self.key == "CLAUDE_CODE_OAUTH_TOKEN"
+
+
+def upstream_auth(settings: Settings) -> UpstreamAuth | None:
+    """The credential the gateway uses, the first set of AUTH_KEYS, else a `claude` login."""
+    for key in AUTH_KEYS:
+        if value := settings.secret(key):
+            return UpstreamAuth(key, value)
+    if token := claude_login_token(settings):
+        return UpstreamAuth("CLAUDE_CODE_OAUTH_TOKEN", token)
+    return None
+
+
+def upstream_url(settings: Settings) -> str:
+    """The model API the gateway forwards to: ANTHROPIC_BASE_URL, else Anthropic's."""
+    return (settings.anthropic_base_url or DEFAULT_API_URL).rstrip("/")
 
 
 def credentials_source(settings: Settings) -> str | None:

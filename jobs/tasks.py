@@ -20,7 +20,6 @@ from events import types as t
 from events.timefmt import iso_now, parse_iso
 from jobs.agent import close_if_stopping, scripted_for
 from jobs.containers import AgentInput, ContainerRunner, RunSpec, container_name, request_close
-from jobs.credentials import agent_secrets
 from jobs.liveness import this_worker
 from jobs.output_parser import AgentResult
 from jobs.recovery import active_lock, active_runs, stopping
@@ -113,11 +112,12 @@ class TaskRun:
             prompt=task["prompt"], sessionId=session, groupFolder=group.folder, chatJid=task["chat_jid"],
             isMain=group.is_main, isScheduledTask=True, assistantName=self.settings.assistant_name,
             script=task["script"], provider=self.settings.agent_provider,
-            scripted=scripted_for(self.settings, group.folder, 0), secrets=agent_secrets(self.settings),
+            scripted=scripted_for(self.settings, group.folder, 0),
             timezone=self.settings.timezone, verbose=self.settings.verbose_container_logs)
         return RunSpec(folder=group.folder, group_name=group.name, is_main=group.is_main, input=agent_input,
                        run_id=run_id, idle_timeout_ms=TASK_CLOSE_AFTER_MS, idle_rearm=False,
-                       timeout_ms=(group.container_config.timeout_ms if group.container_config else None))
+                       timeout_ms=(group.container_config.timeout_ms if group.container_config else None),
+                       egress=(group.container_config.egress if group.container_config else None))
 
     def _on_output(self, task, group, run_id: str, result: AgentResult, texts: list[str], errors: list[str]):
         text = clean_output(result.result) if result.result else ""

@@ -160,8 +160,12 @@ def _assistant_name(source: _Source) -> str:
 
 
 def _container_network(source: _Source) -> str:
-    """`bridge` (the default: agents reach the model's API), `none`, `host`, or a named network."""
-    name = (source.get("CONTAINER_NETWORK") or "bridge").strip()
+    """`none` (the default: the credential gateway is the agent's only way out), or a Docker network.
+
+    Any other value is the documented, unsafe opt-out: the agent then reaches
+    whatever that network reaches, past its group's egress policy.
+    """
+    name = (source.get("CONTAINER_NETWORK") or "none").strip()
     if not _NETWORK_RE.match(name):
         raise ConfigError("CONTAINER_NETWORK", f"{name!r} is not a Docker network name (accepted: bridge, none, "
                           "host, or a network created with 'docker network create')")
@@ -209,7 +213,7 @@ class Settings:
     log_level: str = "info"
     agent_provider: str = "claude"
     event_log_sync: str = "normal"
-    container_network: str = "bridge"
+    container_network: str = "none"
     container_runtime: str = "docker"
     anthropic_base_url: str | None = None
     telegram_api_base_url: str | None = None

@@ -360,12 +360,13 @@ class RunnerContainer(RunnerDriver):
     """The runner in a container of the agent image, with the workspace bind-mounted.
 
     Mounts `<workspace>/group`, `<workspace>/ipc` (and `global` read-only)
-    plus `claude_dir` as /home/node/.claude, runs as uid 1000, feeds the
+    plus `claude_dir` as /home/node/.claude (and a gateway run's socket
+    folder at /run/nanoclaw when given), runs as uid 1000, feeds the
     request on stdin through an attach socket and reads stdout live.
     """
 
     def __init__(self, image: str, workspace: Path, request: dict[str, Any], *, claude_dir: Path,
-                 network_mode: str = "none", **create_kwargs: Any) -> None:
+                 network_mode: str = "none", gateway_dir: Path | None = None, **create_kwargs: Any) -> None:
         import docker
         from docker.utils.socket import frames_iter
 
@@ -378,6 +379,8 @@ class RunnerContainer(RunnerDriver):
             str(workspace / "global"): {"bind": "/workspace/global", "mode": "ro"},
             str(claude_dir): {"bind": "/home/node/.claude", "mode": "rw"},
         }
+        if gateway_dir is not None:  # a run's socket folder from a real jobs.gateway.Gateway
+            volumes[str(gateway_dir)] = {"bind": "/run/nanoclaw", "mode": "ro"}
         self.container = self.client.containers.create(
             image, stdin_open=True, network_mode=network_mode, init=True,
             volumes=volumes, labels={"nanoclaw.test": "agent-image"}, **{"user": "1000:1000", **create_kwargs},

@@ -268,31 +268,33 @@ def test_a_script_is_ignored_outside_scheduled_tasks(workspace):
     assert runner.wait() == 0
 
 
-# --- secrets --------------------------------------------------------------------
+# --- the gateway token ------------------------------------------------------------
 
-SECRETS = {"ANTHROPIC_API_KEY": "sk-test-never-print-me-0123456789",
-           "CLAUDE_CODE_OAUTH_TOKEN": "oauth-never-print-me-9876543210"}
+TOKEN = "gw-token-never-print-me-0123456789"
 
 
-def test_secrets_never_reach_stdout_or_stderr(workspace):
+def gateway(workspace: Path) -> dict:
+    """A gateway field pointing at a folder with no sockets: the runner still starts."""
+    return {"token": TOKEN, "socketDir": str(workspace / "no-gateway"), "apiPort": 38129, "proxyPort": 38128}
+
+
+def test_the_gateway_token_never_reaches_stdout_or_stderr(workspace):
     steps = [{"reply": "ok"}, {"tool": "send_message", "args": {"text": "hi"}},
-             {"raise": f"failure mentioning {SECRETS['ANTHROPIC_API_KEY']}"}]
-    runner = RunnerProcess(workspace, request(secrets=SECRETS, verbose=True, scripted=script(steps)))
+             {"raise": f"failure mentioning {TOKEN}"}]
+    runner = RunnerProcess(workspace, request(gateway=gateway(workspace), verbose=True, scripted=script(steps)))
     assert runner.wait() == 1
-    for value in SECRETS.values():
-        assert value not in runner.stdout and value not in runner.stderr
+    assert TOKEN not in runner.stdout and TOKEN not in runner.stderr
     assert parse_outputs(runner.stdout)[-1]["error"] == "failure mentioning ***"
 
 
-def test_secrets_are_not_in_the_runner_environment(workspace):
-    # The task script inherits the runner's environment: it must not see them.
+def test_the_gateway_token_is_not_in_the_runner_environment(workspace):
+    # The task script inherits the runner's environment: it must not see it.
     body = 'printf \'{"wakeAgent": true, "data": "%s"}\\n\' "$(env | base64 -w0)"'
-    runner = RunnerProcess(workspace, request("t", isScheduledTask=True, script=body, secrets=SECRETS))
+    runner = RunnerProcess(workspace, request("t", isScheduledTask=True, script=body, gateway=gateway(workspace)))
     result = runner.next_output()["result"]
     runner.close()
     assert runner.wait() == 0
     encoded = json.loads(result.split("Script output:\n", 1)[1].split("\n\nInstructions:")[0])
     environment = base64.b64decode(encoded).decode()
     assert "NANOCLAW_WORKSPACE=" in environment
-    for key, value in SECRETS.items():
-        assert value not in environment and f"{key}=" not in environment
+    assert TOKEN not in environment and "ANTHROPIC_API_KEY=" not in environment

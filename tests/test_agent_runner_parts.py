@@ -139,12 +139,22 @@ def test_the_verdict_is_the_last_line_and_data_is_optional():
 
 # --- request parsing ------------------------------------------------------------
 
-def test_unknown_secret_keys_and_empty_values_are_dropped():
-    raw = {"prompt": "p", "groupFolder": "g", "chatJid": "c", "isMain": True,
-           "secrets": {"ANTHROPIC_API_KEY": "k-1234", "ANTHROPIC_BASE_URL": "", "AWS_SECRET": "x"}}
+GATEWAY = {"token": "tok-1234", "socketDir": "/run/nanoclaw", "apiPort": 3129, "proxyPort": 3128}
+
+
+def test_the_gateway_field_gives_the_socket_folder_ports_and_a_token_kept_out_of_repr():
+    raw = {"prompt": "p", "groupFolder": "g", "chatJid": "c", "isMain": True, "gateway": GATEWAY}
     parsed = parse_input(json.dumps(raw).encode())
-    assert parsed.secrets == {"ANTHROPIC_API_KEY": "k-1234"}
-    assert "k-1234" not in repr(parsed)
+    assert parsed.gateway.api_url == "http://127.0.0.1:3129" and parsed.gateway.proxy_port == 3128
+    assert parsed.gateway.token == "tok-1234" and "tok-1234" not in repr(parsed)
+
+
+@pytest.mark.parametrize("broken", [{"token": ""}, {"socketDir": "relative"}, {"apiPort": 0},
+                                    {"proxyPort": "3128"}, {"apiPort": True}])
+def test_a_malformed_gateway_field_is_an_input_error(broken):
+    raw = {"prompt": "p", "groupFolder": "g", "chatJid": "c", "isMain": True, "gateway": {**GATEWAY, **broken}}
+    with pytest.raises(InputError, match="gateway"):
+        parse_input(json.dumps(raw).encode())
 
 
 def test_a_null_session_id_means_a_new_session():

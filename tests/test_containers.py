@@ -43,7 +43,7 @@ class Run:
     """One container run in a background thread, with what it reported."""
 
     def __init__(self, settings, *, folder="family", is_main=False, prompt="hello", scripted=None,
-                 secrets=None, on_output=None, **spec):
+                 on_output=None, **spec):
         ensure_group_files(settings, folder, is_main=is_main)
         self.settings = settings
         self.outputs: list[tuple[float, object]] = []
@@ -52,10 +52,11 @@ class Run:
         self.result: RunResult | None = None
         agent_input = AgentInput(prompt=prompt, groupFolder=folder, chatJid=f"local:{folder}", isMain=is_main,
                                  assistantName="Andy", provider="scripted", scripted=scripted,
-                                 secrets=secrets or {}, timezone="UTC")
+                                 timezone="UTC")
         self.spec = RunSpec(folder=folder, group_name=folder.title(), is_main=is_main, input=agent_input,
                             run_id="run-1", **spec)
         self._extra = on_output
+        self.runner = ContainerRunner(settings)
         self.t0 = time.monotonic()
         self.thread = threading.Thread(target=self._go)
         self.thread.start()
@@ -70,7 +71,7 @@ class Run:
             self.name = name
             self.started.set()
 
-        self.result = ContainerRunner(self.settings).run(self.spec, on_output, on_started)
+        self.result = self.runner.run(self.spec, on_output, on_started)
         self.started.set()
 
     def wait(self, timeout=120) -> RunResult:
@@ -214,19 +215,24 @@ def test_a_non_main_agent_sees_only_its_own_folder_and_global_read_only(make_set
         run.wait()
 
 
-def test_secrets_travel_only_on_stdin(make_settings):
-    settings = make_settings(LOG_LEVEL="debug")
-    run = Run(settings, secrets={"ANTHROPIC_API_KEY": SECRET}, scripted={"turns": [[{"sleep": 20}]]})
+def test_no_real_credential_enters_the_container_only_the_runs_gateway_token(make_settings):
+    settings = make_settings(LOG_LEVEL="debug", ANTHROPIC_API_KEY=SECRET)
+    run = Run(settings, scripted={"turns": [[{"sleep": 20}]]})
     try:
         attrs = run.container().attrs
         assert SECRET not in json.dumps(attrs)
         assert run.sh("cat /proc/1/environ /proc/*/environ 2>/dev/null | tr '\\0' '\\n'")[1].count(SECRET) == 0
-        assert run.sh(f"grep -rl {SECRET} /tmp /home/node /workspace 2>/dev/null")[1] == ""
+        assert run.sh(f"grep -rl {SECRET} / --exclude-dir=proc --exclude-dir=sys 2>/dev/null")[1] == ""
+        assert attrs["HostConfig"]["NetworkMode"] == "none"
+        gateway = [m for m in attrs["Mounts"] if m["Destination"] == "/run/nanoclaw"]
+        assert len(gateway) == 1 and gateway[0]["RW"] is False
+        assert "HTTPS_PROXY=http://127.0.0.1:3128" in attrs["Config"]["Env"]
+        [token] = [access.token for access in run.runner.gateway.open_runs()]
     finally:
         run.container().kill()
         result = run.wait()
     log = open(result.log_file).read()
-    assert SECRET not in log and '"ANTHROPIC_API_KEY": "****"' in log  # verbose log, masked
+    assert SECRET not in log and '"token": "' in log and token not in log  # verbose log, masked
 
 
 def test_each_run_writes_its_log_file(make_settings):

@@ -11,6 +11,7 @@ import os
 import sys
 import time
 
+from agent_runner.forwarder import start_forwarders
 from agent_runner.inbox import Inbox
 from agent_runner.protocol import Emitter, InputError, RunnerInput, log, parse_input, redact
 from agent_runner.providers import RunContext, get_provider
@@ -31,7 +32,9 @@ def main() -> int:
     except InputError as exc:
         out.error(f"Failed to parse input: {exc}")
         return 1
-    redact.add(request.secrets)
+    if request.gateway is not None:
+        redact.add([request.gateway.token])
+        start_forwarders(request.gateway)
     _apply_timezone(request.timezone)
     workspace = Workspace.from_env()
     inbox = Inbox(workspace.input_dir)

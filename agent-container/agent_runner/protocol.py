@@ -3,8 +3,9 @@
 The host sends one JSON object and closes stdin; the runner answers with
 any number of outputs, each three lines (start marker, one JSON line, end
 marker), flushed at once so the host can stream them. Everything else goes
-to stderr. Credentials arrive here and nowhere else, so this module also
-owns the redaction that keeps them out of every log line.
+to stderr. No real credential ever arrives: the request carries only the
+run's gateway token (good for this run alone), and this module still keeps
+it out of every log line.
 """
 
 from __future__ import annotations
@@ -20,21 +21,29 @@ OUTPUT_END = "---NANOCLAW_OUTPUT_END---"
 LOG_PREFIX = "[agent-runner] "
 
 PROVIDERS = ("claude", "scripted")
-SECRET_KEYS = (
-    "ANTHROPIC_API_KEY",
-    "CLAUDE_CODE_OAUTH_TOKEN",
-    "ANTHROPIC_BASE_URL",
-    "ANTHROPIC_AUTH_TOKEN",
-)
 
 
 class InputError(ValueError):
     """The stdin request is not the JSON object the runner expects."""
 
 
+@dataclass(frozen=True)
+class GatewayAccess:
+    """Where the host's credential gateway is: its socket folder, the local ports, the run's token."""
+
+    token: str = field(repr=False)
+    socket_dir: str
+    api_port: int
+    proxy_port: int
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+
 @dataclass
 class RunnerInput:
-    """The host's request (SPEC 7.5, plus Pro's provider, secrets and flags)."""
+    """The host's request: v1's fields plus the provider, the gateway and flags."""
 
     prompt: str
     group_folder: str
@@ -46,7 +55,7 @@ class RunnerInput:
     script: str | None = None
     provider: str = "claude"
     scripted: dict[str, Any] | None = None
-    secrets: dict[str, str] = field(default_factory=dict, repr=False)
+    gateway: GatewayAccess | None = None
     timezone: str = ""
     verbose: bool = False
 
@@ -63,7 +72,7 @@ _FIELDS: dict[str, tuple[str, tuple[type, ...], bool]] = {
     "script": ("script", (str, type(None)), False),
     "provider": ("provider", (str,), False),
     "scripted": ("scripted", (dict, type(None)), False),
-    "secrets": ("secrets", (dict,), False),
+    "gateway": ("gateway", (dict, type(None)), False),
     "timezone": ("timezone", (str,), False),
     "verbose": ("verbose", (bool,), False),
 }
@@ -90,18 +99,21 @@ def parse_input(raw: bytes) -> RunnerInput:
     result = RunnerInput(**values)
     if result.provider not in PROVIDERS:
         raise InputError(f"unknown provider {result.provider!r} (accepted: {', '.join(PROVIDERS)})")
-    result.secrets = _clean_secrets(result.secrets)
+    if result.gateway is not None:
+        result.gateway = _gateway(result.gateway)  # type: ignore[arg-type]
     return result
 
 
-def _clean_secrets(raw: dict[str, Any]) -> dict[str, str]:
-    """Keep the known credential keys with non-empty string values."""
-    secrets = {}
-    for key in SECRET_KEYS:
-        value = raw.get(key)
-        if isinstance(value, str) and value:
-            secrets[key] = value
-    return secrets
+def _gateway(raw: dict[str, Any]) -> GatewayAccess:
+    token, socket_dir = raw.get("token"), raw.get("socketDir")
+    ports = [raw.get("apiPort"), raw.get("proxyPort")]
+    if not isinstance(token, str) or not token:
+        raise InputError("field 'gateway' needs a non-empty 'token'")
+    if not isinstance(socket_dir, str) or not socket_dir.startswith("/"):
+        raise InputError("field 'gateway' needs an absolute 'socketDir'")
+    if not all(isinstance(port, int) and not isinstance(port, bool) and 0 < port < 65536 for port in ports):
+        raise InputError("field 'gateway' needs 'apiPort' and 'proxyPort' between 1 and 65535")
+    return GatewayAccess(token, socket_dir, ports[0], ports[1])  # type: ignore[arg-type]
 
 
 class Redactor:
@@ -110,9 +122,8 @@ class Redactor:
     def __init__(self) -> None:
         self._values: list[str] = []
 
-    def add(self, secrets: dict[str, str]) -> None:
-        # Base URLs are not credentials, but a proxy URL may carry a token.
-        new = [v for v in secrets.values() if len(v) >= 4]
+    def add(self, values: list[str]) -> None:
+        new = [v for v in values if len(v) >= 4]
         self._values = sorted(set(self._values) | set(new), key=len, reverse=True)
 
     def __call__(self, text: str) -> str:

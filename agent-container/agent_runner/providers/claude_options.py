@@ -2,9 +2,9 @@
 
 One place for every option the CLI subprocess gets: working directory,
 memory and system prompt, tools and permissions, the in-process `nanoclaw`
-MCP server wrapping `tools.py`, and the environment. Credentials go into
-the SDK's `env=` only, which reaches the CLI child and never this process's
-own environment.
+MCP server wrapping `tools.py`, and the environment. The only key the CLI
+holds is the run's gateway token: the host's gateway adds the real
+credential to each call.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from claude_agent_sdk import (
     create_sdk_mcp_server,
 )
 
-from agent_runner.protocol import log
+from agent_runner.protocol import GatewayAccess, log
 from agent_runner.providers import RunContext
 from agent_runner.providers.transcript_archive import archive_transcript
 from agent_runner.tools import ToolSpec, call_tool, tools_for
@@ -61,7 +61,7 @@ def build_options(
         setting_sources=["project", "user"],
         skills="all",
         mcp_servers={MCP_SERVER_NAME: nanoclaw_server(ctx, specs)},
-        env=sdk_env(ctx.request.secrets),
+        env=sdk_env(ctx.request.gateway),
         stderr=on_stderr,
         hooks={"PreCompact": [HookMatcher(hooks=[_pre_compact_hook(ctx)])]},
     )
@@ -77,8 +77,11 @@ def system_prompt(ctx: RunContext) -> dict[str, Any]:
     return preset
 
 
-def sdk_env(secrets: dict[str, str]) -> dict[str, str]:
-    """Variables for the CLI child, on top of the container's environment."""
+def sdk_env(gateway: GatewayAccess | None) -> dict[str, str]:
+    """Variables for the CLI child, on top of the container's environment.
+
+    The model API is the gateway's local port and the key is the run's token.
+    """
     env = {
         "CLAUDE_CODE_AUTO_COMPACT_WINDOW": AUTO_COMPACT_WINDOW,
         # Without this the CLI hides MCP tools behind ToolSearch and the model
@@ -88,7 +91,9 @@ def sdk_env(secrets: dict[str, str]) -> dict[str, str]:
         "DISABLE_TELEMETRY": "1",
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
     }
-    env.update(secrets)
+    if gateway is not None:
+        env["ANTHROPIC_BASE_URL"] = gateway.api_url
+        env["ANTHROPIC_API_KEY"] = gateway.token
     return env
 
 
