@@ -19,6 +19,7 @@ from loguru import logger
 
 from events import EventLog, Transaction
 from events import types as t
+from jobs.gateway import sweep_run_dirs
 from jobs.liveness import is_alive, known_worker, sweep
 from jobs.runtime import remove_orphans
 from nanoclaw.config import Settings
@@ -51,6 +52,7 @@ def reconcile(settings: Settings, log: EventLog) -> dict[str, int]:
     """Bring runs, requests and containers back in line with the log; returns counts."""
     removed = remove_orphans(settings, keep=lambda: live_runs(settings, log))
     sweep(settings)  # lock files of workers killed before they could remove them
+    sweep_run_dirs(settings, live_runs(settings, log))  # gateway sockets of runs whose worker died
     allowlist = AllowlistFile(settings.sender_allowlist_path)
     with log.transaction() as tx:
         # read inside the write transaction: a job registers its run before it commits AgentRunStarted

@@ -10,6 +10,12 @@ from events import types as t
 from nanoclaw import show
 from nanoclaw.config import Settings
 from router import groups
+from router.egress import DEFAULT_EGRESS, parse_policy
+
+
+def egress_of(group: groups.Group) -> str:
+    """The group's egress policy as the gateway applies it (its own, else the default)."""
+    return (group.container_config.egress if group.container_config else None) or DEFAULT_EGRESS
 
 
 def cmd_add(settings: Settings, args: argparse.Namespace) -> int:
@@ -45,10 +51,11 @@ def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
         print("no groups yet: nanoclaw groups add local:me --name Me --folder main --main")
         return 0
     rows = [
-        (g.folder, g.jid, "main" if g.is_main else "", g.trigger if g.requires_trigger and not g.is_main else "(none)", g.name)
+        (g.folder, g.jid, "main" if g.is_main else "", g.trigger if g.requires_trigger and not g.is_main else "(none)",
+         egress_of(g), g.name)
         for g in found
     ]
-    show.table(("FOLDER", "JID", "ROLE", "TRIGGER", "NAME"), rows)
+    show.table(("FOLDER", "JID", "ROLE", "TRIGGER", "EGRESS", "NAME"), rows)
     return 0
 
 
@@ -73,17 +80,19 @@ def cmd_set(settings: Settings, args: argparse.Namespace) -> int:
         if current is None:
             raise groups.GroupError(f"no registered group has the JID or folder {args.group!r}")
         config = current.container_config or t.ContainerConfig()
-        mounts, timeout = config.additional_mounts, config.timeout_ms
+        mounts, timeout, egress = config.additional_mounts, config.timeout_ms, config.egress
         try:
             if args.no_mounts:
                 mounts = []
             if args.mount:
                 mounts = [parse_mount_spec(spec) for spec in args.mount]
+            if args.egress is not None:
+                egress = str(parse_policy(args.egress))
         except ValueError as exc:
             raise groups.GroupError(str(exc)) from exc
         if args.timeout is not None:
             timeout = None if args.timeout == 0 else int(args.timeout * 1000)
-        changed = t.ContainerConfig(additional_mounts=mounts, timeout_ms=timeout)
+        changed = t.ContainerConfig(additional_mounts=mounts, timeout_ms=timeout, egress=egress)
         group = groups.update_group(
             log, current.jid,
             name=args.name if args.name is not None else t.UNSET,
@@ -93,7 +102,7 @@ def cmd_set(settings: Settings, args: argparse.Namespace) -> int:
         )
     finally:
         log.close()
-    print(f"updated {group.name!r} ({group.jid})")
+    print(f"updated {group.name!r} ({group.jid}); egress {egress_of(group)}")
     accepted, rejected = validate_mounts(mounts, is_main=group.is_main, loader=AllowlistLoader(
         settings.mount_allowlist_path), home=settings.home, group=group.folder)
     for mount in accepted:
@@ -107,7 +116,7 @@ def _as_dict(group: groups.Group) -> dict:
     return {
         "jid": group.jid, "name": group.name, "folder": group.folder, "trigger": group.trigger,
         "requires_trigger": group.requires_trigger, "is_main": group.is_main,
-        "container_config": group.container_config, "added_at": group.added_at,
+        "container_config": group.container_config, "egress": egress_of(group), "added_at": group.added_at,
     }
 
 
@@ -129,7 +138,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(handler=cmd_list)
 
-    st = gsub.add_parser("set", help="change a group's name, trigger, extra mounts or timeout")
+    st = gsub.add_parser("set", help="change a group's name, trigger, extra mounts, timeout or egress")
     st.add_argument("group", help="JID or folder")
     st.add_argument("--name")
     st.add_argument("--trigger")
@@ -142,6 +151,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                          "and allowed by ~/.config/nanoclaw/mount-allowlist.json)")
     st.add_argument("--no-mounts", action="store_true", help="remove every extra mount")
     st.add_argument("--timeout", type=float, metavar="SECONDS", help="hard container timeout (0: the default)")
+    st.add_argument("--egress", metavar="POLICY",
+                    help=f"what the agent may reach besides the model: model-only, allow:HOST[,HOST...] "
+                         f"or open (any public host, each recorded; the default is {DEFAULT_EGRESS})")
     st.set_defaults(handler=cmd_set)
 
     rm = gsub.add_parser("remove", help="stop serving a group (its files stay)")

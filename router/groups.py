@@ -19,6 +19,7 @@ import msgspec
 from events import EventLog
 from events import types as t
 from nanoclaw.config import DEFAULT_ASSISTANT_NAME, Settings
+from router.egress import parse_policy
 
 FOLDER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 RESERVED_FOLDERS = ("global", "errors")
@@ -172,6 +173,11 @@ def update_group(
     if container_config not in (t.UNSET, None) and container_config.timeout_ms is not None \
             and not 1_000 <= container_config.timeout_ms <= 7 * 86_400_000:
         raise GroupError("invalid timeout: from 1 second to 7 days")
+    if container_config not in (t.UNSET, None) and container_config.egress is not None:
+        try:
+            parse_policy(container_config.egress)
+        except ValueError as exc:
+            raise GroupError(str(exc)) from exc
     with log.transaction() as tx:
         rows = tx.query("SELECT * FROM groups WHERE jid = ? OR folder = ? ORDER BY jid = ? DESC LIMIT 1",
                         (jid_or_folder, jid_or_folder, jid_or_folder))

@@ -111,7 +111,7 @@ def test_the_cli_adds_lists_and_removes_groups(settings, capsys):
     ]
     assert main(["groups", "list"]) == 0
     table = capsys.readouterr().out
-    assert table.splitlines()[0].split() == ["FOLDER", "JID", "ROLE", "TRIGGER", "NAME"]
+    assert table.splitlines()[0].split() == ["FOLDER", "JID", "ROLE", "TRIGGER", "EGRESS", "NAME"]
     assert main(["groups", "remove", "fam"]) == 0
     assert "kept" in capsys.readouterr().out
     assert main(["groups", "add", "tg:-3", "--name", "X", "--folder", "quiet"]) == 1
@@ -152,4 +152,24 @@ def test_groups_set_refuses_a_bad_mount_spec_and_a_bad_timeout(settings, log, ca
     assert main(["groups", "set", "family", "--mount", "a:b:c:d"]) == 1
     assert main(["groups", "set", "family", "--timeout", "0.5"]) == 1
     assert "invalid timeout" in capsys.readouterr().err
+    assert log.read_since(0, types=[t.GroupUpdated]) == []
+
+
+def test_groups_set_egress_records_the_canonical_policy_and_keeps_the_rest(settings, log, capsys):
+    register_group(log, settings, jid="tg:-100", name="Family", folder="family")
+    assert main(["groups", "set", "family", "--timeout", "90"]) == 0
+    assert main(["groups", "set", "family", "--egress", "allow:Example.COM,docs.python.org"]) == 0
+    assert "egress allow:example.com,docs.python.org" in capsys.readouterr().out
+    config = list_groups(log)[0].container_config
+    assert (config.egress, config.timeout_ms) == ("allow:example.com,docs.python.org", 90_000)
+    assert main(["groups", "list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["egress"] == "allow:example.com,docs.python.org"
+
+
+def test_a_group_without_a_policy_gets_the_default_and_a_bad_one_is_refused(settings, log, capsys):
+    register_group(log, settings, jid="tg:-100", name="Family", folder="family")
+    assert main(["groups", "list"]) == 0
+    assert " open " in capsys.readouterr().out
+    assert main(["groups", "set", "family", "--egress", "everything"]) == 1
+    assert "model-only" in capsys.readouterr().err  # the message names the accepted forms
     assert log.read_since(0, types=[t.GroupUpdated]) == []
