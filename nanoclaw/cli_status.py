@@ -44,6 +44,14 @@ def _service_line(info: status.ServiceInfo, now: float) -> str:
     return f"{info.state}: {info.detail}{since}{worker}"
 
 
+def _containment(info: status.ContainmentInfo, w) -> None:
+    network = "none (the gateway is their only way out)" if info.network == "none" else \
+        f"{info.network} (UNSAFE opt-out: agents reach that network past their egress policy)"
+    w(f"agents      network {network}\n")
+    w(f"gateway     model API {info.model_api}, key from {info.credential or 'nowhere (not set)'}, "
+      f"{info.open_run_sockets} run socket(s) open\n")
+
+
 def render(report: status.Status, out: TextIO) -> None:
     now = parse_iso(report.generated_at).timestamp()
     w = out.write
@@ -55,9 +63,11 @@ def render(report: status.Status, out: TextIO) -> None:
     w(f"groups      {len(report.groups)} registered\n")
     for g in report.groups[:SHOW_GROUPS]:
         last = f"{ago(g.last_activity_at, now)} ({g.last_activity})" if g.last_activity else "no activity"
-        w(f"  {g.folder:<16} {g.jid:<24} {last}{'  [main]' if g.is_main else ''}\n")
+        w(f"  {g.folder:<16} {g.jid:<24} {last}  egress {g.egress}{'  [main]' if g.is_main else ''}\n")
     if len(report.groups) > SHOW_GROUPS:
         w(f"  ... and {len(report.groups) - SHOW_GROUPS} more (nanoclaw groups list)\n")
+    if report.containment is not None:
+        _containment(report.containment, w)
     docker_note = "" if report.docker.reachable else " (from the log only: Docker is down)"
     w(f"containers  {len(report.containers)}{docker_note}\n")
     for c in report.containers:

@@ -18,7 +18,8 @@ import msgspec
 
 from events import EventDecodeError, EventLog, replay
 from jobs import image
-from jobs.credentials import MISSING_HELP, credentials_source
+from events import types as t
+from jobs.credentials import MISSING_HELP, credentials_source, upstream_auth, upstream_url
 from jobs.mounts import MountAllowlist
 from jobs.runtime import RuntimeUnavailable, check_runtime, engine_name, start_hint
 from jobs.workspace import CONTAINER_UID, container_user
@@ -78,6 +79,56 @@ def check_credentials(settings: Settings) -> Check:
         return Check(name="credentials", level="ok", detail="none, and none needed (AGENT_PROVIDER=scripted)")
     return Check(name="credentials", level="warn", detail="no Claude credentials: agents cannot answer",
                  fix=MISSING_HELP.format(env=settings.root / ".env"))
+
+
+def check_network(settings: Settings) -> Check:
+    if settings.container_network == "none":
+        return Check(name="agent network", level="ok",
+                     detail="none: agents reach only the credential gateway and its egress proxy")
+    return Check(name="agent network", level="warn",
+                 detail=f"CONTAINER_NETWORK={settings.container_network}: agents reach that Docker network "
+                        "directly, past their egress policy (the unsafe opt-out)",
+                 fix=f"remove CONTAINER_NETWORK from {settings.root / '.env'} and restart the service")
+
+
+def check_gateway(settings: Settings) -> Check:
+    """Open a run socket as a run would, and see a wrong token refused."""
+    import httpx
+
+    from jobs.gateway import API_SOCKET, Gateway
+
+    gateway = Gateway(settings, lambda event: None)
+    try:
+        access = gateway.open_run(f"doctor-{os.getpid()}", "doctor", "model-only")
+        transport = httpx.HTTPTransport(uds=str(access.directory / API_SOCKET))
+        with httpx.Client(transport=transport, base_url="http://gateway", timeout=5) as http:
+            refused = http.post("/v1/messages", headers={"x-api-key": "not-the-token"}, json={}).status_code == 401
+    except (OSError, httpx.HTTPError, TimeoutError) as exc:
+        return Check(name="gateway", level="fail", detail=f"cannot open a run socket: {exc}",
+                     fix=f"check that {settings.data_dir / 'gateway'} is writable by this user")
+    finally:
+        gateway.stop()
+    if not refused:
+        return Check(name="gateway", level="fail", detail="a wrong run token was not refused",
+                     fix="reinstall the project (.venv/bin/pip install -e .)")
+    auth = upstream_auth(settings)
+    key = f"adds {auth.key}" if auth else "holds no credential yet"
+    return Check(name="gateway", level="ok", detail=f"run sockets work, tokens are checked; {key}; model API "
+                                                     f"{upstream_url(settings)}")
+
+
+def check_egress(log: EventLog | None) -> Check:
+    from router.egress import DEFAULT_EGRESS
+
+    rows = log.query("SELECT folder, container_config FROM groups ORDER BY folder") if log else []
+    policies = [f"{row['folder']} {_egress(row['container_config']) or DEFAULT_EGRESS}" for row in rows]
+    return Check(name="egress", level="ok",
+                 detail=(", ".join(policies) or "no groups yet") + f" (default {DEFAULT_EGRESS}; loopback, "
+                        "private and link-local addresses are never reached)")
+
+
+def _egress(config_json: str | None) -> str | None:
+    return msgspec.json.decode(config_json, type=t.ContainerConfig).egress if config_json else None
 
 
 def check_channels(settings: Settings, log: EventLog | None) -> Check:
@@ -211,6 +262,7 @@ def diagnose(settings: Settings) -> Report:
     try:
         later: list[Callable[[], Check]] = [
             lambda: check_image(settings, runtime.level == "ok"), lambda: check_credentials(settings),
+            lambda: check_network(settings), lambda: check_gateway(settings), lambda: check_egress(log),
             lambda: check_channels(settings, log), lambda: check_folders(settings),
             lambda: check_ipc_owners(settings), lambda: check_mount_allowlist(settings),
             lambda: check_sender_allowlist(settings), lambda: check_service(settings), lambda: check_unit(settings)]

@@ -21,8 +21,11 @@ from requests.exceptions import RequestException
 from events import EventLog
 from events import types as t
 from events.timefmt import iso_now, parse_iso
+from jobs.credentials import upstream_auth, upstream_url
+from jobs.gateway import runs_dir
 from jobs.runtime import LABEL_GROUP, LABEL_RUN, RuntimeUnavailable, client, engine_name, install_label
 from nanoclaw.config import QUEUE_NAME, Settings
+from router.egress import DEFAULT_EGRESS
 from router.heartbeat import HEARTBEAT_INTERVAL_S, read_beat, status_path
 
 STALE_BEAT_S = max(30.0, 10 * HEARTBEAT_INTERVAL_S)
@@ -57,6 +60,14 @@ class GroupInfo(msgspec.Struct, kw_only=True):
     last_activity_at: str | None
     last_activity: str | None      # the type of the newest event about the group
     last_activity_seq: int | None
+    egress: str = DEFAULT_EGRESS   # the policy the gateway's proxy applies to its agents
+
+
+class ContainmentInfo(msgspec.Struct, kw_only=True):
+    network: str                   # `none` unless the owner opted out (CONTAINER_NETWORK)
+    model_api: str                 # where the gateway sends model calls
+    credential: str | None         # which setting the gateway's key comes from (never its value)
+    open_run_sockets: int          # runs whose gateway sockets exist now
 
 
 class ContainerInfo(msgspec.Struct, kw_only=True):
@@ -101,6 +112,7 @@ class Status(msgspec.Struct, kw_only=True):
     containers: list[ContainerInfo]
     next_tasks: list[TaskInfo]
     errors: list[ErrorInfo]
+    containment: ContainmentInfo | None = None
 
 
 # --- the service ---------------------------------------------------------------
@@ -148,15 +160,30 @@ def service_info(settings: Settings, now: float | None = None) -> ServiceInfo:
 def groups_info(log: EventLog) -> list[GroupInfo]:
     """Every registered group with its newest event, most recently active first."""
     groups = []
-    for row in log.query("SELECT jid, name, folder, is_main FROM groups"):
+    for row in log.query("SELECT jid, name, folder, is_main, container_config FROM groups"):
         newest = [r for stream in (row["jid"], row["folder"])
                   for r in log.read_since(0, streams=[stream], limit=1, newest=True)]
         last = max(newest, key=lambda r: r.seq, default=None)
         groups.append(GroupInfo(folder=row["folder"], name=row["name"], jid=row["jid"], is_main=bool(row["is_main"]),
                                 last_activity_at=last.at if last else None, last_activity=last.type if last else None,
-                                last_activity_seq=last.seq if last else None))
+                                last_activity_seq=last.seq if last else None,
+                                egress=_egress(row["container_config"])))
     groups.sort(key=lambda g: (-(g.last_activity_seq or 0), g.folder))
     return groups
+
+
+def _egress(config_json: str | None) -> str:
+    config = msgspec.json.decode(config_json, type=t.ContainerConfig) if config_json else None
+    return (config.egress if config else None) or DEFAULT_EGRESS
+
+
+def containment_info(settings: Settings) -> ContainmentInfo:
+    """How agents are boxed in: their network, the gateway's upstream and credential, live run sockets."""
+    base = runs_dir(settings)
+    sockets = sum(1 for entry in base.iterdir() if entry.is_dir()) if base.is_dir() else 0
+    auth = upstream_auth(settings)
+    return ContainmentInfo(network=settings.container_network, model_api=upstream_url(settings),
+                           credential=auth.key if auth else None, open_run_sockets=sockets)
 
 
 def run_state(log: EventLog, run: sqlite3.Row) -> tuple[str, str | None]:
@@ -272,6 +299,6 @@ def gather(settings: Settings) -> Status:
         return Status(root=str(settings.root), generated_at=iso_now(), service=service_info(settings, now),
                       docker=docker, queue=queue_info(settings), groups=groups_info(log),
                       containers=containers_info(log, listed, now), next_tasks=next_tasks(log),
-                      errors=recent_errors(log))
+                      errors=recent_errors(log), containment=containment_info(settings))
     finally:
         log.close()

@@ -155,3 +155,26 @@ def test_with_the_image_built_the_service_running_and_the_unit_installed_all_is_
         assert service.stop(timeout=60) == 0
     assert code == 0 and "warn" not in out and "FAIL" not in out, out
     assert f"running (pid {service.proc.pid}" in out and "runner answered" in out and "all good" in out
+
+
+def test_containment_shows_no_network_a_working_gateway_and_each_groups_egress(settings, log, monkeypatch):
+    from events import types as t
+    from nanoclaw.config import load_settings
+    from router.groups import update_group
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", SECRET)
+    register_group(log, settings, jid="local:fam", name="Fam", folder="family")
+    update_group(log, "family", container_config=t.ContainerConfig(egress="allow:example.com"))
+    checks = by_name(doctor.diagnose(load_settings()))
+    assert checks["agent network"].level == "ok" and "only the credential gateway" in checks["agent network"].detail
+    assert checks["gateway"].level == "ok" and "adds ANTHROPIC_API_KEY" in checks["gateway"].detail
+    assert SECRET not in checks["gateway"].detail
+    assert "family allow:example.com" in checks["egress"].detail
+
+
+def test_a_docker_network_for_agents_is_named_as_the_unsafe_opt_out(settings, monkeypatch):
+    from nanoclaw.config import load_settings
+
+    monkeypatch.setenv("CONTAINER_NETWORK", "bridge")
+    check = doctor.check_network(load_settings())
+    assert check.level == "warn" and "unsafe opt-out" in check.detail and "CONTAINER_NETWORK" in check.fix
