@@ -1,10 +1,8 @@
-"""Where a group's agent may connect on the web: its egress policy.
+"""Where a group's agent may connect on the web: its egress policy, pure and without I/O.
 
-An agent reads untrusted chat, so what it may reach is decided here, per
-group, and enforced on the host by the egress proxy. This module is pure:
-it parses and prints the policy's text form and says whether a host and
-port are allowed; resolving names and refusing private addresses is the
-proxy's job.
+An agent reads untrusted chat, so the host decides per group what it may
+reach; the egress proxy enforces this and adds the address rules (no
+private or local address, whatever the policy).
 """
 
 from __future__ import annotations

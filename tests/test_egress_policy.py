@@ -86,7 +86,9 @@ def test_names_that_only_contain_an_allowed_name_are_refused(host):
     assert not allowed("allow:example.com,*.example.com", host)
 
 
-@pytest.mark.parametrize("host", ["EXAMPLE.COM", "Example.Com.", "example.com.", "ＥＸＡＭＰＬＥ.com", "example。com"])
+@pytest.mark.parametrize(
+    "host", ["EXAMPLE.COM", "Example.Com.", "example.com.", "ＥＸＡＭＰＬＥ.com", "example。com"]
+)
 def test_case_trailing_dots_and_unicode_forms_are_normalised_before_matching(host):
     assert allowed("allow:example.com", host)
 
@@ -113,7 +115,9 @@ def test_ip_literals_match_in_canonical_form():
     assert not allowed("allow:[2001:db8::1]:8443", "2001:db8::1", 443)
 
 
-@pytest.mark.parametrize("host", ["11.22.33.02", "2130706433", "0x0b.22.33.2", "11.22.33", "11.22.33.2.", "[11.22.33.2]"])
+@pytest.mark.parametrize(
+    "host", ["11.22.33.02", "2130706433", "0x0b.22.33.2", "11.22.33", "11.22.33.2.", "[11.22.33.2]"]
+)
 def test_odd_spellings_of_an_address_are_not_the_address(host):
     assert not allowed("allow:11.22.33.2", host, 80)
 
@@ -141,7 +145,8 @@ def test_no_text_around_an_allowed_name_is_allowed_unless_it_is_a_subdomain(pref
 
 @given(rules=st.lists(st.tuples(_NAME, st.booleans(), st.none() | st.integers(1, 65535)), min_size=1, max_size=5))
 def test_the_canonical_form_parses_back_to_itself(rules):
-    text = "allow:" + ",".join(f"{'*.' if wild else ''}{name}{'' if port is None else f':{port}'}" for name, wild, port in rules)
+    items = (f"{'*.' if wild else ''}{name}{'' if port is None else f':{port}'}" for name, wild, port in rules)
+    text = "allow:" + ",".join(items)
     policy = parse_policy(text)
     assert parse_policy(str(policy)) == policy
 
