@@ -34,9 +34,11 @@ from loguru import logger
 
 from events import types as t
 from jobs.credentials import upstream_auth, upstream_url
-from jobs.model_api import ModelApiForwarder, ModelCall
+from jobs.egress_proxy import EgressDecision, EgressProxy
+from jobs.model_api import MAX_REQUEST_BYTES, ModelApiForwarder, ModelCall
 from jobs.workspace import CONTAINER_UID, container_user
 from nanoclaw.config import Settings
+from router.egress import parse_policy
 
 CONTAINER_DIR = "/run/nanoclaw"       # where a run's socket folder appears in its container
 API_SOCKET = "api.sock"
@@ -171,16 +173,13 @@ class Gateway:
         return access
 
     async def _start_api(self, run: _Run) -> None:
-        app = web.Application(client_max_size=0)
+        app = web.Application(client_max_size=MAX_REQUEST_BYTES)
         app.router.add_route("*", "/{tail:.*}", run.forwarder.handle)
         run.site_runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await run.site_runner.setup()
         await web.SockSite(run.site_runner, _bound_socket(run.access.directory, API_SOCKET)).start()
 
     async def _start_proxy(self, run: _Run) -> None:
-        from jobs.egress_proxy import EgressProxy
-        from router.egress import parse_policy
-
         proxy = EgressProxy(parse_policy(run.access.policy), lambda decision: self._report_egress(run, decision))
 
         async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -215,9 +214,10 @@ class Gateway:
             cache_creation_input_tokens=usage.cache_creation_input_tokens,
             cache_read_input_tokens=usage.cache_read_input_tokens, error=call.error))
 
-    def _report_egress(self, run: _Run, decision) -> None:
+    def _report_egress(self, run: _Run, decision: EgressDecision) -> None:
+        """One EgressChecked per run and destination (a browser opens dozens of connections to each)."""
         seen = (decision.host, decision.port, decision.allowed)
-        if seen in run.destinations:
+        if not decision.host or seen in run.destinations:
             return
         run.destinations.add(seen)
         access = run.access

@@ -80,12 +80,12 @@ class ModelApiForwarder:
                                   Usage(), error=refusal.text))
             return refusal
         try:
-            body = await request.content.read(MAX_REQUEST_BYTES + 1)
-        except (aiohttp.ClientError, ConnectionError) as exc:
-            return error_response(400, "invalid_request_error", f"nanoclaw gateway: could not read the request: {exc}")
-        if len(body) > MAX_REQUEST_BYTES:
+            body = await request.read()  # the whole body: the app caps it at MAX_REQUEST_BYTES
+        except web.HTTPRequestEntityTooLarge:
             return error_response(413, "request_too_large", f"nanoclaw gateway: requests are capped at "
                                                             f"{MAX_REQUEST_BYTES} bytes")
+        except (aiohttp.ClientError, ConnectionError) as exc:
+            return error_response(400, "invalid_request_error", f"nanoclaw gateway: could not read the request: {exc}")
         return await self._forward(request, body, started)
 
     def _refusal(self, request: web.Request) -> web.Response | None:

@@ -49,7 +49,7 @@ class Upstream:
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self._loop)
-        app = web.Application()
+        app = web.Application(client_max_size=64 << 20)
         app.router.add_post("/v1/messages", self._messages)
         runner = web.AppRunner(app)
         self._loop.run_until_complete(runner.setup())
@@ -132,6 +132,30 @@ def test_a_call_with_the_runs_token_reaches_the_api_with_the_real_key_instead(ga
     assert access.token not in json.dumps(seen)
     assert seen["query"] == "beta=true" and seen["headers"]["anthropic-version"] == "2023-06-01"
     assert REAL_KEY not in response.text and REAL_KEY not in json.dumps(dict(response.headers))
+
+
+def test_a_long_conversation_reaches_the_api_whole_however_it_arrives(gateway, upstream):
+    """The body is read to its end, not just what the first read returns (the CLI's requests grow)."""
+    access = gateway.open_run("run16", "family", "open")
+    history = [{"role": "user", "content": f"line {n} " + "x" * 1000} for n in range(3000)]  # about 3 MB
+    body = json.dumps({"model": "claude-x", "stream": False, "messages": history}).encode()
+    pieces = (body[i:i + 65536] for i in range(0, len(body), 65536))
+    with client(access) as http:
+        response = http.post("/v1/messages", headers={"x-api-key": access.token}, content=pieces)
+    assert response.status_code == 200
+    assert upstream.seen[-1]["body"]["messages"] == history
+
+
+def test_a_request_over_the_cap_is_refused_with_413(gateway, upstream):
+    from jobs.model_api import MAX_REQUEST_BYTES
+
+    access = gateway.open_run("run17", "family", "open")
+    before = len(upstream.seen)
+    with client(access) as http:
+        response = http.post("/v1/messages", headers={"x-api-key": access.token},
+                             content=b"x" * (MAX_REQUEST_BYTES + 1))
+    assert response.status_code == 413 and "capped" in response.json()["error"]["message"]
+    assert len(upstream.seen) == before
 
 
 def test_each_call_is_recorded_with_the_model_and_the_tokens_the_api_reported(gateway, recorded):
@@ -261,3 +285,57 @@ def test_an_unreachable_api_is_a_clear_502_and_recorded(root, monkeypatch, recor
         gw.stop()
     assert response.status_code == 502 and "failed" in response.json()["error"]["message"]
     assert calls(recorded)[0].status == 502
+
+
+# --- the run's proxy socket -----------------------------------------------------
+
+from tests.egress_harness import remote  # noqa: E402,F401  (the namespace host fixture)
+
+
+def proxied(access, url: str) -> httpx.Response:
+    """A plain-HTTP GET through the run's proxy socket, as curl with --proxy would send it."""
+    transport = httpx.HTTPTransport(uds=str(access.directory / PROXY_SOCKET))
+    with httpx.Client(transport=transport, timeout=10) as http:
+        return http.request("GET", url, headers={"host": url.split("/")[2]},
+                            extensions={"target": url.encode()})
+
+
+def egress_events(recorded: list, count: int) -> list[t.EgressChecked]:
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline and sum(isinstance(e, t.EgressChecked) for e in recorded) < count:
+        time.sleep(0.02)
+    time.sleep(0.1)
+    return [e for e in recorded if isinstance(e, t.EgressChecked)]
+
+
+def test_the_proxy_applies_the_runs_policy_and_records_each_destination_once(gateway, recorded, remote):
+    access = gateway.open_run("run13", "family", f"allow:{remote.address}")
+    for _ in range(3):
+        assert proxied(access, f"http://{remote.address}/page").status_code == 200
+    refused = proxied(access, "http://127.0.0.1:9/")
+    assert refused.status_code == 403 and "127.0.0.1" in refused.text
+    events = egress_events(recorded, 2)
+    assert [(e.host, e.port, e.allowed, e.policy) for e in events] == [
+        (remote.address, 80, True, f"allow:{remote.address}"), ("127.0.0.1", 9, False, f"allow:{remote.address}")]
+    assert events[0].run_id == "run13" and events[0].folder == "family" and events[1].reason
+
+
+def test_model_only_refuses_every_destination_with_a_reason_the_agent_can_read(gateway, recorded, remote):
+    access = gateway.open_run("run14", "family", "model-only")
+    before = len(remote.http.requests())
+    response = proxied(access, f"http://{remote.address}/page")
+    assert response.status_code == 403 and "model-only" in response.text
+    assert len(remote.http.requests()) == before
+
+
+def test_a_tunnel_open_when_the_run_ends_is_cut(gateway, remote):
+    access = gateway.open_run("run15", "family", "open")
+    tunnel = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    tunnel.connect(str(access.directory / PROXY_SOCKET))
+    tunnel.sendall(f"CONNECT {remote.address}:80 HTTP/1.1\r\nHost: {remote.address}:80\r\n\r\n".encode())
+    tunnel.settimeout(10)
+    assert b" 200 " in tunnel.recv(4096).split(b"\r\n")[0]
+    gateway.close_run("run15")
+    tunnel.settimeout(5)
+    assert tunnel.recv(4096) == b""  # closed by the gateway, not left to run on
+    tunnel.close()
