@@ -151,7 +151,8 @@ class AgentRun:
         write_groups_snapshot(self.settings, self.log, group.folder, group.is_main)
         config = group.container_config or t.ContainerConfig()
         accepted, _ = validate_mounts(config.additional_mounts, is_main=group.is_main, loader=self.mounts,
-                                      home=self.settings.home, group=group.folder)
+                                      home=self.settings.home, install_root=self.settings.root,
+                                      local_chat_socket=self.settings.local_chat_socket, group=group.folder)
         agent_input = AgentInput(
             prompt=plan.prompt, sessionId=plan.session_id, groupFolder=group.folder, chatJid=group.jid,
             isMain=group.is_main, assistantName=self.settings.assistant_name,

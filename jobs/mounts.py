@@ -1,9 +1,11 @@
-"""Which extra host folders a group's container may see, and how (SPEC.md 11).
+"""Which extra host folders a group's container may see, and how.
 
 Only folders under a root the owner listed in `~/.config/nanoclaw/
 mount-allowlist.json` (outside every mount, so no agent can widen it) are
-granted, never a credentials folder, and read-only unless asked otherwise.
-Every mount rule lives here, so "why was this mount refused" is one file.
+granted; never the install, the allowlists' folder, the Claude login or the
+local chat socket's folder (nor a folder holding one of them), never a
+credentials folder, and read-only unless asked otherwise. Every mount rule
+lives here, so "why was this mount refused" is one file.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from events.types import MountRequest
 from nanoclaw.config import Settings
 
 CONTAINER_EXTRA_DIR = "/workspace/extra"
+CLAUDE_LOGIN_DIR = ".claude"  # under home: Claude Code's login, with the real OAuth token
 MOUNT_SPEC_FORMAT = "HOST_PATH[:CONTAINER_PATH][:rw|:ro]"
 MOUNT_MODES = ("rw", "ro")
 
@@ -147,7 +150,7 @@ def real_path(path: str, home: PathLike) -> str:
 
 
 def container_path_problem(container_path: str) -> str | None:
-    """Why a container path is unusable (SPEC 11.3 step 2), or None."""
+    """Why a container path is unusable, or None."""
     if not container_path.strip():
         return "it is empty"
     if ".." in container_path:
@@ -186,10 +189,49 @@ def matching_root(path: str, roots: Iterable[AllowedRoot], home: PathLike) -> Al
     return None
 
 
+@dataclass(frozen=True)
+class Protected:
+    """A host folder no mount may be, be inside, or contain, whatever the allowlist says."""
+
+    path: str  # real path (links resolved as far as they exist)
+    what: str
+    why: str
+
+
+def protected_places(install_root: PathLike, home: PathLike, allowlist_path: PathLike,
+                     local_chat_socket: PathLike | None = None) -> list[Protected]:
+    places = [
+        Protected(os.path.realpath(install_root), "the install root", "an agent would read .env and the event log"),
+        Protected(os.path.realpath(os.path.dirname(os.fspath(allowlist_path))), "the allowlists' folder",
+                  "an agent would read the allowlists, and widen them where it may write"),
+        Protected(os.path.realpath(os.path.join(home, CLAUDE_LOGIN_DIR)), "the Claude login folder",
+                  "it holds the real OAuth token (.credentials.json)"),
+    ]
+    if local_chat_socket is not None:
+        places.append(Protected(os.path.realpath(os.path.dirname(os.fspath(local_chat_socket))),
+                                "the local chat socket's folder", "an agent could post to the chats as their owner"))
+    return places
+
+
+def protected_reason(host_real: str, places: Iterable[Protected]) -> str | None:
+    """Why the real host path may not be mounted because of a protected place, or None."""
+    for place in places:
+        if host_real == place.path:
+            relation = "is"
+        elif is_within(host_real, place.path):
+            relation = "is inside"
+        elif is_within(place.path, host_real):
+            relation = "contains"
+        else:
+            continue
+        return f"Path {host_real} {relation} {place.what} {place.path}: {place.why}"
+    return None
+
+
 def readonly_reason(
     request: MountRequest, *, is_main: bool, allowlist: MountAllowlist, root: AllowedRoot
 ) -> str | None:
-    """Why the mount is read-only (SPEC 11.3 step 6), or None when it may be written."""
+    """Why the mount is read-only, or None when it may be written."""
     if request.readonly:
         return "read-only was requested (the default)"
     if not is_main and allowlist.non_main_read_only:
@@ -205,15 +247,19 @@ def validate_mount(
     is_main: bool,
     allowlist: MountAllowlist | None,
     home: PathLike,
+    install_root: PathLike,
     allowlist_path: PathLike | None = None,
+    local_chat_socket: PathLike | None = None,
 ) -> ValidatedMount | Rejection:
-    """Apply SPEC 11.3's steps in order; the first failing step refuses the mount.
+    """Apply the rules in order; the first one that fails refuses the mount.
 
     An empty `container_path` counts as not given (v1's `||`): the host
-    path's basename is used.
+    path's basename is used. The protected places (`protected_places`) are
+    refused before the allowlist is consulted, so no allowed root can
+    reach them.
     """
+    where = allowlist_path or default_allowlist_path(home)
     if allowlist is None:
-        where = allowlist_path or default_allowlist_path(home)
         return Rejection(request, f"No mount allowlist configured at {where}")
     container_path = request.container_path or os.path.basename(request.host_path.rstrip("/"))
     if problem := container_path_problem(container_path):
@@ -224,6 +270,8 @@ def validate_mount(
         host_real = real_path(request.host_path, home)
     except OSError as exc:
         return Rejection(request, f"Host path {request.host_path} cannot be used: {exc.strerror}")
+    if reason := protected_reason(host_real, protected_places(install_root, home, where, local_chat_socket)):
+        return Rejection(request, reason)
     if pattern := blocked_pattern(host_real, allowlist.blocked_patterns):
         return Rejection(request, f"Path matches blocked pattern {pattern!r}: {host_real}")
     root = matching_root(host_real, allowlist.allowed_roots, home)
@@ -242,17 +290,18 @@ def validate_mounts(
     is_main: bool,
     loader: AllowlistLoader,
     home: PathLike,
+    install_root: PathLike,
+    local_chat_socket: PathLike | None = None,
     group: str | None = None,
 ) -> tuple[list[ValidatedMount], list[Rejection]]:
-    """Split a group's requests into accepted mounts and logged rejections (SPEC 11.4)."""
+    """Split a group's requests into accepted mounts and logged rejections."""
     requests = list(requests)
     allowlist = loader.load() if requests else None
     accepted: list[ValidatedMount] = []
     rejected: list[Rejection] = []
     for request in requests:
-        outcome = validate_mount(
-            request, is_main=is_main, allowlist=allowlist, home=home, allowlist_path=loader.path
-        )
+        outcome = validate_mount(request, is_main=is_main, allowlist=allowlist, home=home, install_root=install_root,
+                                 allowlist_path=loader.path, local_chat_socket=local_chat_socket)
         if isinstance(outcome, ValidatedMount) and any(m.container_path == outcome.container_path for m in accepted):
             outcome = Rejection(request, f"{outcome.container_path} is already used by an earlier mount")
         if isinstance(outcome, Rejection):

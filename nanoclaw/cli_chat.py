@@ -128,7 +128,7 @@ def _save_history(path: Path) -> None:
 def cmd_chat(settings: Settings, args: argparse.Namespace) -> int:
     try:
         jid = resolve_jid(settings, args.group, args.jid)
-        client = LocalChatClient(socket_path(settings.data_dir), jid, sender=args.as_name)
+        client = LocalChatClient(socket_path(settings), jid, sender=args.as_name)
     except ChatClientError as exc:
         print(f"nanoclaw: {exc}", file=sys.stderr)
         return 1

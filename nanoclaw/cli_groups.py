@@ -104,7 +104,8 @@ def cmd_set(settings: Settings, args: argparse.Namespace) -> int:
         log.close()
     print(f"updated {group.name!r} ({group.jid}); egress {egress_of(group)}")
     accepted, rejected = validate_mounts(mounts, is_main=group.is_main, loader=AllowlistLoader(
-        settings.mount_allowlist_path), home=settings.home, group=group.folder)
+        settings.mount_allowlist_path), home=settings.home, install_root=settings.root,
+        local_chat_socket=settings.local_chat_socket, group=group.folder)
     for mount in accepted:
         print(f"  mount {mount.host_path} -> {mount.container_path}{' (read-only)' if mount.readonly else ''}")
     for rejection in rejected:

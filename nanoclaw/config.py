@@ -1,7 +1,8 @@
 """Settings, read once from the environment and the install's `.env`.
 
 Every runtime path lives under the install root (`NANOCLAW_ROOT`, else the
-current directory) so tests and benchmarks run in throw-away roots. Values
+current directory) so tests and benchmarks run in throw-away roots; only the
+local chat socket is kept outside it, where no container's mount reaches. Values
 are typed and validated here, at start-up: a bad value is one clear error
 naming the key and what it accepts, never a silent fallback (SPEC.md,
 "Where Pro differs" item 6). Secrets read from `.env` stay in this object;
@@ -10,6 +11,7 @@ they are never copied into `os.environ`, so no child process inherits them.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from dataclasses import dataclass, field
@@ -23,6 +25,9 @@ DEFAULT_IDLE_TIMEOUT_MS = 1_800_000
 DEFAULT_CONTAINER_MAX_OUTPUT_BYTES = 10 * 1024 * 1024
 DEFAULT_MAX_MESSAGES_PER_PROMPT = 10
 DEFAULT_MAX_CONCURRENT_CONTAINERS = 5
+LOCAL_CHAT_SOCKET_NAME = "local-chat.sock"
+UNIX_SOCKET_PATH_MAX_BYTES = 107  # the kernel's sun_path holds 108 bytes, the last one a NUL
+INSTALL_KEY_HEX_CHARS = 12  # of sha256(install root): tells two installs' sockets apart
 QUEUE_NAME = "nanoclaw"  # huey's name for our queue in store/queue.db (its rows are keyed by it)
 
 LOG_LEVELS = ("trace", "debug", "info", "warn", "error", "fatal")
@@ -195,6 +200,52 @@ def _telegram_api_url(source: _Source) -> str | None:
     return url
 
 
+def _runtime_dir(environ: dict[str, str]) -> Path | None:
+    """`XDG_RUNTIME_DIR` when it names an absolute folder (the XDG rule: otherwise ignore it)."""
+    raw = (environ.get("XDG_RUNTIME_DIR") or "").strip()
+    return Path(raw) if raw and os.path.isabs(raw) and os.path.isdir(raw) else None
+
+
+def install_key(root: Path) -> str:
+    """A short, stable name for one install root, so two installs never share a socket."""
+    return hashlib.sha256(os.fsencode(root)).hexdigest()[:INSTALL_KEY_HEX_CHARS]
+
+
+def private_runtime_base(runtime_dir: Path | None, uid: int) -> Path:
+    """The folder of this user's nanoclaw sockets: in the runtime dir, else a private one in /tmp."""
+    if runtime_dir is not None:
+        return runtime_dir / "nanoclaw"
+    per_user = Path(f"/run/user/{uid}")
+    if per_user.is_dir():
+        return per_user / "nanoclaw"
+    return Path(f"/tmp/nanoclaw-{uid}")
+
+
+def _local_chat_socket(source: _Source, root: Path) -> Path | None:
+    """`LOCAL_CHAT_SOCKET`: an absolute socket path outside the install (which main's container sees)."""
+    raw = source.get("LOCAL_CHAT_SOCKET")
+    if raw is None:
+        return None
+    path = Path(raw.strip())
+    if not path.is_absolute() or raw.strip().endswith("/"):
+        raise ConfigError("LOCAL_CHAT_SOCKET", f"{raw!r} is not an absolute path to a socket file "
+                          "(accepted: for example /run/user/1000/nanoclaw/local-chat.sock)")
+    path = Path(os.path.normpath(path))
+    real_folder = Path(os.path.realpath(path.parent))
+    if real_folder == root or root in real_folder.parents:
+        raise ConfigError("LOCAL_CHAT_SOCKET", f"{path} is inside the install root {root}, which the main "
+                          "group's container sees; choose a folder outside it (for example under /run/user)")
+    return path
+
+
+def _check_socket_length(path: Path) -> None:
+    size = len(os.fsencode(path))
+    if size > UNIX_SOCKET_PATH_MAX_BYTES:
+        raise ConfigError("LOCAL_CHAT_SOCKET", f"the local chat socket {path} is {size} bytes long, over the "
+                          f"{UNIX_SOCKET_PATH_MAX_BYTES} a Unix socket path may have; set LOCAL_CHAT_SOCKET "
+                          "to a shorter path")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every setting the service runs with; build it with `load_settings()`."""
@@ -218,6 +269,8 @@ class Settings:
     anthropic_base_url: str | None = None
     telegram_api_base_url: str | None = None
     scripted_agent_file: Path | None = None
+    runtime_dir: Path | None = None
+    local_chat_socket_setting: Path | None = None
     secrets: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
@@ -267,6 +320,19 @@ class Settings:
         return self.config_dir / "sender-allowlist.json"
 
     @property
+    def local_chat_socket(self) -> Path:
+        """The local chat's Unix socket, outside the install root and every container mount.
+
+        `LOCAL_CHAT_SOCKET` when set; else `<runtime dir>/nanoclaw/<install key>/local-chat.sock`
+        (the runtime dir is `$XDG_RUNTIME_DIR`, else `/run/user/<uid>`), or
+        `/tmp/nanoclaw-<uid>/<install key>/local-chat.sock` where neither exists.
+        """
+        if self.local_chat_socket_setting is not None:
+            return self.local_chat_socket_setting
+        base = private_runtime_base(self.runtime_dir, os.geteuid())
+        return base / install_key(self.root) / LOCAL_CHAT_SOCKET_NAME
+
+    @property
     def verbose_container_logs(self) -> bool:
         return self.log_level in ("debug", "trace")
 
@@ -294,7 +360,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     idle_timeout = source.integer(
         "IDLE_TIMEOUT", DEFAULT_IDLE_TIMEOUT_MS, 1_000, 7 * 86_400_000, "milliseconds"
     )
-    return Settings(
+    settings = Settings(
         root=root,
         home=home,
         assistant_name=_assistant_name(source),
@@ -320,5 +386,9 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         anthropic_base_url=_base_url(source),
         telegram_api_base_url=_telegram_api_url(source),
         scripted_agent_file=Path(p).expanduser() if (p := source.get("SCRIPTED_AGENT_FILE")) else None,
+        runtime_dir=_runtime_dir(env),
+        local_chat_socket_setting=_local_chat_socket(source, root),
         secrets={key: value for key in SECRET_KEYS if (value := source.get(key))},
     )
+    _check_socket_length(settings.local_chat_socket)
+    return settings

@@ -48,7 +48,7 @@ class RouterProcess:
 
     @property
     def socket(self) -> Path:
-        return socket_path(self.settings.data_dir)
+        return socket_path(self.settings)
 
     def stderr(self) -> str:
         if not self._stderr.closed:

@@ -1,4 +1,4 @@
-"""Mount security (SPEC.md 11): the allowlist file, each validation step, the mode.
+"""Mount security: the allowlist file, the places no mount may reach, each validation step, the mode.
 
 Real folders and symlinks under tmp_path, which stands in for HOME; the
 tables below read as "this path is mounted there" and "this one is refused".
@@ -28,11 +28,16 @@ from jobs.mounts import (
 
 CUSTOM_PATTERNS = ["secret", "password"]
 PROJECTS = {"path": "~/projects", "allowReadWrite": True}
-FOLDERS = ["projects/site", "projects/site2", "projects/.envrc", "projects/my.environment",
-           "projects/secrets-dir/notes", "projects/password-store", "projects2/x", "outside/inner",
-           "outside/site2", ".ssh"]
+FOLDERS = ["apps/nanoclaw/store", "apps/nanoclaw2", "projects/site", "projects/site2", "projects/.envrc",
+           "projects/my.environment", "projects/secrets-dir/notes", "projects/password-store", "projects2/x",
+           "outside/inner", "outside/site2", ".ssh"]
 LINKS = {"projects/link": "projects/site", "projects/innocent": ".ssh", "projects/escape": "outside",
          "projects/hop": "outside/inner", "proj-link": "projects"}
+
+
+def install_of(home: Path) -> Path:
+    """The install root of these tests: a folder of home's, as in a usual desktop install."""
+    return home / "apps" / "nanoclaw"
 
 
 @pytest.fixture
@@ -71,9 +76,11 @@ def allowlist(home, **options) -> MountAllowlist:
     return loaded
 
 
-def check(home, host_path, *, container_path=None, readonly=True, is_main=True, **options):
+def check(home, host_path, *, container_path=None, readonly=True, is_main=True, install_root=None,
+          local_chat_socket=None, **options):
     request = MountRequest(host_path=host_path, container_path=container_path, readonly=readonly)
-    return validate_mount(request, is_main=is_main, allowlist=allowlist(home, **options), home=home)
+    return validate_mount(request, is_main=is_main, allowlist=allowlist(home, **options), home=home,
+                          install_root=install_root or install_of(home), local_chat_socket=local_chat_socket)
 
 
 def accepted(outcome) -> ValidatedMount:
@@ -86,7 +93,7 @@ def refused(outcome) -> str:
     return outcome.reason
 
 
-# --- the allowlist file (11.1) ----------------------------------------------------
+# --- the allowlist file ----------------------------------------------------------
 
 
 def test_missing_allowlist_is_looked_for_again_and_warned_about_on_every_load(home, logged):
@@ -153,14 +160,15 @@ def test_custom_blocked_patterns_are_merged_after_the_defaults_once(home):
 
 
 def test_without_an_allowlist_every_mount_is_refused_naming_the_file(home):
-    outcome = validate_mount(MountRequest(host_path="~/projects/site"), is_main=True, allowlist=None, home=home)
+    outcome = validate_mount(MountRequest(host_path="~/projects/site"), is_main=True, allowlist=None, home=home,
+                             install_root=install_of(home))
     assert refused(outcome) == f"No mount allowlist configured at {default_allowlist_path(home)}"
 
 
 def test_an_invalid_allowlist_refuses_every_mount(home):
     loader = AllowlistLoader(write_allowlist(home, raw="{not json"))
     mounts, rejections = validate_mounts([MountRequest(host_path="~/projects/site")], is_main=True,
-                                         loader=loader, home=home)
+                                         loader=loader, home=home, install_root=install_of(home))
     assert mounts == [] and rejections[0].reason.startswith("No mount allowlist configured at")
 
 
@@ -228,8 +236,8 @@ def test_relative_host_path_resolves_against_the_working_directory(home, monkeyp
 
 
 def test_bare_tilde_is_home(home):
-    mount = accepted(check(home, "~", container_path="home", roots=[{"path": "~", "allowReadWrite": False}]))
-    assert mount.host_path == str(home)
+    reason = refused(check(home, "~", container_path="home", roots=[{"path": "~", "allowReadWrite": False}]))
+    assert reason.startswith(f"Path {home} contains")  # home holds the install: never mountable
 
 
 def test_refusal_outside_the_roots_lists_the_expanded_roots(home):
@@ -254,6 +262,115 @@ def test_root_given_through_a_symlink_is_resolved(home):
     assert accepted(check(home, "~/projects/site", roots=[{"path": "~/proj-link", "allowReadWrite": True}]))
 
 
+# --- places no allowed root reaches -------------------------------------------------------
+
+EVERYTHING = [{"path": "~", "allowReadWrite": True}, {"path": "/", "allowReadWrite": True}]
+INSTALL_WHY = "an agent would read .env and the event log"
+
+
+@pytest.mark.parametrize("host_path,relation", [
+    pytest.param("~/apps/nanoclaw", "is", id="the_root_itself"),
+    pytest.param("~/apps/nanoclaw/store", "is inside", id="a_folder_inside_it"),
+    pytest.param("~/apps", "contains", id="a_folder_holding_it"),
+    pytest.param("~/projects/../apps/nanoclaw/store/", "is inside", id="spelled_with_dotdot"),
+])
+def test_the_install_root_is_refused_whatever_the_allowlist_says(home, host_path, relation):
+    reason = refused(check(home, host_path, container_path="x", roots=EVERYTHING))
+    real = home / host_path[2:]
+    assert reason == f"Path {real.resolve()} {relation} the install root {install_of(home)}: {INSTALL_WHY}"
+
+
+def test_a_link_to_the_install_inside_an_allowed_root_is_refused(home):
+    (home / "projects" / "tools").symlink_to(install_of(home))
+    (home / "projects" / "db").symlink_to(install_of(home) / "store")
+    assert f"is the install root {install_of(home)}" in refused(check(home, "~/projects/tools", container_path="x"))
+    assert f"is inside the install root {install_of(home)}" in refused(check(home, "~/projects/db", container_path="x"))
+
+
+def test_an_install_root_reached_through_a_link_is_compared_by_its_real_path(home):
+    (home / "nc-link").symlink_to(install_of(home))
+    reason = refused(check(home, "~/apps/nanoclaw/store", container_path="x", roots=EVERYTHING,
+                           install_root=home / "nc-link"))
+    assert f"is inside the install root {install_of(home)}" in reason
+
+
+@pytest.mark.parametrize("host_path,relation", [
+    pytest.param("~/.config/nanoclaw", "is", id="the_folder"),
+    pytest.param("~/.config/nanoclaw/backup", "is inside", id="inside_it"),
+    pytest.param("~/.config", "contains", id="holding_it"),
+    pytest.param("~/projects/settings", "contains", id="through_a_link"),
+])
+def test_the_allowlists_folder_is_refused_whatever_the_allowlist_says(home, host_path, relation):
+    (home / ".config" / "nanoclaw" / "backup").mkdir(parents=True)
+    (home / "projects" / "settings").symlink_to(home / ".config")
+    reason = refused(check(home, host_path, container_path="x", roots=EVERYTHING))
+    assert f" {relation} the allowlists' folder {home}/.config/nanoclaw: an agent would read the allowlists" in reason
+
+
+@pytest.mark.parametrize("host_path,relation", [
+    pytest.param("~/.claude", "is", id="the_folder"),
+    pytest.param("~/.claude/projects", "is inside", id="inside_it"),
+    pytest.param("~", "contains", id="holding_it"),
+    pytest.param("~/projects/notes", "is", id="through_a_link"),
+])
+def test_the_claude_login_folder_is_refused_whatever_the_allowlist_says(home, tmp_path_factory, host_path, relation):
+    (home / ".claude" / "projects").mkdir(parents=True)
+    (home / ".claude" / ".credentials.json").write_text('{"claudeAiOauth": {"accessToken": "sk-ant-oat"}}')
+    (home / "projects" / "notes").symlink_to(home / ".claude")
+    elsewhere = tmp_path_factory.mktemp("install")  # the install and the allowlists outside home, so that
+    config = tmp_path_factory.mktemp("config") / "mount-allowlist.json"  # `~` is refused for the login alone
+    outcome = validate_mount(MountRequest(host_path=host_path, container_path="x"), is_main=True,
+                             allowlist=allowlist(home, roots=EVERYTHING), home=home, install_root=elsewhere,
+                             allowlist_path=config)
+    assert refused(outcome) == (f"Path {(home / host_path[2:]).resolve()} {relation} "
+                                f"the Claude login folder {home}/.claude: it holds the real OAuth token "
+                                "(.credentials.json)")
+
+
+def test_the_local_chat_sockets_folder_is_refused_inside_or_containing(home):
+    sock = home / "run" / "nanoclaw" / "abc123" / "local-chat.sock"
+    sock.parent.mkdir(parents=True)
+    for host_path, relation in [("~/run/nanoclaw/abc123", "is"), ("~/run", "contains")]:
+        reason = refused(check(home, host_path, container_path="x", roots=EVERYTHING, local_chat_socket=sock))
+        assert f"{relation} the local chat socket's folder {sock.parent}: an agent could post" in reason
+
+
+@pytest.mark.parametrize("host_path", [
+    "~/apps/nanoclaw2", "~/.config/other", "~/.claude-notes", "~/.claudette/x", "~/projects/site",
+])
+def test_an_ordinary_folder_beside_the_protected_ones_is_still_mounted(home, host_path):
+    for folder in ("~/.config/other", "~/.claude-notes", "~/.claudette/x"):
+        (home / folder[2:]).mkdir(parents=True, exist_ok=True)
+    (home / ".claude").mkdir(exist_ok=True)
+    sock = home / "run" / "k" / "local-chat.sock"
+    mount = accepted(check(home, host_path, container_path="x", roots=EVERYTHING, local_chat_socket=sock))
+    assert mount.host_path == str(home / host_path[2:])
+
+
+def test_validate_mounts_refuses_the_install_and_logs_why(home, logged):
+    loader = AllowlistLoader(write_allowlist(home, roots=EVERYTHING))
+    mounts, rejections = validate_mounts([MountRequest(host_path="~/apps"), MountRequest(host_path="~/projects/site")],
+                                         is_main=True, loader=loader, home=home, install_root=install_of(home))
+    assert [m.host_path for m in mounts] == [str(home / "projects" / "site")]
+    assert "contains the install root" in rejections[0].reason and rejections[0].reason in logged[0]
+
+
+def test_groups_set_says_a_mount_of_the_install_will_be_refused(settings, log, capsys):
+    from nanoclaw.cli import main
+    from router.groups import register_group
+
+    register_group(log, settings, jid="tg:-100", name="Family", folder="family")
+    settings.config_dir.mkdir(parents=True)
+    settings.mount_allowlist_path.write_text(json.dumps(
+        {"allowedRoots": [{"path": "/", "allowReadWrite": True}], "blockedPatterns": [], "nonMainReadOnly": True}))
+    (settings.home / "work").symlink_to(settings.root)
+    assert main(["groups", "set", "family", "--mount", f"{settings.root}:all", "--mount", "~/work:work"]) == 0
+    err = capsys.readouterr().err
+    assert f"mount {settings.root}:all will be refused" not in err  # the spec is parsed into its host path
+    assert f"mount {settings.root} will be refused: Path {settings.root} is the install root" in err
+    assert f"mount ~/work will be refused: Path {settings.root} is the install root" in err
+
+
 # --- step 6: read-only decision ------------------------------------------------------
 
 
@@ -266,18 +383,20 @@ def test_read_only_decision_table(home, is_main, non_main_read_only, allow_read_
     loaded = allowlist(home, roots=[{"path": "~/projects", "allowReadWrite": allow_read_write}],
                        non_main_read_only=non_main_read_only)
     writable = requested is False and allow_read_write and (is_main or not non_main_read_only)
-    mount = accepted(validate_mount(request, is_main=is_main, allowlist=loaded, home=home))
+    mount = accepted(validate_mount(request, is_main=is_main, allowlist=loaded, home=home,
+                                    install_root=install_of(home)))
     assert mount.readonly is (not writable)
 
 
-# --- validate_mounts (11.4) --------------------------------------------------------------
+# --- validate_mounts --------------------------------------------------------------------
 
 
 def test_rejected_mounts_are_logged_and_skipped_while_the_rest_are_mounted(home, logged):
     loader = AllowlistLoader(write_allowlist(home))
     requests = [MountRequest(host_path="~/projects/site"), MountRequest(host_path="~/outside"),
                 MountRequest(host_path="~/projects/site2", readonly=False)]
-    mounts, rejections = validate_mounts(requests, is_main=True, loader=loader, home=home, group="family")
+    mounts, rejections = validate_mounts(requests, is_main=True, loader=loader, home=home,
+                                         install_root=install_of(home), group="family")
     assert [(m.container_path, m.readonly) for m in mounts] == [
         ("/workspace/extra/site", True), ("/workspace/extra/site2", False)]
     assert [r.request.host_path for r in rejections] == ["~/outside"]
@@ -286,7 +405,7 @@ def test_rejected_mounts_are_logged_and_skipped_while_the_rest_are_mounted(home,
 
 def test_no_requests_leave_the_allowlist_unread(home, logged):
     loader = AllowlistLoader(default_allowlist_path(home))
-    assert validate_mounts([], is_main=False, loader=loader, home=home) == ([], [])
+    assert validate_mounts([], is_main=False, loader=loader, home=home, install_root=install_of(home)) == ([], [])
     assert logged == []
 
 
@@ -323,11 +442,12 @@ def test_bad_mount_spec_is_a_clear_error(spec, problem):
 
 def test_parsed_spec_goes_through_the_same_rules(home):
     loaded = allowlist(home)
-    mount = accepted(validate_mount(parse_mount_spec("~/projects/site::rw"), is_main=True, allowlist=loaded, home=home))
+    mount = accepted(validate_mount(parse_mount_spec("~/projects/site::rw"), is_main=True, allowlist=loaded,
+                                    home=home, install_root=install_of(home)))
     assert (mount.host_path, mount.container_path, mount.readonly) == (
         str(home / "projects" / "site"), "/workspace/extra/site", False)
     assert "'..'" in refused(validate_mount(parse_mount_spec("~/projects/site:../x"), is_main=True,
-                                            allowlist=loaded, home=home))
+                                            allowlist=loaded, home=home, install_root=install_of(home)))
 
 
 def test_a_second_mount_at_the_same_container_path_is_refused(tmp_path):
@@ -340,6 +460,6 @@ def test_a_second_mount_at_the_same_container_path_is_refused(tmp_path):
         {"allowedRoots": [{"path": "~", "allowReadWrite": False}], "blockedPatterns": [], "nonMainReadOnly": True}))
     accepted, rejected = validate_mounts(
         [MountRequest(host_path="~/a/site"), MountRequest(host_path="~/b/site")],
-        is_main=True, loader=AllowlistLoader(config / "mount-allowlist.json"), home=home)
+        is_main=True, loader=AllowlistLoader(config / "mount-allowlist.json"), home=home, install_root=install_of(home))
     assert [m.container_path for m in accepted] == ["/workspace/extra/site"]
     assert "already used by an earlier mount" in rejected[0].reason

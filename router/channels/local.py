@@ -1,7 +1,8 @@
 """The local chat: a real channel for a person at a terminal of this machine.
 
-The router listens on a Unix socket under `data/` that only its owner may
-open; `nanoclaw chat` talks to it with JSON lines. JIDs are `local:<name>`.
+The router listens on a Unix socket in a private folder outside the install
+(`Settings.local_chat_socket`) and serves only its own user and root;
+`nanoclaw chat` talks to it with JSON lines. JIDs are `local:<name>`.
 Like a chat platform's servers, the channel keeps every conversation in a
 transcript (`data/local/<name>.jsonl`): a reply is delivered once it is
 written there, whether or not a terminal is attached, and a reply whose
@@ -20,14 +21,19 @@ import msgspec
 from loguru import logger
 
 from events.timefmt import iso_now
+from nanoclaw.config import Settings
 from router.channels import registry
 from router.channels.base import Channel, ChannelContext, InboundMessage
+from router.channels.local_socket import SocketPlaceError, client_refusal, peer_of, prepare_folder
 
 PREFIX = "local:"
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-SOCKET_NAME = "local-chat.sock"
 HISTORY_LINES = 20
-MAX_LINE_BYTES = 1 << 20
+MAX_MESSAGE_BYTES = 256 * 1024  # one request line (JSON); also bounds each connection's read buffer
+MAX_CONNECTIONS = 64  # open at once; more are refused with a message
+HANDSHAKE_TIMEOUT_S = 5.0  # for a connection's first complete request; after it, no idle limit
+PUSH_TIMEOUT_S = 10.0  # a terminal that reads none of its pushes this long is disconnected
+REFUSAL_WRITE_TIMEOUT_S = 1.0
 
 
 _encoder = msgspec.json.Encoder()
@@ -41,8 +47,43 @@ class LocalChatError(Exception):
     """The local chat cannot start (another router holds the socket)."""
 
 
-def socket_path(data_dir: Path) -> Path:
-    return data_dir / SOCKET_NAME
+def socket_path(settings: Settings) -> Path:
+    """Where the router listens and `nanoclaw chat` connects (one place decides: the settings)."""
+    return settings.local_chat_socket
+
+
+class Oversize(msgspec.Struct, frozen=True):
+    """A request line longer than the limit: `size` bytes, or more when `at_least` (not read to its end)."""
+
+    size: int
+    at_least: bool = False
+
+
+async def read_request(reader: asyncio.StreamReader, *, skip_oversize: bool = True) -> bytes | Oversize | None:
+    """The next request line; None at the end; an `Oversize` for one over the reader's limit,
+    skipped to its end when `skip_oversize` (else the connection is to be closed)."""
+    try:
+        return await reader.readuntil(b"\n")
+    except asyncio.IncompleteReadError as exc:
+        return exc.partial or None  # a last line without its newline still counts
+    except asyncio.LimitOverrunError as exc:
+        if not skip_oversize:
+            return Oversize(exc.consumed, at_least=True)
+        return await _skip_line(reader, exc.consumed)
+
+
+async def _skip_line(reader: asyncio.StreamReader, consumed: int) -> Oversize:
+    """Drop the rest of an oversize line, however long, without holding it in memory."""
+    skipped = 0
+    while True:
+        await reader.readexactly(consumed)
+        skipped += consumed
+        try:
+            return Oversize(skipped + len(await reader.readuntil(b"\n")))
+        except asyncio.IncompleteReadError as exc:
+            return Oversize(skipped + len(exc.partial))
+        except asyncio.LimitOverrunError as exc:
+            consumed = exc.consumed
 
 
 def jid_name(jid: str) -> str | None:
@@ -98,15 +139,32 @@ class Transcript:
 
 
 class LocalChannel(Channel):
-    """Serves `nanoclaw chat` clients over a Unix socket."""
+    """Serves `nanoclaw chat` clients over a Unix socket.
+
+    A connection is refused (one error line, then closed) when its peer is
+    not this service's user or root in our pid namespace, or when
+    `max_connections` are open. It gets a `hello` line naming the message
+    limit, must send its first request within `handshake_timeout_s`, and a
+    request over `max_message_bytes` is answered with an error saying so. A
+    terminal that reads none of its pushes for `push_timeout_s` is dropped
+    so it cannot hold up delivery to the others.
+    """
 
     name = "local"
 
-    def __init__(self, ctx: ChannelContext):
+    def __init__(self, ctx: ChannelContext, *, handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S,
+                 max_connections: int = MAX_CONNECTIONS, max_message_bytes: int = MAX_MESSAGE_BYTES,
+                 push_timeout_s: float = PUSH_TIMEOUT_S):
         self.ctx = ctx
-        self.path = socket_path(ctx.settings.data_dir)
+        self.path = socket_path(ctx.settings)
         self.transcripts_dir = ctx.settings.data_dir / "local"
+        self.handshake_timeout_s = handshake_timeout_s
+        self.max_connections = max_connections
+        self.max_message_bytes = max_message_bytes
+        self.push_timeout_s = push_timeout_s
         self._server: asyncio.AbstractServer | None = None
+        self._made_folder = False
+        self._open = 0
         self._subscribers: dict[str, set[asyncio.StreamWriter]] = {}
         self._transcripts: dict[str, Transcript] = {}
 
@@ -119,11 +177,16 @@ class LocalChannel(Channel):
         return self._transcripts[jid]
 
     async def connect(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            made = prepare_folder(self.path.parent)
+        except (SocketPlaceError, OSError) as exc:
+            raise LocalChatError(f"cannot use {self.path.parent} for the local chat socket: {exc}") from exc
+        self._made_folder = self.path.parent in made
         self._claim_socket_path()
         old_umask = os.umask(0o177)
         try:
-            self._server = await asyncio.start_unix_server(self._serve, path=str(self.path), limit=MAX_LINE_BYTES)
+            self._server = await asyncio.start_unix_server(self._serve, path=str(self.path),
+                                                           limit=self.max_message_bytes)
         finally:
             os.umask(old_umask)
         os.chmod(self.path, 0o600)
@@ -131,7 +194,7 @@ class LocalChannel(Channel):
 
     def _claim_socket_path(self) -> None:
         """Remove a socket left by a crashed router; refuse one a live router serves."""
-        if not self.path.exists():
+        if not os.path.lexists(self.path):
             return
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -144,16 +207,22 @@ class LocalChannel(Channel):
         raise LocalChatError(f"another router is already serving {self.path}; stop it first")
 
     async def disconnect(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            for writers in self._subscribers.values():
-                for writer in writers:
-                    writer.close()
-            await self._server.wait_closed()
-            self._server = None
+        if self._server is None:
+            return  # never listened: the socket there, if any, is another router's
+        self._server.close()
+        for writers in self._subscribers.values():
+            for writer in writers:
+                writer.close()
+        await self._server.wait_closed()
+        self._server = None
         for transcript in self._transcripts.values():
             transcript.close()
         self.path.unlink(missing_ok=True)
+        if self._made_folder:
+            try:
+                self.path.parent.rmdir()
+            except OSError:
+                pass  # not empty or already gone: harmless either way
 
     def is_connected(self) -> bool:
         return self._server is not None
@@ -178,31 +247,95 @@ class LocalChannel(Channel):
         for writer in list(self._subscribers.get(jid, ())):
             try:
                 writer.write(data)
-                await writer.drain()
+                await asyncio.wait_for(writer.drain(), self.push_timeout_s)
+            except TimeoutError:
+                logger.warning("local chat {}: a terminal read nothing for {:g} s; disconnected it (what it "
+                               "missed is in the transcript, shown when it attaches again)", jid, self.push_timeout_s)
+                self._subscribers[jid].discard(writer)
+                writer.close()
             except (ConnectionError, RuntimeError):
                 self._subscribers[jid].discard(writer)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        refusal = self._admission(writer)
+        if refusal is not None:
+            await self._refuse(writer, refusal)
+            return
+        self._open += 1
         attached: set[str] = set()
         try:
-            while line := await reader.readline():
-                reply = await self._handle(line, writer, attached)
-                if reply is not None:
-                    writer.write(_line(reply))
-                    await writer.drain()
-        except (ConnectionError, asyncio.LimitOverrunError, ValueError) as exc:
+            writer.write(_line({"op": "hello", "max_message_bytes": self.max_message_bytes}))
+            await self._converse(reader, writer, attached)
+        except (ConnectionError, ValueError) as exc:
             logger.debug("local chat client went away: {}", exc)
         finally:
+            self._open -= 1
             for jid in attached:
                 self._subscribers.get(jid, set()).discard(writer)
             writer.close()
+
+    def _admission(self, writer: asyncio.StreamWriter) -> str | None:
+        """Why this new connection is refused (logged), or None to serve it."""
+        peer = peer_of(writer.get_extra_info("socket"))
+        if (why := client_refusal(peer)) is not None:
+            logger.warning("local chat: refused a connection from uid {} (pid {}): {}", peer.uid, peer.pid, why)
+            return why
+        if self._open >= self.max_connections:
+            logger.warning("local chat: refused a connection from pid {}: {} connections are open, the most "
+                           "it serves", peer.pid, self._open)
+            return (f"the local chat already has {self._open} connections open, the most it serves; "
+                    "close one and try again")
+        return None
+
+    async def _refuse(self, writer: asyncio.StreamWriter, reason: str) -> None:
+        writer.write(_line({"op": "error", "message": reason}))
+        try:
+            await asyncio.wait_for(writer.drain(), REFUSAL_WRITE_TIMEOUT_S)
+        except (TimeoutError, ConnectionError):
+            pass
+        writer.close()
+
+    async def _converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, attached: set[str]) -> None:
+        """Answer requests until the client leaves.
+
+        The first must come within the handshake timeout and fit the limit:
+        a connection that has sent nothing valid yet is not worth reading on.
+        """
+        try:
+            request = await asyncio.wait_for(read_request(reader, skip_oversize=False), self.handshake_timeout_s)
+        except TimeoutError:
+            logger.info("local chat: closed a connection that sent no request within {:g} s",
+                        self.handshake_timeout_s)
+            writer.write(_line({"op": "error", "message": (
+                f"no request within {self.handshake_timeout_s:g} s of connecting; closing")}))
+            return
+        while request is not None:
+            reply = (self._oversize(request) if isinstance(request, Oversize)
+                     else await self._handle(request, writer, attached))
+            if reply is not None:
+                writer.write(_line(reply))
+                await writer.drain()
+            if isinstance(request, Oversize) and request.at_least:
+                return
+            request = await read_request(reader)
+
+    def _oversize(self, request: Oversize) -> dict:
+        logger.warning("local chat: refused a message of {:,} bytes (the limit is {:,})", request.size,
+                       self.max_message_bytes)
+        size = f"over {request.size:,}" if request.at_least else f"{request.size:,}"
+        return {"op": "error", "message": (
+            f"message too large: {size} bytes, and the local chat takes at most "
+            f"{self.max_message_bytes:,} bytes ({self.max_message_bytes // 1024} KiB) per message; "
+            f"nothing was recorded{'; closing' if request.at_least else ''}")}
 
     async def _handle(self, line: bytes, writer: asyncio.StreamWriter, attached: set[str]) -> dict | None:
         try:
             request = msgspec.json.decode(line)
             op, jid = request["op"], request["jid"]
+            if not isinstance(op, str) or not isinstance(jid, str):
+                raise TypeError("op and jid must be strings")
         except (msgspec.DecodeError, KeyError, TypeError):
-            return {"op": "error", "message": "each line must be a JSON object with 'op' and 'jid'"}
+            return {"op": "error", "message": "each line must be a JSON object with 'op' and 'jid' (strings)"}
         if jid_name(jid) is None:
             return {"op": "error", "message": f"{jid!r} is not a local chat id (local:<name>)"}
         if jid not in self.ctx.registered_groups() and jid not in self.ctx.registered_groups(fresh=True):
