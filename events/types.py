@@ -363,6 +363,23 @@ class SessionCleared(Event):
     reason: str
 
 
+# --- the host's own safety ---------------------------------------------------
+
+
+class HostPathRefused(Event):
+    """The host would not act on a path an agent could have planted (a link, a hard link, a folder).
+
+    `operation` is what the host was doing, `reason` what it found; it carried
+    on without that step.
+    """
+
+    STREAM: ClassVar[str] = "folder"
+    folder: str
+    path: str
+    operation: str
+    reason: str
+
+
 AnyEvent = (
     MessageReceived
     | ChatSeen
@@ -387,6 +404,7 @@ AnyEvent = (
     | TaskRunFinished
     | SessionUpdated
     | SessionCleared
+    | HostPathRefused
 )
 
 EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in AnyEvent.__args__}
