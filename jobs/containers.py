@@ -5,7 +5,7 @@ pulling), attach before start so no output is missed, send the input and
 half-close stdin, read stdout frames in a thread and hand each result to the
 caller within milliseconds of the container printing it. Credentials travel
 only on stdin, so `docker inspect` shows none. Timeouts follow SPEC 7.7, the
-idle close SPEC 6.5, and every run leaves its log file (SPEC 7.8).
+idle close SPEC 6.5, and every run leaves its log file in `logs/runs/<folder>/`.
 """
 
 from __future__ import annotations
@@ -23,19 +23,24 @@ from docker.utils.socket import frames_iter
 from loguru import logger
 from requests.exceptions import RequestException
 
+from events import EventLog
 from events.timefmt import iso_now
 from jobs import container_log
 from jobs.output_parser import AgentResult, OutputParser
 from jobs.runtime import LABEL_GROUP, LABEL_INSTALL, LABEL_RUN, client
 from jobs.workspace import CONTAINER_HOME, Mount, base_mounts, container_user
+from nanoclaw.agent_paths import OnRefused, PathRefused, closing_fd, open_under, warn_refusal, write_file
 from nanoclaw.config import Settings
 from nanoclaw.faults import fault_point
+from router.refusals import recorder
+from router.trigger_stage import INPUT_DIR
 
 IDLE_GRACE_MS = 30_000
 STDERR_TAIL_CHARS = 200
 PIDS_LIMIT = 512
 MEMORY_LIMIT = "2g"
 STOP_GRACE_S = 1
+CLOSE_SENTINEL = "_close"
 
 
 class AgentInput(msgspec.Struct, kw_only=True):
@@ -135,14 +140,21 @@ def hard_timeout_ms(settings: Settings, group_timeout_ms: int | None) -> int:
     return max(configured, settings.idle_timeout_ms + IDLE_GRACE_MS)
 
 
-def request_close(settings: Settings, folder: str) -> None:
-    """Ask a group's running agent to finish: the `_close` sentinel (SPEC 6.5)."""
-    path = settings.ipc_dir / folder / "input" / "_close"
+def request_close(settings: Settings, folder: str, on_refused: OnRefused = warn_refusal) -> bool:
+    """Ask a group's running agent to finish: the `_close` sentinel, renamed over whatever the agent put there."""
+    shown = settings.ipc_dir / folder / INPUT_DIR / CLOSE_SENTINEL
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch()
+        fd = open_under(settings.ipc_dir, (folder, INPUT_DIR))
+        if fd is None:
+            return False
+        with closing_fd(fd):
+            write_file(fd, CLOSE_SENTINEL, b"", shown=shown)
+        return True
+    except PathRefused as refused:
+        on_refused("ask the agent to finish", refused)
     except OSError as exc:
         logger.warning("could not write the close sentinel for {}: {}", folder, exc)
+    return False
 
 
 class _Capture:
@@ -167,8 +179,9 @@ class _Capture:
 class ContainerRunner:
     """Starts agent containers for this install and reports how they ended."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, log: EventLog | None = None):
         self.settings = settings
+        self.log = log  # where refusals to touch planted paths are recorded; None: the journal only
         self._engine = None
         self._engine_lock = threading.Lock()
 
@@ -191,7 +204,11 @@ class ContainerRunner:
         name = spec.name or container_name(spec.folder)
         started_iso, started = iso_now(), time.monotonic()
         user, chown = container_user()
-        mounts = base_mounts(self.settings, spec.folder, is_main=spec.is_main, chown=chown) + spec.extra_mounts
+        try:
+            mounts = base_mounts(self.settings, spec.folder, is_main=spec.is_main, chown=chown,
+                                 on_refused=self._on_refused(spec.folder)) + spec.extra_mounts
+        except (PathRefused, OSError) as exc:
+            return RunResult("error", name, error=f"Workspace not prepared: {exc}")
         try:
             engine = self._client()
             container = self._create(engine, spec, name, user, mounts)
@@ -208,8 +225,11 @@ class ContainerRunner:
                 logger.warning("could not remove container {}: {}", name, exc)
                 self._forget_client()
         result.duration_ms = int((time.monotonic() - started) * 1000)
-        result.log_file = str(self._write_log(spec, name, started_iso, result, record, user, mounts))
+        result.log_file = self._write_log(spec, name, started_iso, result, record, user, mounts)
         return result
+
+    def _on_refused(self, folder: str) -> OnRefused:
+        return recorder(self.log, folder) if self.log is not None else warn_refusal
 
     def _create(self, engine, spec: RunSpec, name: str, user: str, mounts: list[Mount]):
         return engine.containers.create(
@@ -244,7 +264,7 @@ class ContainerRunner:
                     pass
 
         hard = _Deadline(on_hard_timeout)
-        idle = _Deadline(lambda: request_close(self.settings, spec.folder))
+        idle = _Deadline(lambda: request_close(self.settings, spec.folder, self._on_refused(spec.folder)))
 
         def handle(result: AgentResult) -> None:
             state["outputs"] += 1
@@ -305,7 +325,7 @@ class ContainerRunner:
             logger.debug("{}: output stream closed: {}", folder, exc)
 
     def _write_log(self, spec: RunSpec, name: str, started_iso: str, result: RunResult, captured,
-                   user: str, mounts: list[Mount]):
+                   user: str, mounts: list[Mount]) -> str | None:
         stdout, stderr = captured
         summary = msgspec.to_builtins(spec.input)
         summary["secrets"] = {key: "****" for key in spec.input.secrets}
@@ -321,9 +341,14 @@ class ContainerRunner:
             stdout=stdout.text(), stderr=stderr.text(),
             stdout_truncated=stdout.truncated, stderr_truncated=stderr.truncated,
         )
-        path = container_log.log_path(self.settings.groups_dir / spec.folder / "logs", started_iso)
-        return container_log.write(path, record, verbose=self.settings.verbose_container_logs,
-                                   failed=result.status == "error", secrets=list(spec.input.secrets.values()))
+        try:
+            path = container_log.write(self.settings.logs_dir, spec.folder, record,
+                                       verbose=self.settings.verbose_container_logs,
+                                       failed=result.status == "error", secrets=list(spec.input.secrets.values()))
+        except (PathRefused, OSError) as exc:
+            logger.warning("{}: the run log of {} was not written: {}", spec.folder, name, exc)
+            return None
+        return str(path)
 
 
 def _outcome(name: str, exit_code: int | None, state: dict, stderr: str, spec: RunSpec,

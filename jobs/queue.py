@@ -37,11 +37,12 @@ def event_log() -> EventLog:
 def container_runner():
     """The worker's one container runner (and so one Docker client) for every job."""
     global _runner
+    log = event_log()
     with _log_lock:
         if _runner is None:
             from jobs.containers import ContainerRunner
 
-            _runner = ContainerRunner(settings)
+            _runner = ContainerRunner(settings, log)
         return _runner
 
 
