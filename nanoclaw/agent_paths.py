@@ -78,7 +78,10 @@ def open_dir(name: str, dir_fd: int | None = None) -> int | None:
     except OSError as exc:
         if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
             raise
-        link = stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+        try:
+            link = stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+        except FileNotFoundError:
+            return None  # gone since: as missing as if it had never been there
         raise NotRealDir("a symbolic link (never followed)" if link else "not a directory") from exc
 
 
@@ -89,25 +92,34 @@ def open_base(base: Path, *, create: bool) -> int | None:
     try:
         return os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except FileNotFoundError:
+        if create:
+            raise PathRefused(base, "vanished while being made") from None
         return None
 
 
 def open_child(dir_fd: int, name: str, *, create: bool = False, mode: int = 0o755,
                shown: Path | str = "") -> int | None:
     """The folder `name` inside `dir_fd`, made if asked; PathRefused for anything but a real folder."""
-    if create:
+    for _ in range(TEMP_TRIES):  # made, then removed by someone else before we opened it: again
+        if create:
+            try:
+                os.mkdir(name, mode, dir_fd=dir_fd)
+            except FileExistsError:
+                pass
         try:
-            os.mkdir(name, mode, dir_fd=dir_fd)
-        except FileExistsError:
-            pass
-    try:
-        return open_dir(name, dir_fd)
-    except NotRealDir as problem:
-        raise PathRefused(shown or name, f"is {problem}") from None
+            fd = open_dir(name, dir_fd)
+        except NotRealDir as problem:
+            raise PathRefused(shown or name, f"is {problem}") from None
+        if fd is not None or not create:
+            return fd
+    raise PathRefused(shown or name, "kept vanishing while being made")
 
 
 def open_under(base: Path, parts: Sequence[str], *, create: bool = False, mode: int = 0o755) -> int | None:
-    """`base/parts...` opened one folder at a time without following links; None if missing."""
+    """`base/parts...` opened one folder at a time without following links.
+
+    None if missing; with `create`, missing folders are made and the result is never None.
+    """
     fd = open_base(base, create=create)
     shown = base
     for part in parts:
@@ -130,15 +142,19 @@ def ensure_own_dir(dir_fd: int, name: str, *, shown: Path, mode: int = 0o755) ->
 
     Returns the folder's descriptor and, when something had to go, what it was.
     """
-    try:
-        fd = open_child(dir_fd, name, create=True, mode=mode, shown=shown)
-        assert fd is not None
-        return fd, None
-    except PathRefused as refused:
-        os.unlink(name, dir_fd=dir_fd)  # removes the link or file itself, never what it points to
-        fd = open_child(dir_fd, name, create=True, mode=mode, shown=shown)
-        assert fd is not None
-        return fd, refused.reason
+    replaced = None
+    for _ in range(TEMP_TRIES):
+        try:
+            fd = open_child(dir_fd, name, create=True, mode=mode, shown=shown)
+            assert fd is not None  # open_child with create returns a folder or raises
+            return fd, replaced
+        except PathRefused as refused:
+            replaced = refused.reason.removeprefix("is ")
+            try:
+                os.unlink(name, dir_fd=dir_fd)  # the link or file itself, never what it points to
+            except (FileNotFoundError, IsADirectoryError):
+                pass
+    raise PathRefused(shown, "kept changing; no folder could be made there")
 
 
 def write_file(dir_fd: int, name: str, data: bytes, *, mode: int = 0o644,

@@ -46,7 +46,8 @@ def write_input_file(settings: Settings, folder: str, text: str, name: str | Non
     The folder is the agent's: it is opened without following links and the
     file is made under a fresh temporary name, then renamed over whatever the
     agent put at `name` (a planted link is replaced, never written through).
-    Raises PathRefused when that cannot be done safely.
+    Raises PathRefused when that cannot be done safely. `name` is normally a
+    fresh one; a given name stands for one an agent predicted.
     """
     directory = settings.ipc_dir / folder / INPUT_DIR
     name = name or input_file_name()
