@@ -5,7 +5,7 @@ pulling), attach before start so no output is missed, send the input and
 half-close stdin, read stdout frames in a thread and hand each result to the
 caller within milliseconds of the container printing it. Credentials travel
 only on stdin, so `docker inspect` shows none. Timeouts follow SPEC 7.7, the
-idle close SPEC 6.5, and every run leaves its log file in `logs/runs/<folder>/`.
+idle close SPEC 6.5, and every run leaves its log file (SPEC 7.8).
 """
 
 from __future__ import annotations
