@@ -407,6 +407,21 @@ class EgressChecked(Event):
     policy: str
     address: str | None = None
     reason: str | None = None
+# --- the host's own safety ---------------------------------------------------
+
+
+class HostPathRefused(Event):
+    """The host would not act on a path an agent could have planted (a link, a hard link, a folder).
+
+    `operation` is what the host was doing, `reason` what it found; it carried
+    on without that step.
+    """
+
+    STREAM: ClassVar[str] = "folder"
+    folder: str
+    path: str
+    operation: str
+    reason: str
 
 
 AnyEvent = (
@@ -435,6 +450,7 @@ AnyEvent = (
     | SessionCleared
     | ModelCalled
     | EgressChecked
+    | HostPathRefused
 )
 
 EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in AnyEvent.__args__}

@@ -34,6 +34,7 @@ from router.allowlist import AllowlistFile
 from router.groups import Group, group_from_row
 from router.history import cursor_of, pending_messages, prompt_for, run_in_progress, window_wakes
 from router.prompt import clean_output
+from router.refusals import recorder
 from router.snapshots import write_groups_snapshot, write_tasks_snapshot
 
 MAX_RETRIES = 5
@@ -73,7 +74,7 @@ class AgentRun:
     def __init__(self, settings: Settings, log: EventLog, runner: ContainerRunner | None = None):
         self.settings = settings
         self.log = log
-        self.runner = runner or ContainerRunner(settings)
+        self.runner = runner or ContainerRunner(settings, log)
         self.allowlist = AllowlistFile(settings.sender_allowlist_path)
         self.mounts = AllowlistLoader(settings.mount_allowlist_path)
 
@@ -84,7 +85,7 @@ class AgentRun:
             if isinstance(plan, str):
                 return plan
             # before the lease shows: once it does, the trigger stage pipes follow-ups into input/
-            clear_input(self.settings, folder)
+            clear_input(self.settings, folder, recorder(tx, folder))
             tx.append(t.AgentRunStarted(
                 run_id=plan.run_id, folder=folder, chat_jid=plan.group.jid, container=plan.container,
                 from_seq=plan.from_seq, through_seq=plan.through_seq,

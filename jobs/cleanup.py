@@ -1,73 +1,135 @@
-"""Daily clean-up of what agents leave behind (SPEC 12.5), sessions in use spared.
+"""Daily clean-up of what agents leave behind, sessions in use spared.
 
 Old conversation transcripts, debug, todo and telemetry files of the Claude
 Code CLI, and old per-run container logs are deleted; anything that names a
 session still recorded in `sessions` stays. The 60 s pass runs it when the
 last clean-up is a day old, so a machine that was off at night still gets it.
+The `.claude` folders are the agents' own, so every folder is opened without
+following links and every deletion acts on a name inside it: a planted link
+is deleted itself, never its target, and the walk never leaves the tree.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from loguru import logger
 
 from events import EventLog
+from jobs.container_log import RUNS_DIR
+from nanoclaw.agent_paths import OnRefused, PathRefused, closing_fd, open_under, remove_entry, warn_refusal
 from nanoclaw.config import Settings
+from router.refusals import recorder
 
 DAY_S = 86_400
 INTERVAL_S = DAY_S
 STAMP = "last-cleanup"
+TRANSCRIPTS = ("projects", "-workspace-group")
+CLEANUP = "clean up"
 
 
-def _older_than(path: Path, days: int, now: float) -> bool:
+@dataclass(frozen=True)
+class Doomed:
+    """One entry to delete: `name` inside `base/parts...`, each folder opened without following links."""
+
+    base: Path
+    parts: tuple[str, ...]
+    name: str
+
+    @property
+    def path(self) -> Path:
+        return self.base.joinpath(*self.parts, self.name)
+
+
+def _entries(base: Path, parts: tuple[str, ...], on_refused: OnRefused) -> dict[str, os.stat_result]:
+    """The names in `base/parts...` with their own (never a link target's) status; {} if missing."""
     try:
-        return now - path.lstat().st_mtime > days * DAY_S
-    except FileNotFoundError:
-        return False
+        fd = open_under(base, parts)
+    except PathRefused as refused:
+        on_refused(CLEANUP, refused)
+        return {}
+    if fd is None:
+        return {}
+    found = {}
+    with closing_fd(fd):
+        for name in os.listdir(fd):
+            try:
+                found[name] = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+    return found
 
 
-def _remove(path: Path) -> int:
-    """Delete a file or a folder tree; returns the bytes freed."""
-    if path.is_dir() and not path.is_symlink():
-        freed = sum(_remove(child) for child in path.iterdir())
-        path.rmdir()
-        return freed
-    size = path.lstat().st_size
-    path.unlink()
-    return size
+def _old(info: os.stat_result, days: int, now: float) -> bool:
+    return now - info.st_mtime > days * DAY_S
 
 
-def candidates(settings: Settings, active: set[str], now: float) -> list[Path]:
-    """Everything the clean-up would delete now."""
-    doomed: list[Path] = []
-    for claude in (settings.data_dir / "sessions").glob("*/.claude"):
-        for transcript in (claude / "projects" / "-workspace-group").glob("*.jsonl"):
-            if transcript.stem not in active and _older_than(transcript, 7, now):
-                doomed.append(transcript)
-                if (tool_results := transcript.with_suffix("")).is_dir():
-                    doomed.append(tool_results)
-        keep_debug = {"latest"} | {f"{sid}.txt" for sid in active}
-        doomed += [p for p in (claude / "debug").glob("*") if p.name not in keep_debug and _older_than(p, 3, now)]
-        for folder, days in (("todos", 3), ("telemetry", 7)):
-            doomed += [p for p in (claude / folder).glob("*")
-                       if not any(sid in p.name for sid in active) and _older_than(p, days, now)]
-    doomed += [p for p in settings.groups_dir.glob("*/logs/*") if _older_than(p, 7, now)]
+def _session_candidates(sessions: Path, group: str, active: set[str], now: float,
+                        on_refused: OnRefused) -> list[Doomed]:
+    home = (group, ".claude")
+    doomed: list[Doomed] = []
+    transcripts = _entries(sessions, home + TRANSCRIPTS, on_refused)
+    for name, info in transcripts.items():
+        stem = name.removesuffix(".jsonl")
+        if name.endswith(".jsonl") and stem not in active and _old(info, 7, now):
+            doomed.append(Doomed(sessions, home + TRANSCRIPTS, name))
+            if stem in transcripts and stat.S_ISDIR(transcripts[stem].st_mode):
+                doomed.append(Doomed(sessions, home + TRANSCRIPTS, stem))
+    keep_debug = {"latest"} | {f"{sid}.txt" for sid in active}
+    doomed += [Doomed(sessions, home + ("debug",), name)
+               for name, info in _entries(sessions, home + ("debug",), on_refused).items()
+               if name not in keep_debug and _old(info, 3, now)]
+    for folder, days in (("todos", 3), ("telemetry", 7)):
+        doomed += [Doomed(sessions, home + (folder,), name)
+                   for name, info in _entries(sessions, home + (folder,), on_refused).items()
+                   if not any(sid in name for sid in active) and _old(info, days, now)]
     return doomed
+
+
+def candidates(settings: Settings, active: set[str], now: float,
+               refused_by: dict[str, OnRefused] | None = None) -> list[Doomed]:
+    """Everything the clean-up would delete now; `refused_by` gives each group's refusal callback."""
+    def on_refused(group: str) -> OnRefused:
+        return (refused_by or {}).get(group, warn_refusal)
+
+    doomed: list[Doomed] = []
+    sessions = settings.data_dir / "sessions"
+    for group in sorted(_entries(settings.data_dir, ("sessions",), on_refused("sessions"))):
+        doomed += _session_candidates(sessions, group, active, now, on_refused(group))
+    runs = settings.logs_dir / RUNS_DIR
+    for group in sorted(_entries(settings.logs_dir, (RUNS_DIR,), on_refused("runs"))):
+        doomed += [Doomed(runs, (group,), name) for name, info in _entries(runs, (group,), on_refused(group)).items()
+                   if name.startswith("container-") and _old(info, 7, now)]
+    return doomed
+
+
+def _remove(doomed: Doomed) -> int:
+    """Delete one entry through its folder's descriptor; returns the bytes freed."""
+    fd = open_under(doomed.base, doomed.parts)
+    if fd is None:
+        return 0
+    with closing_fd(fd):
+        return remove_entry(fd, doomed.name)
 
 
 def run_cleanup(settings: Settings, log: EventLog, *, dry_run: bool = False) -> tuple[int, int]:
     """Delete what is old and unused; returns (items, bytes freed)."""
     active = {row["session_id"] for row in log.query("SELECT session_id FROM sessions")}
-    now = time.time()
-    doomed = candidates(settings, active, now)
+    folders = {row["folder"] for row in log.query("SELECT folder FROM groups")}
+    record = {folder: recorder(log, folder) for folder in folders}
+    doomed = candidates(settings, active, time.time(), record)
     freed = 0
-    for path in doomed:
+    for entry in doomed:
         try:
-            freed += 0 if dry_run else _remove(path)
+            freed += 0 if dry_run else _remove(entry)
+        except PathRefused as refused:
+            record.get(entry.parts[0], warn_refusal)(CLEANUP, refused)
         except OSError as exc:
-            logger.warning("clean-up could not delete {}: {}", path, exc)
+            logger.warning("clean-up could not delete {}: {}", entry.path, exc)
     logger.info("clean-up {}: {} item(s), about {} KiB", "would delete" if dry_run else "deleted",
                 len(doomed), freed // 1024)
     return len(doomed), freed

@@ -1,8 +1,10 @@
-"""The per-run log file, `groups/<folder>/logs/container-<timestamp>.log` (SPEC 7.8).
+"""The per-run log file, `logs/runs/<folder>/container-<timestamp>.log`.
 
 Written once per container run with v1's sections, plus what Pro adds: every
 secret value masked, so the file can be read and shared without leaking a
-key. The prompt itself is written only when LOG_LEVEL is debug or trace.
+key. The prompt itself is written only when LOG_LEVEL is debug or trace. It
+lives in the install's logs, which no container sees, so no agent can plant a
+link where the host writes it or read another run's log.
 """
 
 from __future__ import annotations
@@ -11,7 +13,11 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nanoclaw.agent_paths import closing_fd, create_file, open_under
 from nanoclaw.logs import mask_secrets
+
+RUNS_DIR = "runs"
+LOG_MODE = 0o600
 
 
 @dataclass
@@ -37,8 +43,13 @@ class RunRecord:
     stderr_truncated: bool = False
 
 
-def log_path(logs_dir: Path, started_iso: str) -> Path:
-    return logs_dir / f"container-{started_iso.replace(':', '-').replace('.', '-')}.log"
+def run_logs_dir(logs_dir: Path, folder: str) -> Path:
+    """`logs/runs/<folder>`: the group's run logs."""
+    return logs_dir / RUNS_DIR / folder
+
+
+def log_name(started_iso: str) -> str:
+    return f"container-{started_iso.replace(':', '-').replace('.', '-')}.log"
 
 
 def render(record: RunRecord, *, verbose: bool, failed: bool) -> str:
@@ -70,7 +81,17 @@ def render(record: RunRecord, *, verbose: bool, failed: bool) -> str:
     return "\n".join(lines)
 
 
-def write(path: Path, record: RunRecord, *, verbose: bool, failed: bool, secrets: list[str]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(mask_secrets(render(record, verbose=verbose, failed=failed), secrets), encoding="utf-8")
-    return path
+def write(logs_dir: Path, folder: str, record: RunRecord, *, verbose: bool, failed: bool,
+          secrets: list[str]) -> Path:
+    """Write the run's log as a new file (`-1`, `-2`... when two runs start in the same millisecond)."""
+    directory = run_logs_dir(logs_dir, folder)
+    data = mask_secrets(render(record, verbose=verbose, failed=failed), secrets).encode("utf-8")
+    fd = open_under(logs_dir, (RUNS_DIR, folder), create=True, mode=0o700)
+    assert fd is not None
+    base = log_name(record.started_iso)
+    with closing_fd(fd):
+        name, number = base, 0
+        while not create_file(fd, name, data, mode=LOG_MODE, shown=directory / name):
+            number += 1
+            name = base.replace(".log", f"-{number}.log")
+    return directory / name

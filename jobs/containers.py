@@ -33,15 +33,19 @@ from jobs.gateway import API_PORT, CONTAINER_DIR, PROXY_PORT, Gateway, RunAccess
 from jobs.output_parser import AgentResult, OutputParser
 from jobs.runtime import LABEL_GROUP, LABEL_INSTALL, LABEL_RUN, client
 from jobs.workspace import CONTAINER_HOME, Mount, base_mounts, container_user
+from nanoclaw.agent_paths import OnRefused, PathRefused, closing_fd, open_under, warn_refusal, write_file
 from nanoclaw.config import Settings
 from nanoclaw.faults import fault_point
 from router.egress import DEFAULT_EGRESS
+from router.refusals import recorder
+from router.trigger_stage import INPUT_DIR
 
 IDLE_GRACE_MS = 30_000
 STDERR_TAIL_CHARS = 200
 PIDS_LIMIT = 512
 MEMORY_LIMIT = "2g"
 STOP_GRACE_S = 1
+CLOSE_SENTINEL = "_close"
 
 
 class AgentInput(msgspec.Struct, kw_only=True):
@@ -142,14 +146,21 @@ def hard_timeout_ms(settings: Settings, group_timeout_ms: int | None) -> int:
     return max(configured, settings.idle_timeout_ms + IDLE_GRACE_MS)
 
 
-def request_close(settings: Settings, folder: str) -> None:
-    """Ask a group's running agent to finish: the `_close` sentinel (SPEC 6.5)."""
-    path = settings.ipc_dir / folder / "input" / "_close"
+def request_close(settings: Settings, folder: str, on_refused: OnRefused = warn_refusal) -> bool:
+    """Ask a group's running agent to finish: the `_close` sentinel, renamed over whatever the agent put there."""
+    shown = settings.ipc_dir / folder / INPUT_DIR / CLOSE_SENTINEL
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch()
+        fd = open_under(settings.ipc_dir, (folder, INPUT_DIR))
+        if fd is None:
+            return False
+        with closing_fd(fd):
+            write_file(fd, CLOSE_SENTINEL, b"", shown=shown)
+        return True
+    except PathRefused as refused:
+        on_refused("ask the agent to finish", refused)
     except OSError as exc:
         logger.warning("could not write the close sentinel for {}: {}", folder, exc)
+    return False
 
 
 class _Capture:
@@ -174,11 +185,12 @@ class _Capture:
 class ContainerRunner:
     """Starts agent containers for this install and reports how they ended."""
 
-    def __init__(self, settings: Settings, record: Callable[[Event], object] | None = None):
+    def __init__(self, settings: Settings, log: EventLog | None = None):
         self.settings = settings
+        self.log = log  # where refusals to touch planted paths are recorded; None: the journal only
         self._engine = None
         self._engine_lock = threading.Lock()
-        self.gateway = Gateway(settings, record or _LogRecorder(settings))
+        self.gateway = Gateway(settings, log.append if log is not None else _LogRecorder(settings))
         self._warned_network = False
 
     def _client(self):
@@ -211,7 +223,11 @@ class ContainerRunner:
     def _run_with_gateway(self, spec: RunSpec, access: RunAccess, name: str, started_iso: str, started: float,
                           on_output, on_started) -> RunResult:
         user, chown = container_user()
-        mounts = base_mounts(self.settings, spec.folder, is_main=spec.is_main, chown=chown) + spec.extra_mounts
+        try:
+            mounts = base_mounts(self.settings, spec.folder, is_main=spec.is_main, chown=chown,
+                                 on_refused=self._on_refused(spec.folder)) + spec.extra_mounts
+        except (PathRefused, OSError) as exc:
+            return RunResult("error", name, error=f"Workspace not prepared: {exc}")
         mounts.append(Mount(str(access.directory), CONTAINER_DIR, True))
         spec.input.gateway = {"token": access.token, "socketDir": CONTAINER_DIR, "apiPort": API_PORT,
                               "proxyPort": PROXY_PORT}
@@ -231,9 +247,11 @@ class ContainerRunner:
                 logger.warning("could not remove container {}: {}", name, exc)
                 self._forget_client()
         result.duration_ms = int((time.monotonic() - started) * 1000)
-        result.log_file = str(self._write_log(spec, name, started_iso, result, record, user, mounts,
-                                              [access.token]))
+        result.log_file = self._write_log(spec, name, started_iso, result, record, user, mounts, [access.token])
         return result
+
+    def _on_refused(self, folder: str) -> OnRefused:
+        return recorder(self.log, folder) if self.log is not None else warn_refusal
 
     def network(self, spec: RunSpec) -> str:
         """`none` unless the owner opted out (CONTAINER_NETWORK): then say once what that gives away."""
@@ -278,7 +296,7 @@ class ContainerRunner:
                     pass
 
         hard = _Deadline(on_hard_timeout)
-        idle = _Deadline(lambda: request_close(self.settings, spec.folder))
+        idle = _Deadline(lambda: request_close(self.settings, spec.folder, self._on_refused(spec.folder)))
 
         def handle(result: AgentResult) -> None:
             state["outputs"] += 1
@@ -339,7 +357,7 @@ class ContainerRunner:
             logger.debug("{}: output stream closed: {}", folder, exc)
 
     def _write_log(self, spec: RunSpec, name: str, started_iso: str, result: RunResult, captured,
-                   user: str, mounts: list[Mount], masked: list[str]):
+                   user: str, mounts: list[Mount], masked: list[str]) -> str | None:
         stdout, stderr = captured
         summary = msgspec.to_builtins(spec.input)
         record = container_log.RunRecord(
@@ -354,14 +372,18 @@ class ContainerRunner:
             stdout=stdout.text(), stderr=stderr.text(),
             stdout_truncated=stdout.truncated, stderr_truncated=stderr.truncated,
         )
-        path = container_log.log_path(self.settings.groups_dir / spec.folder / "logs", started_iso)
-        return container_log.write(path, record, verbose=self.settings.verbose_container_logs,
-                                   failed=result.status == "error",
-                                   secrets=[*masked, *self.settings.secrets.values()])
+        try:
+            path = container_log.write(self.settings.logs_dir, spec.folder, record,
+                                       verbose=self.settings.verbose_container_logs, failed=result.status == "error",
+                                       secrets=[*masked, *self.settings.secrets.values()])
+        except (PathRefused, OSError) as exc:
+            logger.warning("{}: the run log of {} was not written: {}", spec.folder, name, exc)
+            return None
+        return str(path)
 
 
 class _LogRecorder:
-    """Records gateway events into the install's event log, opened on first use."""
+    """Records gateway events into the install's event log, opened on first use (runners made without one)."""
 
     def __init__(self, settings: Settings):
         self.settings = settings

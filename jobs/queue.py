@@ -42,7 +42,7 @@ def container_runner():
         if _runner is None:
             from jobs.containers import ContainerRunner
 
-            _runner = ContainerRunner(settings, record=log.append)
+            _runner = ContainerRunner(settings, log)
         return _runner
 
 

@@ -30,6 +30,7 @@ from router.groups import group_from_row
 from router.history import cursor_of, pending_messages, run_in_progress
 from router.prompt import clean_output
 from router.schedule import ScheduleError, next_run_after_run
+from router.refusals import recorder
 from router.snapshots import write_groups_snapshot, write_tasks_snapshot
 
 TASK_CLOSE_AFTER_MS = 10_000
@@ -43,7 +44,7 @@ class TaskRun:
     def __init__(self, settings: Settings, log: EventLog, runner: ContainerRunner | None = None):
         self.settings = settings
         self.log = log
-        self.runner = runner or ContainerRunner(settings)
+        self.runner = runner or ContainerRunner(settings, log)
 
     def run(self, task_id: str) -> str:
         with self.log.transaction() as tx:
@@ -82,12 +83,14 @@ class TaskRun:
             return "group not found: task paused"
         group = group_from_row(group_rows[0])
         if run_in_progress(tx, group.folder):
-            request_close(self.settings, group.folder)  # an idle message agent gives way to the task
+            # an idle message agent gives way to the task
+            request_close(self.settings, group.folder, recorder(tx, group.folder))
             self._again_soon(task_id)
             return "busy: retrying shortly"
         run_id = uuid.uuid4().hex[:12]
         cursor = cursor_of(tx, group.jid)
-        clear_input(self.settings, group.folder)  # before the lease shows, as for a message run
+        # before the lease shows, as for a message run
+        clear_input(self.settings, group.folder, recorder(tx, group.folder))
         tx.append(t.AgentRunStarted(run_id=run_id, folder=group.folder, chat_jid=group.jid,
                                     container=container_name(group.folder), from_seq=cursor, through_seq=cursor,
                                     task_id=task_id, worker=this_worker(self.settings)))

@@ -22,7 +22,7 @@ from events import types as t
 from jobs.credentials import MISSING_HELP, credentials_source, upstream_auth, upstream_url
 from jobs.mounts import MountAllowlist
 from jobs.runtime import RuntimeUnavailable, check_runtime, engine_name, start_hint
-from jobs.workspace import CONTAINER_UID, container_user
+from jobs.workspace import CONTAINER_UID, IPC_AGENT_DIRS, container_user
 from nanoclaw.config import Settings
 from nanoclaw.status import service_info
 from router import allowlist
@@ -169,21 +169,20 @@ def check_folders(settings: Settings) -> Check:
 
 
 def check_ipc_owners(settings: Settings) -> Check:
-    """Each group's IPC folders must be writable by the container's user (uid 1000 when we run as root)."""
+    """Each group's `messages`, `tasks` and `input` must be writable by the container's user (uid 1000 as root)."""
     _, chown = container_user()
     uid = CONTAINER_UID if chown else os.getuid()
     groups = sorted(p for p in settings.ipc_dir.iterdir() if p.is_dir() and p.name != "errors") \
         if settings.ipc_dir.is_dir() else []
-    wrong = [group for group in groups if any(
-        sub.is_dir() and sub.stat().st_uid != uid and not sub.stat().st_mode & 0o002
-        for sub in (group, group / "messages", group / "tasks", group / "input"))]
+    wrong = [sub for group in groups for sub in (group / name for name in IPC_AGENT_DIRS)
+             if sub.is_dir() and sub.stat().st_uid != uid and not sub.stat().st_mode & 0o002]
     if not wrong:
         return Check(name="ipc folders", level="ok",
                      detail=f"{len(groups)} group folder(s) writable by the container's user (uid {uid})")
     # As root the service hands each folder over before every run, so this heals itself.
     return Check(name="ipc folders", level="warn" if chown else "fail",
                  detail=f"the container's user (uid {uid}) cannot write {', '.join(str(w) for w in wrong)}",
-                 fix=f"chown -R {uid}:{uid} {' '.join(str(w) for w in wrong)}")
+                 fix=f"chown {uid}:{uid} {' '.join(str(w) for w in wrong)}")
 
 
 def check_mount_allowlist(settings: Settings) -> Check:

@@ -30,7 +30,7 @@ from router.heartbeat import HEARTBEAT_INTERVAL_S, read_beat, status_path
 
 STALE_BEAT_S = max(30.0, 10 * HEARTBEAT_INTERVAL_S)
 DOCKER_TIMEOUT_S = 5
-ERROR_TYPES = (t.AgentRunFinished, t.OutboundFailed, t.IpcRejected)
+ERROR_TYPES = (t.AgentRunFinished, t.OutboundFailed, t.IpcRejected, t.HostPathRefused)
 ERROR_PAGE = 200
 ERROR_PAGES = 10
 SHOW_ERRORS = 5
@@ -204,13 +204,15 @@ def _error_of(record) -> ErrorInfo | None:
         message, where = f"{event.status}: {event.error or 'no detail'}", event.folder
     elif isinstance(event, t.OutboundFailed):
         message, where = f"reply not delivered after {event.attempts} attempt(s): {event.reason}", event.chat_jid
+    elif isinstance(event, t.HostPathRefused):
+        message, where = f"refused to {event.operation} {event.path}: {event.reason}", event.folder
     else:
         message, where = f"IPC request refused: {event.reason}", event.folder
     return ErrorInfo(seq=record.seq, at=record.at, type=record.type, where=where, message=message)
 
 
 def recent_errors(log: EventLog, count: int = SHOW_ERRORS) -> list[ErrorInfo]:
-    """The newest failures (runs that did not end ok, undelivered replies, refused IPC), newest first."""
+    """The newest failures (runs not ok, undelivered replies, refused IPC, planted paths), newest first."""
     found: list[ErrorInfo] = []
     before = None
     for _ in range(ERROR_PAGES):

@@ -10,7 +10,6 @@ registrations racing cannot both win.
 from __future__ import annotations
 
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,14 +17,18 @@ import msgspec
 
 from events import EventLog
 from events import types as t
+from nanoclaw.agent_paths import OnRefused, PathRefused, closing_fd, create_file, open_under, read_text, warn_refusal
 from nanoclaw.config import DEFAULT_ASSISTANT_NAME, Settings
 from router.egress import parse_policy
+from router.refusals import record_refusal
 
 FOLDER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 RESERVED_FOLDERS = ("global", "errors")
 MAX_JID_CHARS = 256
 MAX_NAME_CHARS = 200
 TEMPLATES_DIR = Path(__file__).resolve().parents[1] / "groups"
+MEMORY_FILE = "CLAUDE.md"
+MEMORY_MAX_BYTES = 1 << 20
 
 
 class GroupError(Exception):
@@ -124,7 +127,12 @@ def register_group(
     with log.transaction() as tx:
         _check_conflicts(tx.query("SELECT jid, folder, is_main FROM groups"), event)
         tx.append(event)
-    ensure_group_files(settings, folder, is_main=is_main)
+
+    def refused(operation: str, problem: PathRefused) -> None:
+        with log.transaction() as tx:
+            record_refusal(tx, folder, operation, problem)
+
+    ensure_group_files(settings, folder, is_main=is_main, on_refused=refused)
     group = find_group(log, jid)
     assert group is not None
     return group
@@ -195,9 +203,15 @@ def update_group(
 
 
 def template_text(settings: Settings, kind: str) -> str:
-    """The memory template for `main` or `global`, named for this assistant."""
-    candidates = (settings.groups_dir / kind / "CLAUDE.md", TEMPLATES_DIR / kind / "CLAUDE.md")
-    text = next((p.read_text(encoding="utf-8") for p in candidates if p.is_file()), "")
+    """The memory template for `main` or `global`, named for this assistant.
+
+    The install's copy comes first; it lies in a folder an agent can write,
+    so it is read without following links, and the shipped template is used
+    when it cannot be read that way.
+    """
+    text = _read_memory(settings.groups_dir, kind)
+    if text is None:
+        text = _read_memory(TEMPLATES_DIR, kind) or ""
     name = settings.assistant_name
     if name != DEFAULT_ASSISTANT_NAME:
         text = re.sub(rf"^# {DEFAULT_ASSISTANT_NAME}$", f"# {name}", text, count=1, flags=re.M)
@@ -205,21 +219,41 @@ def template_text(settings: Settings, kind: str) -> str:
     return text
 
 
-def ensure_global_memory(settings: Settings) -> None:
-    """Make sure the root has the global memory file every group can read."""
-    target = settings.groups_dir / "global" / "CLAUDE.md"
-    source = TEMPLATES_DIR / "global" / "CLAUDE.md"
-    if not target.exists() and source.is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
+def _read_memory(base: Path, kind: str) -> str | None:
+    try:
+        fd = open_under(base, (kind,))
+        if fd is None:
+            return None
+        with closing_fd(fd):
+            return read_text(fd, MEMORY_FILE, limit=MEMORY_MAX_BYTES, shown=base / kind / MEMORY_FILE)
+    except PathRefused as refused:
+        warn_refusal("read the memory template", refused)
+        return None
 
 
-def ensure_group_files(settings: Settings, folder: str, *, is_main: bool) -> Path:
-    """Create `groups/<folder>/logs/` and the group's `CLAUDE.md` if missing."""
-    ensure_global_memory(settings)
+def ensure_global_memory(settings: Settings, on_refused: OnRefused = warn_refusal) -> None:
+    """Make sure the root has the global memory file every group can read (never written through a link)."""
+    source = _read_memory(TEMPLATES_DIR, "global")
+    if source is None:
+        return
+    _create_memory(settings, "global", source, on_refused)
+
+
+def ensure_group_files(settings: Settings, folder: str, *, is_main: bool,
+                       on_refused: OnRefused = warn_refusal) -> Path:
+    """Create `groups/<folder>/` and the group's `CLAUDE.md` if missing."""
+    ensure_global_memory(settings, on_refused)
     path = group_dir(settings, folder)
-    (path / "logs").mkdir(parents=True, exist_ok=True)
-    memory = path / "CLAUDE.md"
-    if not memory.exists():
-        memory.write_text(template_text(settings, "main" if is_main else "global"), encoding="utf-8")
+    _create_memory(settings, folder, template_text(settings, "main" if is_main else "global"), on_refused)
     return path
+
+
+def _create_memory(settings: Settings, folder: str, text: str, on_refused: OnRefused) -> None:
+    shown = settings.groups_dir / folder / MEMORY_FILE
+    try:
+        fd = open_under(settings.groups_dir, (folder,), create=True)
+        assert fd is not None
+        with closing_fd(fd):
+            create_file(fd, MEMORY_FILE, text.encode("utf-8"), shown=shown)
+    except PathRefused as refused:
+        on_refused("create the memory file", refused)

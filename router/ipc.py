@@ -26,6 +26,7 @@ from watchdog.observers import Observer
 
 from events import EventLog
 from events import types as t
+from nanoclaw.agent_paths import NotRealDir, PathRefused, closing_fd, open_dir, open_file
 from nanoclaw.config import Settings
 from router.groups import GroupError, validate_folder
 
@@ -37,8 +38,6 @@ ERRORS_DIR = "errors"
 MAX_NAME_BYTES = 200  # room for the `<kind>-` and `<folder>-` prefixes within NAME_MAX (255)
 OBSERVER_JOIN_S = 5.0
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # NONBLOCK: a planted FIFO cannot hang us
 _REASON_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
 _STOP = object()
 _RESCAN = object()
@@ -56,17 +55,16 @@ def printable(name: str) -> str:
 
 def read_payload(dir_fd: int, name: str) -> tuple[dict[str, Any], int]:
     """Read and parse one claimed file without following links; raise Refused."""
-    info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    if stat.S_ISLNK(info.st_mode):
-        raise Refused("a symbolic link (never followed)")
-    if not stat.S_ISREG(info.st_mode):
-        raise Refused("not a regular file")
-    if info.st_size > IPC_MAX_BYTES:
-        raise Refused(f"{info.st_size} bytes, over the {IPC_MAX_BYTES}-byte limit")
-    fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)  # swapped for a link since: ELOOP, retried next pass
+    try:
+        fd = open_file(dir_fd, name)  # the open is the check: a link swapped in since is refused too
+    except PathRefused as refused:
+        raise Refused(refused.reason.removeprefix("is ")) from None
+    if fd is None:
+        raise FileNotFoundError(errno.ENOENT, "claimed file vanished", name)
     with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            raise Refused("not a regular file")
+        size = os.fstat(handle.fileno()).st_size
+        if size > IPC_MAX_BYTES:
+            raise Refused(f"{size} bytes, over the {IPC_MAX_BYTES}-byte limit")
         data = handle.read(IPC_MAX_BYTES + 1)
     if len(data) > IPC_MAX_BYTES:
         raise Refused(f"over the {IPC_MAX_BYTES}-byte limit")
@@ -82,31 +80,6 @@ def parse_payload(data: bytes) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise Refused(f"not a JSON object (got {type(value).__name__})")
     return value
-
-
-class NotRealDir(Exception):
-    """A path that should be a directory is a symlink or a file."""
-
-
-def open_dir(name: str, dir_fd: int | None = None) -> int | None:
-    """A directory descriptor (None if missing); never follows a symlink (NotRealDir)."""
-    try:
-        return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
-            raise
-        link = stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
-        raise NotRealDir("a symbolic link (never followed)" if link else "not a directory") from exc
-
-
-@contextmanager
-def closing_fd(fd: int) -> Iterator[int]:
-    try:
-        yield fd
-    finally:
-        os.close(fd)
 
 
 @contextmanager

@@ -1,19 +1,21 @@
-"""What a container may read about tasks and groups (SPEC 9.5).
+"""What a container may read about tasks and groups.
 
 Agents cannot query the event log, so the host writes the group's tasks (main:
-everyone's) and, for main, the chats it could register into the group's IPC
-folder, replaced atomically so an agent never reads half a file.
+everyone's) and, for main, the chats it could register into
+`data/ipc/<folder>/snapshots/`: the host's own folder, mounted read-only, each
+file replaced atomically so an agent never reads half a file.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
+from loguru import logger
+
 from events.timefmt import iso_now
+from nanoclaw.agent_paths import closing_fd, ensure_own_dir, open_under, write_file
 from nanoclaw.config import Settings
 from router.groups import validate_folder
 
@@ -21,6 +23,7 @@ TASKS_SNAPSHOT = "current_tasks.json"
 GROUPS_SNAPSHOT = "available_groups.json"
 GROUP_SYNC_JID = "__group_sync__"
 SNAPSHOT_MODE = 0o644
+SNAPSHOTS_DIR = "snapshots"
 
 _TASK_COLUMNS = "id, group_folder, prompt, script, schedule_type, schedule_value, status, next_run"
 
@@ -31,20 +34,24 @@ class Reader(Protocol):
     def query(self, sql: str, params: Sequence | dict = ...) -> list: ...
 
 
-def _write_json(directory: Path, name: str, value: Any) -> Path:
-    """Replace `directory/name` atomically; the temp name is new, so a planted link is never followed."""
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(json.dumps(value, indent=2, ensure_ascii=False))
-            os.fchmod(handle.fileno(), SNAPSHOT_MODE)
-        target = directory / name
-        os.replace(temp, target)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return target
+def snapshots_dir(settings: Settings, folder: str) -> Path:
+    """`data/ipc/<folder>/snapshots`: written by the host only, mounted read-only."""
+    return settings.ipc_dir / folder / SNAPSHOTS_DIR
+
+
+def _write_json(settings: Settings, folder: str, name: str, value: Any) -> Path:
+    """Replace `snapshots/name` atomically, through descriptors: no planted link is followed."""
+    directory = snapshots_dir(settings, folder)
+    group_fd = open_under(settings.ipc_dir, (folder,), create=True)
+    assert group_fd is not None
+    with closing_fd(group_fd):
+        fd, replaced = ensure_own_dir(group_fd, SNAPSHOTS_DIR, shown=directory)
+        if replaced:
+            logger.warning("{}: {} was {}; replaced by a real folder", folder, directory, replaced)
+        with closing_fd(fd):
+            data = json.dumps(value, indent=2, ensure_ascii=False).encode("utf-8")
+            write_file(fd, name, data, mode=SNAPSHOT_MODE, shown=directory / name)
+    return directory / name
 
 
 def tasks_for(reader: Reader, folder: str, is_main: bool) -> list[dict[str, Any]]:
@@ -91,16 +98,16 @@ def groups_for(reader: Reader, is_main: bool) -> list[dict[str, Any]]:
 
 
 def write_tasks_snapshot(settings: Settings, reader: Reader, folder: str, is_main: bool) -> Path:
-    """Write `data/ipc/<folder>/current_tasks.json`; returns its path."""
+    """Write `data/ipc/<folder>/snapshots/current_tasks.json`; returns its path."""
     validate_folder(folder)
-    return _write_json(settings.ipc_dir / folder, TASKS_SNAPSHOT, tasks_for(reader, folder, is_main))
+    return _write_json(settings, folder, TASKS_SNAPSHOT, tasks_for(reader, folder, is_main))
 
 
 def write_groups_snapshot(settings: Settings, reader: Reader, folder: str, is_main: bool) -> Path:
-    """Write `data/ipc/<folder>/available_groups.json`; returns its path."""
+    """Write `data/ipc/<folder>/snapshots/available_groups.json`; returns its path."""
     validate_folder(folder)
     value = {"groups": groups_for(reader, is_main), "lastSync": iso_now()}
-    return _write_json(settings.ipc_dir / folder, GROUPS_SNAPSHOT, value)
+    return _write_json(settings, folder, GROUPS_SNAPSHOT, value)
 
 
 def write_all_tasks_snapshots(settings: Settings, reader: Reader) -> list[Path]:

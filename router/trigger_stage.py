@@ -11,7 +11,6 @@ decision, its events and the checkpoint commit together.
 from __future__ import annotations
 
 import json
-import os
 import random
 import string
 import time
@@ -22,13 +21,17 @@ from loguru import logger
 from events import Record, Transaction
 from events import types as t
 from events.consumer import Stage
+from nanoclaw.agent_paths import PathRefused, closing_fd, open_under, write_file
 from nanoclaw.config import Settings
 from nanoclaw.faults import fault_point
 from router.allowlist import AllowlistFile
 from router.history import cursor_of, message_wakes, outstanding_request, pending_messages, prompt_for
+from router.refusals import record_refusal
 from router.triggers import needs_trigger
 
 _BASE36 = string.digits + string.ascii_lowercase
+INPUT_DIR = "input"
+INPUT_FILE_MODE = 0o644  # the agent reads it; the folder is its own, so it can delete it
 
 
 def input_file_name() -> str:
@@ -37,16 +40,23 @@ def input_file_name() -> str:
     return f"{int(time.time() * 1000)}-{suffix}.json"
 
 
-def write_input_file(settings: Settings, folder: str, text: str) -> Path:
-    """Atomically drop a follow-up message into a group's container input folder."""
-    directory = settings.ipc_dir / folder / "input"
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / input_file_name()
-    temp = path.with_name(path.name + ".tmp")
-    temp.write_text(json.dumps({"type": "message", "text": text}), encoding="utf-8")
-    os.chmod(temp, 0o666)
-    os.replace(temp, path)
-    return path
+def write_input_file(settings: Settings, folder: str, text: str, name: str | None = None) -> Path:
+    """Atomically drop a follow-up message into a group's container input folder.
+
+    The folder is the agent's: it is opened without following links and the
+    file is made under a fresh temporary name, then renamed over whatever the
+    agent put at `name` (a planted link is replaced, never written through).
+    Raises PathRefused when that cannot be done safely. `name` is normally a
+    fresh one; a given name stands for one an agent predicted.
+    """
+    directory = settings.ipc_dir / folder / INPUT_DIR
+    name = name or input_file_name()
+    fd = open_under(settings.ipc_dir, (folder, INPUT_DIR), create=True)
+    assert fd is not None
+    with closing_fd(fd):
+        data = json.dumps({"type": "message", "text": text}).encode("utf-8")
+        write_file(fd, name, data, mode=INPUT_FILE_MODE, shown=directory / name)
+    return directory / name
 
 
 class TriggerStage(Stage):
@@ -100,7 +110,13 @@ class TriggerStage(Stage):
         pending = pending_messages(tx, jid, cursor_of(tx, jid), self.settings.max_messages_per_prompt)
         if not pending:
             return
-        path = write_input_file(self.settings, folder, prompt_for(pending, self.settings.timezone))
+        try:
+            path = write_input_file(self.settings, folder, prompt_for(pending, self.settings.timezone))
+        except PathRefused as refused:
+            # No MessagesPiped: the cursor stays, and the run's end asks for a new run that answers them.
+            record_refusal(tx, folder, "pipe messages into the running agent", refused)
+            logger.warning("{}: {} message(s) wait for the agent's next run", folder, len(pending))
+            return
         tx.append(t.MessagesPiped(run_id=run_id, folder=folder, chat_jid=jid, through_seq=pending[-1].seq,
                                   message_count=len(pending), file=path.name))
         logger.info("{}: piped {} message(s) into the running agent", folder, len(pending))

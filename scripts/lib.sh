@@ -10,6 +10,7 @@
 #   ensure_venv             .venv with the project installed (editable, [test])
 #   ensure_test_tools       podman, catatonit and systemd-analyze (for the tests)
 #   ensure_podman           Podman's Docker-compatible API socket answering
+#   ensure_test_user        a user with uid 1000 (the attack tests run the service as it)
 #
 # Environment knobs:
 #   BASE_IMAGE               base image name (default nanoclaw-base:bookworm)
@@ -326,6 +327,24 @@ ensure_test_tools() {
         return 0
     fi
     _nc_apt_install "test tools" "${missing[@]}"
+}
+
+# The attack tests (tests/security/) run the service as an ordinary user whose
+# uid equals the container's, 1000; a fresh machine may have no such user.
+ensure_test_user() {
+    local name
+    if name="$(getent passwd 1000 | cut -d: -f1)" && [ -n "$name" ]; then
+        echo "test user: uid 1000 is $name"
+        return 0
+    fi
+    if ! getent group 1000 >/dev/null; then
+        nc_sudo groupadd --gid 1000 nanoclaw-test || return 1
+    fi
+    nc_sudo useradd --uid 1000 --gid 1000 --no-create-home --shell /usr/sbin/nologin nanoclaw-test || {
+        echo "test user: could not create nanoclaw-test with uid 1000" >&2
+        return 1
+    }
+    echo "test user: created nanoclaw-test (uid 1000)"
 }
 
 nc_podman_socket() {

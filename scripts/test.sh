@@ -18,6 +18,7 @@ ensure_base_image
 ensure_venv
 ensure_test_tools
 ensure_podman
+ensure_test_user
 
 if [ "$#" -eq 0 ]; then
     set -- -q

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import pytest
@@ -13,7 +14,7 @@ from events import consumer
 from events import types as t
 from router.actions import ActionsStage
 from router.groups import find_group, register_group
-from router.snapshots import write_all_tasks_snapshots, write_groups_snapshot, write_tasks_snapshot
+from router.snapshots import snapshots_dir, write_all_tasks_snapshots, write_groups_snapshot, write_tasks_snapshot
 
 MAIN, FAMILY, WORK = "local:me", "tg:fam", "tg:work"
 STRANGER_JID = "tg:nobody"
@@ -307,7 +308,6 @@ def test_register_group_by_main_creates_the_folder_and_memory(world, settings, s
         ("tg_friends", False, True, "ipc:main")
     group = find_group(world, "tg:friends")
     assert group is not None and not group.is_main
-    assert (settings.groups_dir / "tg_friends" / "logs").is_dir()
     assert (settings.groups_dir / "tg_friends" / "CLAUDE.md").is_file()
 
 
@@ -375,18 +375,18 @@ def test_a_failing_callback_does_not_stop_the_stage(world, settings):
 def test_task_snapshots_show_main_everything_and_others_their_own(world, settings):
     stage = ActionsStage(settings, on_tasks_changed=lambda tx: write_all_tasks_snapshots(settings, tx))
     submit(world, stage, "family", schedule(FAMILY, taskId="t-new"))
-    main_view = json.loads((settings.ipc_dir / "main" / "current_tasks.json").read_text())
-    family_view = json.loads((settings.ipc_dir / "family" / "current_tasks.json").read_text())
-    work_view = json.loads((settings.ipc_dir / "work" / "current_tasks.json").read_text())
+    main_view = json.loads((snapshots_dir(settings, "main") / "current_tasks.json").read_text())
+    family_view = json.loads((snapshots_dir(settings, "family") / "current_tasks.json").read_text())
+    work_view = json.loads((snapshots_dir(settings, "work") / "current_tasks.json").read_text())
     assert [entry["id"] for entry in main_view] == ["t-new", "t-fam", "t-main"]
     assert [entry["id"] for entry in family_view] == ["t-new", "t-fam"]
     assert work_view == []
     assert family_view[0] == {"id": "t-new", "groupFolder": "family", "prompt": "check the news", "script": None,
                               "schedule_type": "interval", "schedule_value": "60000", "status": "active",
                               "next_run": family_view[0]["next_run"]}
-    raw = (settings.ipc_dir / "family" / "current_tasks.json").read_text()
+    raw = (snapshots_dir(settings, "family") / "current_tasks.json").read_text()
     assert raw.startswith("[\n  {")  # pretty, as v1 writes it
-    assert (settings.ipc_dir / "family" / "current_tasks.json").stat().st_mode & 0o777 == 0o644
+    assert (snapshots_dir(settings, "family") / "current_tasks.json").stat().st_mode & 0o777 == 0o644
 
 
 def test_groups_snapshot_lists_group_chats_for_main_only(world, settings):
@@ -409,9 +409,19 @@ def test_groups_snapshot_lists_group_chats_for_main_only(world, settings):
 def test_a_snapshot_replaces_a_planted_symlink_instead_of_writing_through_it(world, settings, tmp_path):
     victim = tmp_path / "victim.txt"
     victim.write_text("untouched")
-    folder = settings.ipc_dir / "family"
+    folder = snapshots_dir(settings, "family")
     folder.mkdir(parents=True)
     (folder / "current_tasks.json").symlink_to(victim)
     write_tasks_snapshot(settings, world, "family", False)
     assert victim.read_text() == "untouched"
     assert not (folder / "current_tasks.json").is_symlink()
+
+
+def test_a_snapshots_folder_planted_as_a_link_is_replaced_not_written_through(world, settings, tmp_path):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (settings.ipc_dir / "family").mkdir(parents=True)
+    snapshots_dir(settings, "family").symlink_to(victim)  # what an agent could leave from the old layout
+    path = write_tasks_snapshot(settings, world, "family", False)
+    assert os.listdir(victim) == []
+    assert path.parent.is_dir() and not path.parent.is_symlink() and path.is_file()

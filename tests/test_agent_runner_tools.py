@@ -128,30 +128,30 @@ TASKS = [
 
 
 def test_list_tasks_shows_a_group_its_own_tasks(member, ipc):
-    ipc.mkdir()
-    (ipc / "current_tasks.json").write_text(json.dumps(TASKS))
+    (ipc / "snapshots").mkdir(parents=True)
+    (ipc / "snapshots" / "current_tasks.json").write_text(json.dumps(TASKS))
     reply = call_tool("list_tasks", member, {})
     assert reply.text == ("Scheduled tasks:\n"
                           f"- [t1] {'A' * 50}... (cron: 0 9 * * *) - active, next: 2026-01-01T09:00:00.000Z")
 
 
 def test_list_tasks_shows_main_every_task(main, ipc):
-    ipc.mkdir()
-    (ipc / "current_tasks.json").write_text(json.dumps(TASKS))
+    (ipc / "snapshots").mkdir(parents=True)
+    (ipc / "snapshots" / "current_tasks.json").write_text(json.dumps(TASKS))
     lines = call_tool("list_tasks", main, {}).text.splitlines()
     assert lines[2] == "- [t2] short... (once: 2026-01-01T10:00:00) - paused, next: N/A"
 
 
 def test_list_tasks_without_tasks(member, ipc):
     assert call_tool("list_tasks", member, {}).text == "No scheduled tasks found."
-    ipc.mkdir()
-    (ipc / "current_tasks.json").write_text(json.dumps(TASKS[1:]))
+    (ipc / "snapshots").mkdir(parents=True)
+    (ipc / "snapshots" / "current_tasks.json").write_text(json.dumps(TASKS[1:]))
     assert call_tool("list_tasks", member, {}).text == "No scheduled tasks found."
 
 
 def test_list_tasks_reports_an_unreadable_snapshot_as_text(member, ipc):
-    ipc.mkdir()
-    (ipc / "current_tasks.json").write_text("{broken")
+    (ipc / "snapshots").mkdir(parents=True)
+    (ipc / "snapshots" / "current_tasks.json").write_text("{broken")
     reply = call_tool("list_tasks", member, {})
     assert reply.text.startswith("Error reading tasks: ") and not reply.is_error
 

@@ -1,4 +1,4 @@
-"""The daily clean-up deletes old leftovers and spares sessions in use (SPEC 12.5)."""
+"""The daily clean-up deletes old leftovers and spares sessions in use."""
 
 from __future__ import annotations
 
@@ -36,20 +36,22 @@ def test_old_unused_files_go_and_active_or_recent_ones_stay(settings, log):
     todo_old = make(claude / "todos" / "dead-agent.json", 4)
     todo_live = make(claude / "todos" / "live-agent.json", 10)
     telemetry_young = make(claude / "telemetry" / "dead.json", 5)
-    group_log_old = make(settings.groups_dir / "main" / "logs" / "container-old.log", 8)
-    group_log_new = make(settings.groups_dir / "main" / "logs" / "container-new.log", 1)
+    group_log_old = make(settings.logs_dir / "runs" / "main" / "container-old.log", 8)
+    group_log_new = make(settings.logs_dir / "runs" / "main" / "container-new.log", 1)
+    agents_own = make(settings.groups_dir / "main" / "logs" / "container-mine.log", 30)  # the agent's, not ours
 
     count, freed = run_cleanup(settings, log)
 
     for gone in (old_dead, old_dead_results.parent, debug_old, todo_old, group_log_old):
         assert not gone.exists(), gone
-    for kept in (old_live, recent_dead, debug_live, debug_latest, todo_live, telemetry_young, group_log_new):
+    for kept in (old_live, recent_dead, debug_live, debug_latest, todo_live, telemetry_young, group_log_new,
+                 agents_own):
         assert kept.exists(), kept
     assert count == 5 and freed > 0
 
 
 def test_a_dry_run_deletes_nothing(settings, log):
-    old = make(settings.groups_dir / "main" / "logs" / "container-old.log", 8)
+    old = make(settings.logs_dir / "runs" / "main" / "container-old.log", 8)
     assert run_cleanup(settings, log, dry_run=True)[0] == 1
     assert old.exists()
 

@@ -189,6 +189,8 @@ def test_main_runs_as_uid_1000_with_the_project_read_only_and_env_empty(make_set
         assert run.sh("id -u")[1].strip() == "1000"
         assert run.sh("touch /workspace/project/x")[0] != 0
         assert run.sh("touch /workspace/project/store/x")[0] != 0
+        for private in ("data", "store", "logs"):  # other chats, the event log, run logs: all out of sight
+            assert run.sh(f"ls -A /workspace/project/{private}") == (0, "")
         assert run.sh("touch /workspace/group/notes.md")[0] == 0
         assert run.sh("cat /workspace/project/.env") == (0, "")
         assert run.sh("ls /workspace/project/groups/main")[0] == 0
@@ -207,7 +209,8 @@ def test_a_non_main_agent_sees_only_its_own_folder_and_global_read_only(make_set
     try:
         assert run.sh("ls /workspace")[1].split() == ["extra", "global", "group", "ipc"]
         assert run.sh("test -e /workspace/project")[0] != 0
-        assert run.sh("ls /workspace/group")[1].split() == ["CLAUDE.md", "logs"]
+        assert run.sh("ls /workspace/group")[1].split() == ["CLAUDE.md"]
+        assert run.sh("ls /workspace/ipc")[1].split() == ["input", "messages", "snapshots", "tasks"]
         assert run.sh("touch /workspace/global/x")[0] != 0
         assert run.sh("cat /workspace/global/CLAUDE.md")[0] == 0
     finally:
@@ -236,7 +239,9 @@ def test_no_real_credential_enters_the_container_only_the_runs_gateway_token(mak
 
 
 def test_each_run_writes_its_log_file(make_settings):
-    result = Run(make_settings(IDLE_TIMEOUT=1000)).wait()
+    settings = make_settings(IDLE_TIMEOUT=1000)
+    result = Run(settings).wait()
+    assert os.path.dirname(result.log_file) == str(settings.logs_dir / "runs" / "family")
     text = open(result.log_file).read()
     assert os.path.basename(result.log_file).startswith("container-") and text.startswith("=== Container Run Log ===")
     assert "Exit Code: 0" in text and "=== Input Summary ===" in text and "Prompt length: 5 chars" in text

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import json
 
 import pytest
@@ -33,7 +35,7 @@ def test_registration_creates_the_folder_and_memory_from_the_template(settings, 
     assert group.trigger == "@Andy" and group.requires_trigger and not group.is_main
     memory = settings.groups_dir / "tg_family" / "CLAUDE.md"
     assert memory.read_text().startswith("# Andy\n")
-    assert (settings.groups_dir / "tg_family" / "logs").is_dir()
+    assert os.listdir(settings.groups_dir / "tg_family") == ["CLAUDE.md"]  # run logs live outside it
     assert (settings.groups_dir / "global" / "CLAUDE.md").is_file()
     assert "register_group" in (settings.groups_dir / "main" / "CLAUDE.md").read_text()
 
@@ -173,3 +175,21 @@ def test_a_group_without_a_policy_gets_the_default_and_a_bad_one_is_refused(sett
     assert main(["groups", "set", "family", "--egress", "everything"]) == 1
     assert "model-only" in capsys.readouterr().err  # the message names the accepted forms
     assert log.read_since(0, types=[t.GroupUpdated]) == []
+def test_registration_never_writes_the_memory_file_through_a_planted_link(settings, log, tmp_path):
+    victim = tmp_path / "victim.md"
+    (settings.groups_dir / "family").mkdir(parents=True)
+    (settings.groups_dir / "family" / "CLAUDE.md").symlink_to(victim)  # dangling: a write would create it
+    register_group(log, settings, jid="tg:fam", name="Family", folder="family")
+    assert not victim.exists()
+    [refusal] = [r.event for r in log.read_since(0, types=[t.HostPathRefused])]
+    assert (refusal.folder, refusal.operation) == ("family", "create the memory file")
+    assert "symbolic link" in refusal.reason
+
+
+def test_a_memory_template_planted_as_a_link_is_not_read_through(settings, log, tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("the host's secret")
+    (settings.groups_dir / "global").mkdir(parents=True)
+    (settings.groups_dir / "global" / "CLAUDE.md").symlink_to(secret)  # main's agent can write global/
+    register_group(log, settings, jid="tg:fam", name="Family", folder="family")
+    assert "the host's secret" not in (settings.groups_dir / "family" / "CLAUDE.md").read_text()

@@ -91,7 +91,7 @@ def podman_settings(root, podman_image, monkeypatch):
 class PodmanRun:
     """One agent run through ContainerRunner in a thread, with what it reported."""
 
-    def __init__(self, settings, *, folder="family", prompt="hello", scripted=None, secrets=None):
+    def __init__(self, settings, *, folder="family", prompt="hello", scripted=None):
         ensure_group_files(settings, folder, is_main=False)
         self.texts: list[str] = []
         self.got_output = threading.Event()
@@ -99,8 +99,7 @@ class PodmanRun:
         self.name: str | None = None
         self.result: RunResult | None = None
         agent_input = AgentInput(prompt=prompt, groupFolder=folder, chatJid=f"local:{folder}", isMain=False,
-                                 assistantName="Andy", provider="scripted", scripted=scripted,
-                                 secrets=secrets or {}, timezone="UTC")
+                                 assistantName="Andy", provider="scripted", scripted=scripted, timezone="UTC")
         spec = RunSpec(folder=folder, group_name=folder.title(), is_main=False, input=agent_input, run_id="run-p1")
         self.thread = threading.Thread(target=self._go, args=(ContainerRunner(settings), spec))
         self.thread.start()
@@ -138,7 +137,8 @@ def test_a_scripted_agent_run_on_podman_replies_and_leaves_no_container(podman_s
 
 
 def test_podman_runs_the_agent_locked_down_as_docker_does(podman_settings, podman):
-    run = PodmanRun(podman_settings, scripted={"turns": [[{"sleep": 30}]]}, secrets={"ANTHROPIC_API_KEY": SECRET})
+    podman_settings.secrets["ANTHROPIC_API_KEY"] = SECRET  # the gateway's key: never in the container
+    run = PodmanRun(podman_settings, scripted={"turns": [[{"sleep": 30}]]})
     assert run.started.wait(60) and run.name
     container = podman.containers.get(run.name)
     try:
@@ -158,6 +158,7 @@ def test_podman_runs_the_agent_locked_down_as_docker_does(podman_settings, podma
             ["CapEff:", "0000000000000000", "NoNewPrivs:", "1"]
         assert _sh(container, "cat /proc/1/comm") == "podman-init"  # an init reaps the agent's children
         assert _sh(container, "ls /sys/class/net") == "lo"
+        assert _sh(container, "ls /run/nanoclaw").split() == ["api.sock", "proxy.sock"]  # the run's gateway
         assert _sh(container, "cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max") == \
             str(PIDS_LIMIT)
         assert _sh(container, "touch /workspace/global/x 2>&1; echo $?").endswith("1")

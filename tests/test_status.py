@@ -194,6 +194,14 @@ def test_the_last_errors_are_failed_runs_undelivered_replies_and_refused_ipc_new
     assert len(status.recent_errors(groups)) == status.SHOW_ERRORS
 
 
+def test_a_path_the_host_refused_to_touch_is_one_of_the_last_errors(settings, groups):
+    groups.append(t.HostPathRefused(folder="family", path="/x/groups/family/CLAUDE.md",
+                                    operation="hand the file to the agent's user", reason="is a symbolic link"))
+    [error] = status.recent_errors(groups)
+    assert (error.type, error.where) == ("HostPathRefused", "family")
+    assert error.message == "refused to hand the file to the agent's user /x/groups/family/CLAUDE.md: is a symbolic link"
+
+
 def test_the_screen_and_the_json_carry_the_same_facts(settings, groups, capsys):
     groups.append(message("local:fam", 1), key="m1")
     groups.append(t.AgentRunFinished(run_id="r1", folder="main", chat_jid="local:me", status="timeout",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -11,6 +12,7 @@ from events import types as t
 from router.allowlist import AllowlistFile
 from router.channels.base import InboundMessage
 from router.groups import register_group
+from router.history import cursor_of, pending_messages
 from router.inbound import Inbound
 from router.trigger_stage import TriggerStage
 
@@ -168,3 +170,23 @@ def test_chat_metadata_is_recorded_when_it_changes_only(world, log):
     seen = log.read_since(0, types=[t.ChatSeen])
     assert [r.event.name for r in seen] == ["Family", "Family & friends"]
     assert log.query("SELECT name, is_group FROM chats WHERE jid = 'tg:fam'")[0][:] == ("Family & friends", 1)
+
+
+def test_a_refused_pipe_records_why_and_leaves_the_messages_pending(world, settings, log, tmp_path):
+    inbound, stage = world
+    first = say(inbound, "tg:fam", "@Andy plan dinner")
+    consumer.drain(log, stage)
+    start_run(log, "family", "tg:fam", through=first)
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (settings.ipc_dir / "family").mkdir(parents=True, exist_ok=True)
+    (settings.ipc_dir / "family" / "input").symlink_to(victim)
+    last = say(inbound, "tg:fam", "@Andy and dessert")
+    consumer.drain(log, stage)
+    assert os.listdir(victim) == []
+    assert log.read_since(0, types=[t.MessagesPiped]) == []
+    [refusal] = [r.event for r in log.read_since(0, types=[t.HostPathRefused])]
+    assert (refusal.folder, refusal.operation) == ("family", "pipe messages into the running agent")
+    assert refusal.path == str(settings.ipc_dir / "family" / "input") and "symbolic link" in refusal.reason
+    with log.transaction() as tx:  # still after the cursor: the run's end asks for a run that answers it
+        assert [r.seq for r in pending_messages(tx, "tg:fam", cursor_of(tx, "tg:fam"), 10)] == [last]

@@ -89,7 +89,8 @@ TOOL_SPECS: dict[str, SpecText] = {
     ),
     "register_group": SpecText(
         "Main group only: register a chat so the assistant answers there. Use the JID from "
-        "available_groups.json; folder is a short lowercase name like 'telegram_family'.",
+        "/workspace/ipc/snapshots/available_groups.json; folder is a short lowercase name like "
+        "'telegram_family'.",
         {
             "type": "object",
             "properties": {

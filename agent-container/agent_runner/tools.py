@@ -152,7 +152,7 @@ def schedule_task(ctx: ToolContext, args: dict[str, Any]) -> ToolReply:
 
 
 def list_tasks(ctx: ToolContext, args: dict[str, Any]) -> ToolReply:
-    path = ctx.ipc_dir / "current_tasks.json"
+    path = ctx.ipc_dir / "snapshots" / "current_tasks.json"  # the host's, read-only
     try:
         if not path.exists():
             return _ok("No scheduled tasks found.")
