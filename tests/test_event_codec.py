@@ -30,6 +30,7 @@ def event_strategy(cls: type[msgspec.Struct]) -> st.SearchStrategy:
 
 
 st.register_type_strategy(int, st.integers(-(2**63), 2**63 - 1))
+st.register_type_strategy(float, st.floats(allow_nan=False, allow_infinity=False))  # durations: JSON has no NaN
 st.register_type_strategy(t.MountRequest, st.deferred(lambda: event_strategy(t.MountRequest)))
 st.register_type_strategy(t.ContainerConfig, st.deferred(lambda: event_strategy(t.ContainerConfig)))
 
