@@ -322,6 +322,11 @@ ensure_test_tools() {
     _nc_have podman || missing+=(podman)
     [ -x /usr/libexec/podman/catatonit ] || _nc_pkg_installed catatonit || missing+=(catatonit)
     _nc_have systemd-analyze || missing+=(systemd)
+    # the egress tests: a remote host in a network namespace (ip, iptables), TLS (openssl), curl
+    _nc_have ip || missing+=(iproute2)
+    _nc_have iptables || missing+=(iptables)
+    _nc_have openssl || missing+=(openssl)
+    _nc_have curl || missing+=(curl)
     if [ "${#missing[@]}" -eq 0 ]; then
         echo "test tools: all present"
         return 0
