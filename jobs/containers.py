@@ -29,7 +29,7 @@ from events import EventLog
 from events.timefmt import iso_now
 from events.types import Event
 from jobs import container_log
-from jobs.gateway import API_PORT, CONTAINER_DIR, PROXY_PORT, Gateway, RunAccess, container_environment
+from jobs.gateway import CONTAINER_DIR, Gateway, RunAccess, container_environment
 from jobs.output_parser import AgentResult, OutputParser
 from jobs.runtime import LABEL_GROUP, LABEL_INSTALL, LABEL_RUN, client
 from jobs.workspace import CONTAINER_HOME, Mount, base_mounts, container_user
@@ -229,8 +229,7 @@ class ContainerRunner:
         except (PathRefused, OSError) as exc:
             return RunResult("error", name, error=f"Workspace not prepared: {exc}")
         mounts.append(Mount(str(access.directory), CONTAINER_DIR, True))
-        spec.input.gateway = {"token": access.token, "socketDir": CONTAINER_DIR, "apiPort": API_PORT,
-                              "proxyPort": PROXY_PORT}
+        spec.input.gateway = access.runner_field()
         try:
             engine = self._client()
             container = self._create(engine, spec, name, user, mounts)

@@ -61,6 +61,10 @@ class RunAccess:
     token: str = field(repr=False)
     policy: str
 
+    def runner_field(self) -> dict:
+        """The `gateway` field of the runner's stdin request: where to find the sockets, and the token."""
+        return {"token": self.token, "socketDir": CONTAINER_DIR, "apiPort": API_PORT, "proxyPort": PROXY_PORT}
+
 
 def container_environment() -> dict[str, str]:
     """Environment of every agent container: its tools find the web through the proxy."""

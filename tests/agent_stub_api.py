@@ -23,10 +23,11 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 SEND_TOOL = "mcp__nanoclaw__send_message"
 TOOL_TEXT = "hello from the stand-in"
@@ -212,6 +213,33 @@ def _block_events(index: int, block: dict[str, Any]) -> list[tuple[str, dict[str
         ("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}),
         ("content_block_stop", {"type": "content_block_stop", "index": index}),
     ]
+
+
+@contextmanager
+def gateway_in_front(api: StubAnthropicAPI, key: str, run_id: str = "stand-in-run") -> Iterator[Any]:
+    """A real credential gateway (jobs/gateway.py) holding `key`, in front of the stand-in.
+
+    Needs NANOCLAW_ROOT and HOME set (the `root` fixture). Yields the run's
+    RunAccess: its socket folder to mount at /run/nanoclaw, and
+    `runner_field()` for the request.
+    """
+    from jobs.gateway import Gateway
+    from nanoclaw.config import load_settings
+
+    previous = {name: os.environ.get(name) for name in ("ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY")}
+    os.environ.update(ANTHROPIC_BASE_URL=api.url, ANTHROPIC_API_KEY=key)
+    settings = load_settings()
+    settings.ensure_dirs()
+    gateway = Gateway(settings, lambda event: None)
+    try:
+        yield gateway.open_run(run_id, "family", "model-only")
+    finally:
+        gateway.stop()
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 # --- driving the runner ------------------------------------------------------

@@ -17,9 +17,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from jobs.gateway import API_PORT, CONTAINER_DIR, PROXY_PORT, Gateway
 from jobs.image import IMAGE_TEST_TAG, build_image, check_image, image_is_stale
-from nanoclaw.config import load_settings
 from tests.agent_stub_api import (
     SLOW_MARKER,
     FAIL_MARKER,
@@ -28,6 +26,7 @@ from tests.agent_stub_api import (
     TOOL_TEXT,
     RunnerContainer,
     StubAnthropicAPI,
+    gateway_in_front,
     make_workspace,
     parse_outputs,
 )
@@ -67,17 +66,10 @@ def api():
 
 
 @pytest.fixture
-def gateway_run(root, monkeypatch, api):
+def gateway_run(root, api):
     """A real gateway in front of the stand-in, holding the key; yields (request field, socket folder)."""
-    monkeypatch.setenv("ANTHROPIC_BASE_URL", api.url)
-    monkeypatch.setenv("ANTHROPIC_API_KEY", API_KEY)
-    settings = load_settings()
-    settings.ensure_dirs()
-    gateway = Gateway(settings, lambda event: None)
-    access = gateway.open_run("image-test", "family", "model-only")
-    field = {"token": access.token, "socketDir": CONTAINER_DIR, "apiPort": API_PORT, "proxyPort": PROXY_PORT}
-    yield field, access.directory
-    gateway.stop()
+    with gateway_in_front(api, API_KEY) as access:
+        yield access.runner_field(), access.directory
 
 
 def claude_runner(image, workspace, claude_dir, gateway_run, prompt: str, **fields) -> RunnerContainer:

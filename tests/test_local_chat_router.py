@@ -25,7 +25,6 @@ from router.channels.local_client import LocalChatClient
 from router.groups import register_group
 from tests.observe import of_type
 from tests.router_process import RouterProcess
-from tests.waiting import wait_for
 
 pytestmark = pytest.mark.docker  # `nanoclaw run` checks the container runtime first
 
