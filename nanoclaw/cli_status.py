@@ -50,6 +50,7 @@ def _containment(info: status.ContainmentInfo, w) -> None:
     w(f"agents      network {network}\n")
     w(f"gateway     model API {info.model_api}, key from {info.credential or 'nowhere (not set)'}, "
       f"{info.open_run_sockets} run socket(s) open\n")
+    w(f"chat socket {info.chat_socket} (outside every mount)\n")
 
 
 def render(report: status.Status, out: TextIO) -> None:

@@ -117,6 +117,17 @@ def check_gateway(settings: Settings) -> Check:
                                                      f"{upstream_url(settings)}")
 
 
+def check_chat_socket(settings: Settings) -> Check:
+    """The local chat's socket must lie outside the install, which main's agent sees."""
+    path = settings.local_chat_socket
+    inside = Path(os.path.realpath(path)).is_relative_to(os.path.realpath(settings.root))
+    if inside:
+        return Check(name="chat socket", level="fail", detail=f"{path} is inside the install, where an agent "
+                     "may reach it", fix="unset LOCAL_CHAT_SOCKET or point it outside the install")
+    return Check(name="chat socket", level="ok", detail=f"{path}: outside the install and every agent's mounts; "
+                                                        "only this user and root may talk to it")
+
+
 def check_egress(log: EventLog | None) -> Check:
     from router.egress import DEFAULT_EGRESS
 
@@ -262,6 +273,7 @@ def diagnose(settings: Settings) -> Report:
         later: list[Callable[[], Check]] = [
             lambda: check_image(settings, runtime.level == "ok"), lambda: check_credentials(settings),
             lambda: check_network(settings), lambda: check_gateway(settings), lambda: check_egress(log),
+            lambda: check_chat_socket(settings),
             lambda: check_channels(settings, log), lambda: check_folders(settings),
             lambda: check_ipc_owners(settings), lambda: check_mount_allowlist(settings),
             lambda: check_sender_allowlist(settings), lambda: check_service(settings), lambda: check_unit(settings)]

@@ -68,6 +68,7 @@ class ContainmentInfo(msgspec.Struct, kw_only=True):
     model_api: str                 # where the gateway sends model calls
     credential: str | None         # which setting the gateway's key comes from (never its value)
     open_run_sockets: int          # runs whose gateway sockets exist now
+    chat_socket: str               # the local chat's socket, outside every mount
 
 
 class ContainerInfo(msgspec.Struct, kw_only=True):
@@ -183,7 +184,8 @@ def containment_info(settings: Settings) -> ContainmentInfo:
     sockets = sum(1 for entry in base.iterdir() if entry.is_dir()) if base.is_dir() else 0
     auth = upstream_auth(settings)
     return ContainmentInfo(network=settings.container_network, model_api=upstream_url(settings),
-                           credential=auth.key if auth else None, open_run_sockets=sockets)
+                           credential=auth.key if auth else None, open_run_sockets=sockets,
+                           chat_socket=str(settings.local_chat_socket))
 
 
 def run_state(log: EventLog, run: sqlite3.Row) -> tuple[str, str | None]:

@@ -171,6 +171,7 @@ def test_containment_shows_no_network_a_working_gateway_and_each_groups_egress(s
     assert checks["gateway"].level == "ok" and "adds ANTHROPIC_API_KEY" in checks["gateway"].detail
     assert SECRET not in checks["gateway"].detail
     assert "family allow:example.com" in checks["egress"].detail
+    assert checks["chat socket"].level == "ok" and str(settings.local_chat_socket) in checks["chat socket"].detail
 
 
 def test_a_docker_network_for_agents_is_named_as_the_unsafe_opt_out(settings, monkeypatch):
