@@ -4,14 +4,16 @@ The gateway runs inside the worker process, so its descriptors, memory and
 upstream connections are shared by every run. One real container of the
 test image (the scripted agent asleep) floods its own run's model socket as
 uid 1000; the worker, here this test process, must stay small and keep
-answering other runs. Then, on the host side: calls held by other runs, and
-a call still in flight when its run ends.
+answering other runs; and of the gateway it sees its own two sockets alone,
+in a folder it cannot change. Then, on the host side: calls held by other
+runs, and a call still in flight when its run ends.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 
 import docker
@@ -28,6 +30,7 @@ from tests.waiting import wait_for
 pytestmark = pytest.mark.docker
 REAL_KEY = "sk-ant-api03-real-key-of-the-host-91d0"
 FLOOD = 2000
+recorded: list = []  # what the host-side gateways below record
 HELD_BODIES = 20
 BODY_BYTES = 30 << 20
 
@@ -90,7 +93,6 @@ class Box:
         self.spec = RunSpec(folder="family", group_name="Family", is_main=False, input=agent_input,
                             run_id="run-box", egress="model-only")
         self.names: list[str] = []
-        import threading
         self.thread = threading.Thread(target=self.runner.run, args=(self.spec, lambda r: None, self.names.append),
                                        daemon=True)
         self.thread.start()
@@ -179,15 +181,36 @@ def test_large_calls_left_unfinished_do_not_fill_the_workers_memory(box):
         box.stop_scripts()
 
 
+SOCKET_TAMPERING = [
+    "touch /run/nanoclaw/x", "rm -f /run/nanoclaw/api.sock", "mv /run/nanoclaw/proxy.sock /run/nanoclaw/p",
+    "ln -s /tmp /run/nanoclaw/link", "mkdir /run/nanoclaw/d", "chmod 777 /run/nanoclaw/api.sock",
+]
+
+
+def test_the_agent_sees_its_own_runs_two_sockets_alone_and_can_change_neither(box):
+    other = box.runner.gateway.open_run("run-neighbour", "work", "open")
+    try:
+        code, out = box.container.exec_run(
+            ["sh", "-c", "find / \\( -path /proc -o -path /sys \\) -prune -o -type s -print 2>/dev/null; "
+                         "ls -A /run/nanoclaw; ls /var/run/docker.sock /run/docker.sock 2>&1"], user="1000")
+        lines = out.decode().split()
+        assert sorted(p for p in lines if p.startswith("/") and p.endswith(".sock") and "No" not in p) == [
+            "/run/nanoclaw/api.sock", "/run/nanoclaw/proxy.sock"]
+        assert "run-neighbour" not in out.decode() and other.token not in out.decode()
+        for command in SOCKET_TAMPERING:
+            assert box.container.exec_run(["sh", "-c", command], user="1000")[0] != 0, command
+        assert sorted(p.name for p in box.access.directory.iterdir()) == ["api.sock", "proxy.sock"]
+    finally:
+        box.runner.gateway.close_run("run-neighbour")
+    assert b" 200 " in call(box.access).split(b"\r\n")[0]
+
+
 def open_gateway(monkeypatch, api: StandIn) -> Gateway:
     monkeypatch.setenv("ANTHROPIC_BASE_URL", api.url)
     monkeypatch.setenv("ANTHROPIC_API_KEY", REAL_KEY)
     settings = load_settings()
     settings.ensure_dirs()
     return Gateway(settings, recorded.append)
-
-
-recorded: list = []
 
 
 def hold(access, count: int) -> list[socket.socket]:
