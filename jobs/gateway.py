@@ -49,6 +49,8 @@ OPEN_TIMEOUT_S = 10.0
 UPSTREAM_CONNECT_TIMEOUT_S = 30.0
 UPSTREAM_READ_TIMEOUT_S = 600.0      # one silence within a streamed answer
 SOCKET_BACKLOG = 64
+MAX_API_CONNECTIONS = 32             # per run: each holds a descriptor of the worker, which serves every group
+CALLS_CUT_AFTER_S = 1.0              # at a run's end, calls still in flight are cut after this
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,7 @@ class _Run:
         self.access = access
         self.forwarder = forwarder
         self.site_runner: web.AppRunner | None = None
+        self.api_accepting: asyncio.Task | None = None
         self.proxy_server: asyncio.AbstractServer | None = None
         self.tunnels: set[asyncio.StreamWriter] = set()
         self.destinations: set[tuple[str, int, bool]] = set()
@@ -179,9 +182,12 @@ class Gateway:
     async def _start_api(self, run: _Run) -> None:
         app = web.Application(client_max_size=MAX_REQUEST_BYTES)
         app.router.add_route("*", "/{tail:.*}", run.forwarder.handle)
-        run.site_runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        run.site_runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                                        shutdown_timeout=CALLS_CUT_AFTER_S)
         await run.site_runner.setup()
-        await web.SockSite(run.site_runner, _bound_socket(run.access.directory, API_SOCKET)).start()
+        listener = _bound_socket(run.access.directory, API_SOCKET)
+        run.api_accepting = asyncio.ensure_future(
+            _accept_capped(listener, run.site_runner.server, MAX_API_CONNECTIONS))  # type: ignore[arg-type]
 
     async def _start_proxy(self, run: _Run) -> None:
         proxy = EgressProxy(parse_policy(run.access.policy), lambda decision: self._report_egress(run, decision))
@@ -205,6 +211,9 @@ class Gateway:
             run.proxy_server.close()
             for writer in list(run.tunnels):  # a tunnel open at the run's end is cut, not left to run on
                 writer.close()
+        if run.api_accepting is not None:
+            run.api_accepting.cancel()
+            await asyncio.wait([run.api_accepting])
         if run.site_runner is not None:
             await run.site_runner.cleanup()
         shutil.rmtree(run.access.directory, ignore_errors=True)
@@ -243,7 +252,45 @@ class Gateway:
 
 
 async def _make_session(timeout: aiohttp.ClientTimeout) -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(timeout=timeout, auto_decompress=True, trust_env=False)
+    # No pool-wide cap: one run holding many calls must not make every other run's calls wait;
+    # MAX_API_CONNECTIONS bounds what each run may hold.
+    connector = aiohttp.TCPConnector(limit=0)
+    return aiohttp.ClientSession(timeout=timeout, auto_decompress=True, trust_env=False, connector=connector)
+
+
+async def _accept_capped(listener: socket.socket, server: web.Server, limit: int) -> None:
+    """Hand the run's connections to aiohttp; one over `limit` is told so and closed at once."""
+    loop = asyncio.get_running_loop()
+    try:
+        while True:
+            try:
+                conn, _ = await loop.sock_accept(listener)
+            except OSError as exc:  # out of descriptors, say: try again shortly rather than stop serving
+                logger.warning("gateway: accepting a model API connection failed: {}", exc)
+                await asyncio.sleep(0.1)
+                continue
+            if len(server.connections) >= limit:
+                _turn_away(conn, limit)
+                continue
+            try:
+                await loop.connect_accepted_socket(server, conn)
+            except OSError:
+                conn.close()
+    finally:
+        listener.close()
+
+
+def _turn_away(conn: socket.socket, limit: int) -> None:
+    body = ('{"type":"error","error":{"type":"overloaded_error","message":"nanoclaw gateway: this run already '
+            f'has {limit} connections open; close one first"}}}}').encode()
+    head = (f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+    try:
+        conn.send(head + body)  # a fresh socket's buffer takes this whole; nothing waits on it
+    except OSError:
+        pass
+    finally:
+        conn.close()
 
 
 def _make_run_dir(base: Path, run_id: str) -> Path:

@@ -3,21 +3,25 @@
 An agent's Claude CLI talks to this server (over its run's Unix socket) as
 if it were the Messages API, authenticating with its run's token. The token
 is checked, the agent's own auth headers are dropped, the real credential is
-added, and the request goes to the configured API. The answer streams back
-chunk by chunk as it arrives (nothing is buffered, so the CLI sees tokens as
-the model writes them) while model_usage.py reads the token counts off it.
+added, and the request goes to the configured API. Both ways bytes pass as
+they arrive: the request body is never held whole (an agent sending many
+large bodies must not fill the worker's memory), and the CLI sees tokens as
+the model writes them while model_usage.py reads the token counts off them.
 Each call ends as one `ModelCall` handed to the gateway for the log.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Callable
 
 import aiohttp
 from aiohttp import web
+from yarl import URL
 
 from jobs.credentials import OAUTH_BETA, UpstreamAuth
 from jobs.model_usage import Usage, UsageReader
@@ -79,14 +83,9 @@ class ModelApiForwarder:
             self.report(ModelCall(request.method, request.path, refusal.status, _ms(started), None, False,
                                   Usage(), error=refusal.text))
             return refusal
-        try:
-            body = await request.read()  # the whole body: the app caps it at MAX_REQUEST_BYTES
-        except web.HTTPRequestEntityTooLarge:
-            return error_response(413, "request_too_large", f"nanoclaw gateway: requests are capped at "
-                                                            f"{MAX_REQUEST_BYTES} bytes")
-        except (aiohttp.ClientError, ConnectionError) as exc:
-            return error_response(400, "invalid_request_error", f"nanoclaw gateway: could not read the request: {exc}")
-        return await self._forward(request, body, started)
+        if (request.content_length or 0) > MAX_REQUEST_BYTES:
+            return _too_large()
+        return await self._forward(request, _Body(request), started)
 
     def _refusal(self, request: web.Request) -> web.Response | None:
         if self.closed:
@@ -100,14 +99,18 @@ class ModelApiForwarder:
                                   "'claude', then restart the service)")
         return None
 
-    async def _forward(self, request: web.Request, body: bytes, started: float) -> web.StreamResponse:
+    async def _forward(self, request: web.Request, body: _Body, started: float) -> web.StreamResponse:
         url = self.upstream + request.rel_url.path_qs
+        data = body.chunks() if request.body_exists else None
         try:
-            async with self.session.request(request.method, url, headers=self._headers(request), data=body,
+            async with self.session.request(request.method, url, headers=self._headers(request), data=data,
                                             allow_redirects=False) as upstream:
                 return await self._relay(request, upstream, started)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            problem = f"nanoclaw gateway: the model API at {self.upstream} failed: {type(exc).__name__}: {exc}"
+            if body.too_large:
+                return _too_large()
+            shown = URL(self.upstream).origin()  # never a user name, password or query of the setting
+            problem = f"nanoclaw gateway: the model API at {shown} failed: {type(exc).__name__}: {exc}"
             self.report(ModelCall(request.method, request.path, 502, _ms(started), None, False, Usage(),
                                   error=problem[:500]))
             return error_response(502, "api_error", problem)
@@ -115,6 +118,8 @@ class ModelApiForwarder:
     def _headers(self, request: web.Request) -> dict[str, str]:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in DROPPED_REQUEST_HEADERS}
         headers["accept-encoding"] = "identity"  # plain bytes, so usage can be read as they pass
+        if request.content_length is not None:  # the parser holds the body to it; chunked stays chunked
+            headers["content-length"] = str(request.content_length)
         headers.update(self.auth.headers())  # type: ignore[union-attr]
         if self.auth.is_oauth:  # type: ignore[union-attr]
             betas = [b for b in request.headers.get("anthropic-beta", "").split(",") if b.strip()]
@@ -140,9 +145,35 @@ class ModelApiForwarder:
             await response.write_eof()
         except (aiohttp.ClientError, ConnectionError, TimeoutError) as exc:
             error = f"stream cut: {type(exc).__name__}: {exc}"[:500]
-        self.report(ModelCall(request.method, request.path, upstream.status, _ms(started), first_byte, streamed,
-                              reader.finish(), error=error))
+        except asyncio.CancelledError:
+            error = "stream cut: the agent's run ended"
+            raise
+        finally:
+            self.report(ModelCall(request.method, request.path, upstream.status, _ms(started), first_byte,
+                                  streamed, reader.finish(), error=error))
         return response
+
+
+class _Body:
+    """The agent's request body, passed on as it arrives (never held whole) and cut at the cap."""
+
+    def __init__(self, request: web.Request):
+        self.request = request
+        self.too_large = False
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        passed = 0
+        async for chunk in self.request.content.iter_any():
+            passed += len(chunk)
+            if passed > MAX_REQUEST_BYTES:  # a chunked body has no length to check up front
+                self.too_large = True
+                raise ValueError("request over the cap")  # the API sees the body end unfinished
+            yield chunk
+
+
+def _too_large() -> web.Response:
+    return error_response(413, "request_too_large", f"nanoclaw gateway: requests are capped at "
+                                                    f"{MAX_REQUEST_BYTES} bytes")
 
 
 def _ms(since: float) -> float:

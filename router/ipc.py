@@ -49,8 +49,10 @@ class Refused(Exception):
 
 
 def printable(name: str) -> str:
-    """A file or folder name safe for event data (undecodable bytes replaced)."""
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    """A file or folder name safe for event data and the journal: one line, undecodable bytes and
+    control characters replaced (a name with a newline could forge a log line)."""
+    text = name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return "".join(char if char.isprintable() else "\ufffd" for char in text)
 
 
 def read_payload(dir_fd: int, name: str) -> tuple[dict[str, Any], int]:
@@ -301,7 +303,7 @@ class IpcWatcher:
         """Append `IpcReceived` for a claimed file, then delete it; quarantine what is refused."""
         try:
             if name != printable(name):
-                raise Refused("the file name is not UTF-8")
+                raise Refused("the file name is not printable UTF-8 (control characters or undecodable bytes)")
             payload, size = read_payload(dir_fd, claimed)
         except FileNotFoundError:
             return
