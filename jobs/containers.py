@@ -218,7 +218,10 @@ class ContainerRunner:
         try:
             return self._run_with_gateway(spec, access, name, started_iso, started, on_output, on_started)
         finally:
-            self.gateway.close_run(spec.run_id)
+            try:
+                self.gateway.close_run(spec.run_id)
+            except Exception as exc:  # the run's end must still be recorded; a late socket is swept later
+                logger.warning("{}: closing the gateway of run {} failed: {}", spec.folder, spec.run_id, exc)
 
     def _run_with_gateway(self, spec: RunSpec, access: RunAccess, name: str, started_iso: str, started: float,
                           on_output, on_started) -> RunResult:

@@ -23,7 +23,7 @@ import secrets
 import shutil
 import socket
 import threading
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Coroutine
@@ -49,6 +49,7 @@ OPEN_TIMEOUT_S = 10.0
 UPSTREAM_CONNECT_TIMEOUT_S = 30.0
 UPSTREAM_READ_TIMEOUT_S = 600.0      # one silence within a streamed answer
 SOCKET_BACKLOG = 64
+LOOKUP_THREADS = 32
 MAX_API_CONNECTIONS = 32             # per run: each holds a descriptor of the worker, which serves every group
 CALLS_CUT_AFTER_S = 1.0              # at a run's end, calls still in flight are cut after this
 
@@ -114,6 +115,8 @@ class Gateway:
         self._session: aiohttp.ClientSession | None = None
         self._runs: dict[str, _Run] = {}
         self._lock = threading.Lock()
+        # events are written by one thread of their own, in order, never queued behind a name lookup
+        self._recorder = ThreadPoolExecutor(1, thread_name_prefix="gateway-record")
 
     # --- the worker's side (any thread) ------------------------------------------
 
@@ -136,6 +139,7 @@ class Gateway:
             self.close_run(run_id)
         self._call(self._session.close())  # type: ignore[union-attr]
         self._loop.call_soon_threadsafe(self._loop.stop)
+        self._recorder.shutdown(wait=True)  # the last calls' events are in the log before we return
 
     def _call(self, coro: Coroutine) -> Any:
         future: Future = asyncio.run_coroutine_threadsafe(coro, self._ensure_loop())
@@ -153,6 +157,8 @@ class Gateway:
     def _serve(self, ready: threading.Event) -> None:
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
+        # The proxy's name lookups run here: enough threads that one run's slow names cannot hold up the others
+        loop.set_default_executor(ThreadPoolExecutor(LOOKUP_THREADS, thread_name_prefix="gateway-lookup"))
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=UPSTREAM_CONNECT_TIMEOUT_S,
                                         sock_read=UPSTREAM_READ_TIMEOUT_S)
         self._session = loop.run_until_complete(_make_session(timeout))
@@ -248,7 +254,7 @@ class Gateway:
                 self.record(event)
             except Exception as exc:  # a full disk must not take the gateway down
                 logger.warning("gateway could not record {}: {}", type(event).__name__, exc)
-        self._loop.run_in_executor(None, write)  # type: ignore[union-attr]
+        self._loop.run_in_executor(self._recorder, write)  # type: ignore[union-attr]
 
 
 async def _make_session(timeout: aiohttp.ClientTimeout) -> aiohttp.ClientSession:

@@ -9,6 +9,7 @@ did not answer is re-run after restart (difference 12).
 
 from __future__ import annotations
 
+import resource
 import signal
 import threading
 import time
@@ -26,6 +27,7 @@ from nanoclaw.config import Settings
 SHUTDOWN_TIMEOUT_S = 20
 LEFTOVER_RECORD_S = 3.0
 PREEMPT_CHECK_S = 0.25
+OPEN_FILES_WANTED = 65_536  # when the hard limit is unlimited
 
 
 class _Consumer(Consumer):
@@ -103,10 +105,29 @@ def _preempt_loop(settings: Settings, huey, stop: threading.Event) -> None:
             logger.warning("idle preemption check failed: {}", exc)
 
 
+def raise_open_files_limit() -> int:
+    """Lift this process's open-file limit to its hard limit; returns the new soft limit.
+
+    Every run's gateway sockets and their connections are descriptors of the
+    worker (up to about 200 per run under attack), and systemd's default
+    soft limit is 1024: a few hostile runs must not stop every other group.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = OPEN_FILES_WANTED if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError) as exc:
+            logger.warning("could not raise the open-file limit from {}: {}", soft, exc)
+    return soft
+
+
 def run_worker(settings: Settings, *, supervised: bool = False) -> int:
     from jobs.queue import event_log, huey
 
     logger.info("worker {} starting", this_worker(settings))  # its identity first: its runs carry it
+    raise_open_files_limit()
     reconcile(settings, event_log())
     consumer = _Consumer(
         huey, settings, supervised=supervised, workers=settings.max_concurrent_containers, worker_type="thread",

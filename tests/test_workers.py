@@ -141,3 +141,17 @@ def test_a_second_worker_starting_up_does_not_disturb_the_first_workers_run(sett
 def _worker(settings) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "nanoclaw.cli", "worker"], cwd=settings.root,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def test_the_worker_lifts_its_open_file_limit_to_the_hard_limit():
+    """Each run's gateway holds descriptors of the worker; a low soft limit would let a few runs starve the rest."""
+    import resource
+    import subprocess
+    import sys
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    code = "from jobs.worker import raise_open_files_limit; print(raise_open_files_limit())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))).stdout
+    expected = 65_536 if hard == resource.RLIM_INFINITY else hard
+    assert int(out.split()[-1]) == expected > 256
