@@ -159,6 +159,11 @@ def test_podman_runs_the_agent_locked_down_as_docker_does(podman_settings, podma
         assert _sh(container, "cat /proc/1/comm") == "podman-init"  # an init reaps the agent's children
         assert _sh(container, "ls /sys/class/net") == "lo"
         assert _sh(container, "ls /run/nanoclaw").split() == ["api.sock", "proxy.sock"]  # the run's gateway
+        # through the image's forwarder and the mounted socket to the gateway, which wants the run's token
+        assert _sh(container, "curl -s -o /dev/null -w '%{http_code}' -X POST http://127.0.0.1:3129/v1/messages") \
+            == "401"
+        assert _sh(container, "curl -s -o /dev/null -w '%{http_code}' --noproxy '' --proxy http://127.0.0.1:3128 "
+                              "http://127.0.0.1:9/") == "403"
         assert _sh(container, "cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max") == \
             str(PIDS_LIMIT)
         assert _sh(container, "touch /workspace/global/x 2>&1; echo $?").endswith("1")
