@@ -15,7 +15,7 @@ import msgspec
 
 from events import types as t
 
-PROJECTION_VERSION = 4
+PROJECTION_VERSION = 5
 
 TABLES: dict[str, str] = {
     "chats": """CREATE TABLE chats (
@@ -52,6 +52,12 @@ TABLES: dict[str, str] = {
         run_id TEXT, text TEXT NOT NULL, state TEXT NOT NULL, queued_seq INTEGER NOT NULL,
         queued_at TEXT NOT NULL, done_at TEXT, attempts INTEGER NOT NULL DEFAULT 0,
         reason TEXT)""",
+    # model calls through the gateway, summed per UTC day (from the event's time), group and model
+    "usage": """CREATE TABLE usage (
+        day TEXT NOT NULL, folder TEXT NOT NULL, model TEXT NOT NULL, calls INTEGER NOT NULL,
+        failed INTEGER NOT NULL, input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL,
+        cache_creation_input_tokens INTEGER NOT NULL, cache_read_input_tokens INTEGER NOT NULL,
+        PRIMARY KEY (day, folder, model))""",
 }
 
 INDEXES = (
@@ -72,6 +78,7 @@ KEYS = {
     "tasks": "id",
     "task_runs": "seq",
     "outbound": "outbound_id",
+    "usage": "day, folder, model",
 }
 
 SUMMARY_CHARS = 200
@@ -290,6 +297,19 @@ def _session_cleared(db: sqlite3.Connection, seq: int, at: str, ev: t.SessionCle
     db.execute("DELETE FROM sessions WHERE folder = ?", (ev.folder,))
 
 
+def _model_called(db: sqlite3.Connection, seq: int, at: str, ev: t.ModelCalled) -> None:
+    failed = int(ev.status >= 400 or ev.error is not None)
+    db.execute(
+        """INSERT INTO usage VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?)
+           ON CONFLICT(day, folder, model) DO UPDATE SET calls = calls + 1, failed = failed + excluded.failed,
+             input_tokens = input_tokens + excluded.input_tokens,
+             output_tokens = output_tokens + excluded.output_tokens,
+             cache_creation_input_tokens = cache_creation_input_tokens + excluded.cache_creation_input_tokens,
+             cache_read_input_tokens = cache_read_input_tokens + excluded.cache_read_input_tokens""",
+        (at[:10], ev.folder, ev.model or "", failed, ev.input_tokens or 0, ev.output_tokens or 0,
+         ev.cache_creation_input_tokens or 0, ev.cache_read_input_tokens or 0))
+
+
 APPLY: dict[type[t.Event], Callable] = {
     t.ChatSeen: _chat_seen,
     t.GroupRegistered: _group_registered,
@@ -310,6 +330,7 @@ APPLY: dict[type[t.Event], Callable] = {
     t.TaskRunFinished: _task_run_finished,
     t.SessionUpdated: _session_updated,
     t.SessionCleared: _session_cleared,
+    t.ModelCalled: _model_called,
 }
 
 

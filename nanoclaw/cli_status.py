@@ -69,6 +69,11 @@ def render(report: status.Status, out: TextIO) -> None:
         w(f"  ... and {len(report.groups) - SHOW_GROUPS} more (nanoclaw groups list)\n")
     if report.containment is not None:
         _containment(report.containment, w)
+    if report.usage is not None:
+        u = report.usage
+        unpriced = f" (no price for {', '.join(u.unpriced_models)})" if u.unpriced_models else ""
+        w(f"usage       today ~${u.today_usd:.2f} ({u.today_tokens:,} tokens), this month ~${u.month_usd:.2f} "
+          f"({u.month_tokens:,} tokens), UTC days{unpriced}\n")
     docker_note = "" if report.docker.reachable else " (from the log only: Docker is down)"
     w(f"containers  {len(report.containers)}{docker_note}\n")
     for c in report.containers:

@@ -25,6 +25,8 @@ from jobs.credentials import upstream_auth, upstream_url
 from jobs.gateway import runs_dir
 from jobs.runtime import LABEL_GROUP, LABEL_RUN, RuntimeUnavailable, client, engine_name, install_label
 from nanoclaw.config import QUEUE_NAME, Settings
+from nanoclaw.prices import DEFAULT_PRICES, PriceError, PriceTable
+from nanoclaw.usage import Spend, spend
 from router.egress import DEFAULT_EGRESS
 from router.heartbeat import HEARTBEAT_INTERVAL_S, read_beat, status_path
 
@@ -114,6 +116,7 @@ class Status(msgspec.Struct, kw_only=True):
     next_tasks: list[TaskInfo]
     errors: list[ErrorInfo]
     containment: ContainmentInfo | None = None
+    usage: Spend | None = None
 
 
 # --- the service ---------------------------------------------------------------
@@ -176,6 +179,14 @@ def groups_info(log: EventLog) -> list[GroupInfo]:
 def _egress(config_json: str | None) -> str:
     config = msgspec.json.decode(config_json, type=t.ContainerConfig) if config_json else None
     return (config.egress if config else None) or DEFAULT_EGRESS
+
+
+def _prices(settings: Settings) -> PriceTable:
+    """The owner's price table; status never fails on a broken one (`nanoclaw usage` names the problem)."""
+    try:
+        return PriceTable.load(settings.config_dir)
+    except PriceError:
+        return PriceTable(dict(DEFAULT_PRICES))
 
 
 def containment_info(settings: Settings) -> ContainmentInfo:
@@ -303,6 +314,7 @@ def gather(settings: Settings) -> Status:
         return Status(root=str(settings.root), generated_at=iso_now(), service=service_info(settings, now),
                       docker=docker, queue=queue_info(settings), groups=groups_info(log),
                       containers=containers_info(log, listed, now), next_tasks=next_tasks(log),
-                      errors=recent_errors(log), containment=containment_info(settings))
+                      errors=recent_errors(log), containment=containment_info(settings),
+                      usage=spend(log, _prices(settings)))
     finally:
         log.close()

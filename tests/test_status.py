@@ -212,13 +212,14 @@ def test_the_screen_and_the_json_carry_the_same_facts(settings, groups, capsys):
     for line in ("service     DOWN", "channels    -", "docker      up, Docker", "queue       0 job(s) waiting",
                  "groups      3 registered", "  family ", "(MessageReceived)", "last errors 1", "timeout: no answer",
                  "egress open", "agents      network none (the gateway is their only way out)",
-                 "gateway     model API https://api.anthropic.com", f"chat socket {settings.local_chat_socket}"):
+                 "gateway     model API https://api.anthropic.com", f"chat socket {settings.local_chat_socket}",
+                 "usage       today ~$0.00 (0 tokens), this month ~$0.00 (0 tokens)"):
         assert line in screen, screen
     assert len(screen.splitlines()) < 25
     assert cli.main(["status", "--json"]) == 0
     data = msgspec.json.decode(capsys.readouterr().out)
     assert list(data) == ["root", "generated_at", "service", "docker", "queue", "groups", "containers", "next_tasks",
-                          "errors", "containment"]
+                          "errors", "containment", "usage"]
     assert data["containment"]["network"] == "none" and data["groups"][0]["egress"] == "open"
     assert data["containment"]["chat_socket"] == str(settings.local_chat_socket)
     assert data["errors"][0]["message"] == "timeout: no answer in 1800 s" and len(data["groups"]) == 3
