@@ -18,6 +18,7 @@ def our_containers(settings: Settings) -> list:
     """Containers (running or not) labelled with this install's root."""
     engine = docker.from_env()
     try:
-        return engine.containers.list(all=True, filters={"label": install_label(settings)})
+        # ignore_removed: a container removed between the listing and its inspection is simply gone
+        return engine.containers.list(all=True, filters={"label": install_label(settings)}, ignore_removed=True)
     finally:
         engine.close()
