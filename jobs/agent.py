@@ -27,6 +27,7 @@ from jobs.liveness import this_worker
 from jobs.mounts import AllowlistLoader, validate_mounts
 from jobs.output_parser import AgentResult
 from jobs.recovery import active_lock, active_runs, stopping, unanswered_from
+from jobs.sessions import session_to_resume
 from jobs.workspace import Mount, clear_input
 from nanoclaw.config import Settings
 from nanoclaw.faults import fault_point
@@ -140,11 +141,11 @@ class AgentRun:
                             trigger=group.trigger, default_trigger=self.settings.trigger,
                             rules=self.allowlist.current()):
             return "no trigger in the pending messages"
-        session = tx.query("SELECT session_id FROM sessions WHERE folder = ?", (folder,))
         return Plan(run_id=uuid.uuid4().hex[:12], group=group, container=container_name(folder),
                     from_seq=cursor, through_seq=pending[-1].seq,
                     prompt=prompt_for(pending, self.settings.timezone),
-                    session_id=session[0][0] if session else None, attempt=_attempt(tx, folder))
+                    session_id=session_to_resume(tx, folder, self.settings.agent_provider),
+                    attempt=_attempt(tx, folder))
 
     def _spec(self, plan: Plan) -> RunSpec:
         group = plan.group

@@ -23,6 +23,7 @@ from jobs.containers import AgentInput, ContainerRunner, RunSpec, container_name
 from jobs.liveness import this_worker
 from jobs.output_parser import AgentResult
 from jobs.recovery import active_lock, active_runs, stopping
+from jobs.sessions import session_to_resume
 from jobs.workspace import clear_input
 from nanoclaw.config import Settings
 from nanoclaw.faults import fault_point
@@ -109,8 +110,8 @@ class TaskRun:
         write_groups_snapshot(self.settings, self.log, group.folder, group.is_main)
         session = None
         if task["context_mode"] == "group":
-            rows = self.log.query("SELECT session_id FROM sessions WHERE folder = ?", (group.folder,))
-            session = rows[0][0] if rows else None
+            with self.log.transaction() as tx:
+                session = session_to_resume(tx, group.folder, self.settings.agent_provider)
         agent_input = AgentInput(
             prompt=task["prompt"], sessionId=session, groupFolder=group.folder, chatJid=task["chat_jid"],
             isMain=group.is_main, isScheduledTask=True, assistantName=self.settings.assistant_name,

@@ -148,8 +148,8 @@ def test_an_error_after_a_reply_is_not_retried_so_nothing_is_answered_twice(worl
 
 def test_a_stale_session_is_cleared_when_the_resume_fails(world, scripted):
     _, log, inbound = world
-    log.append(t.SessionUpdated(folder="main", session_id="gone-session"))
-    settings = scripted({"main": {"turns": [[{"raise": "No conversation found with session ID gone-session"}]]}})
+    log.append(t.SessionUpdated(folder="main", session_id="scripted-gone"))
+    settings = scripted({"main": {"turns": [[{"raise": "No conversation found with session ID scripted-gone"}]]}})
     say(inbound, "local:me", "hi")
     AgentRun(settings, log).run("main")
     assert [c.reason[:14] for c in of_type(log, t.SessionCleared)] == ["stale session:"]
@@ -258,3 +258,19 @@ def test_recovery_does_not_repeat_a_follow_up_the_agent_read_and_answered(world)
     counts = reconcile(settings, log)
     assert counts["runs_interrupted"] == 1 and counts["runs_requested"] == 0
     assert of_type(log, t.AgentRunFinished)[0].cursor_rollback_to is None
+
+
+def test_a_session_of_the_other_provider_is_cleared_once_and_the_run_starts_fresh(world):
+    """After AGENT_PROVIDER changes, the saved id cannot be resumed: cleared before the run, not after five failures."""
+    settings, log, inbound = world
+    log.append(t.SessionUpdated(folder="main", session_id="0b3f7c1e-1111-4222-8333-944455556666"))  # Claude's
+    say(inbound, "local:me", "hi")
+    assert AgentRun(settings, log).run("main") == "success: ok"
+    [cleared] = of_type(log, t.SessionCleared)
+    assert "not the scripted provider's" in cleared.reason
+    assert of_type(log, t.AgentRunStarted)[0].session_id is None
+    fresh = of_type(log, t.SessionUpdated)[-1].session_id
+    assert fresh.startswith("scripted-")
+    say(inbound, "local:me", "again")
+    AgentRun(settings, log).run("main")
+    assert len(of_type(log, t.SessionCleared)) == 1 and of_type(log, t.AgentRunStarted)[1].session_id == fresh
