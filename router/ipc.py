@@ -1,9 +1,12 @@
 """The host side of IPC: each JSON file an agent drops becomes one `IpcReceived`.
 
 Identity is the folder a file appeared in. One thread takes the files in name
-order and records each under a key made of its path, so a file watchdog
-reports twice is recorded once (and events it drops are found by the
-rescans); nothing is read through a symlink, since the agent owns the folder.
+order and records each under a key made of its path and its inode and
+modification time, so a file watchdog reports twice is recorded once (and
+events it drops are found by the rescans) while a name the agent uses again
+is a new request; a file that does not parse yet is looked at again once it
+has not been written to for SETTLE_S; nothing is read through a symlink,
+since the agent owns the folder.
 `processing/` only holds files claimed by an earlier version, taken at start.
 """
 
@@ -32,6 +35,7 @@ from router.groups import GroupError, validate_folder
 
 IPC_MAX_BYTES = 1 << 20
 RESCAN_S = 10.0
+SETTLE_S = 2.0   # a file that does not parse yet is given this long since its last write
 KINDS = ("messages", "tasks")
 PROCESSING_DIR = "processing"
 ERRORS_DIR = "errors"
@@ -45,7 +49,24 @@ _WATCHDOG_LOGGER = "watchdog.observers.inotify_c"
 
 
 class Refused(Exception):
-    """A file the watcher will not record; the message is the reason."""
+    """A file the watcher will not record; the message is the reason.
+
+    `unsettled`: the file was written to within SETTLE_S and may be complete
+    later (an agent writing it in several steps), so it is looked at again
+    before it is refused.
+    """
+
+    def __init__(self, reason: str, *, unsettled: bool = False):
+        super().__init__(reason)
+        self.unsettled = unsettled
+
+
+class Payload(msgspec.Struct, frozen=True):
+    """A parsed request file, and what tells this file apart from a later one of the same name."""
+
+    value: dict[str, Any]
+    size: int
+    identity: str   # inode and modification time: a crash's leftover has the same, a reused name not
 
 
 def printable(name: str) -> str:
@@ -55,7 +76,7 @@ def printable(name: str) -> str:
     return "".join(char if char.isprintable() else "\ufffd" for char in text)
 
 
-def read_payload(dir_fd: int, name: str) -> tuple[dict[str, Any], int]:
+def read_payload(dir_fd: int, name: str) -> Payload:
     """Read and parse one claimed file without following links; raise Refused."""
     try:
         fd = open_file(dir_fd, name)  # the open is the check: a link swapped in since is refused too
@@ -64,13 +85,22 @@ def read_payload(dir_fd: int, name: str) -> tuple[dict[str, Any], int]:
     if fd is None:
         raise FileNotFoundError(errno.ENOENT, "claimed file vanished", name)
     with os.fdopen(fd, "rb") as handle:
-        size = os.fstat(handle.fileno()).st_size
-        if size > IPC_MAX_BYTES:
-            raise Refused(f"{size} bytes, over the {IPC_MAX_BYTES}-byte limit")
+        info = os.fstat(handle.fileno())
+        if info.st_size > IPC_MAX_BYTES:
+            raise Refused(f"{info.st_size} bytes, over the {IPC_MAX_BYTES}-byte limit")
         data = handle.read(IPC_MAX_BYTES + 1)
     if len(data) > IPC_MAX_BYTES:
         raise Refused(f"over the {IPC_MAX_BYTES}-byte limit")
-    return parse_payload(data), len(data)
+    try:
+        value = parse_payload(data)
+    except Refused as refused:
+        raise Refused(str(refused), unsettled=time.time() - info.st_mtime < SETTLE_S) from None
+    return Payload(value, len(data), f"{info.st_ino}-{info.st_mtime_ns}")
+
+
+def request_key(folder: str, kind: str, name: str, identity: str) -> str:
+    """The idempotency key of one request file: its place and its identity, never its name alone."""
+    return f"ipc:{folder}/{kind}/{name}@{identity}"
 
 
 def parse_payload(data: bytes) -> dict[str, Any]:
@@ -115,6 +145,9 @@ class _Changes(FileSystemEventHandler):
 
     def on_moved(self, event: FileSystemEvent) -> None:
         self._seen(str(event.dest_path), event.is_directory)
+
+    def on_closed(self, event: FileSystemEvent) -> None:  # a file written in place is complete now
+        self._seen(str(event.src_path), event.is_directory)
 
     def _seen(self, path: str, is_directory: bool) -> None:
         parts = os.path.relpath(path, self.root).split(os.sep)
@@ -288,8 +321,10 @@ class IpcWatcher:
         """Record the file where it lies, then delete it.
 
         One thread takes every file, and the append is keyed by the file's
-        path, so a file reported twice (or found again after a crash between
-        the append and the delete) is recorded once. No rename: moving each
+        path and identity (inode, modification time), so a file reported
+        twice (or found again after a crash between the append and the
+        delete) is recorded once, while a later file that reuses the name is
+        a new request. No rename: moving each
         file out would make watchdog pair move events, which can hold its
         queue for half a second.
         """
@@ -304,14 +339,18 @@ class IpcWatcher:
         try:
             if name != printable(name):
                 raise Refused("the file name is not printable UTF-8 (control characters or undecodable bytes)")
-            payload, size = read_payload(dir_fd, claimed)
+            payload = read_payload(dir_fd, claimed)
         except FileNotFoundError:
             return
         except Refused as refused:
-            self._quarantine(folder, kind, name, dir_fd, claimed, str(refused))
+            if refused.unsettled:  # perhaps still being written: look again once it has settled
+                self._look_again(folder, kind)
+            else:
+                self._quarantine(folder, kind, name, dir_fd, claimed, str(refused))
             return
-        event = t.IpcReceived(folder=folder, kind=kind, file=name, payload=payload, size=size)  # type: ignore[arg-type]
-        appended = self.log.append(event, key=f"ipc:{folder}/{kind}/{name}")
+        event = t.IpcReceived(folder=folder, kind=kind, file=name, payload=payload.value,  # type: ignore[arg-type]
+                              size=payload.size)
+        appended = self.log.append(event, key=request_key(folder, kind, name, payload.identity))
         try:
             os.unlink(claimed, dir_fd=dir_fd)
         except FileNotFoundError:
@@ -320,6 +359,11 @@ class IpcWatcher:
             logger.debug("{}: IPC {} file {} recorded (seq {})", folder, kind, name, appended.seq)
         else:
             logger.warning("{}: IPC {} file {} was already recorded; the copy is dropped", folder, kind, name)
+
+    def _look_again(self, folder: str, kind: str) -> None:
+        timer = threading.Timer(SETTLE_S, lambda: self._worker is not None and self._changed(folder, kind))
+        timer.daemon = True
+        timer.start()
 
     def _quarantine(self, folder: str, kind: str, name: str, dir_fd: int, current: str, reason: str) -> None:
         """Move a refused file to `data/ipc/errors/<folder>-<file>` with a `.reason` beside it."""

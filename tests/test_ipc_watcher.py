@@ -74,7 +74,7 @@ def test_a_file_written_atomically_in_the_folder_is_recorded_once(watcher, setti
     assert events[0].folder == "family" and events[0].kind == "messages"
     assert events[0].file == "1700000000000-abc.json"
     assert events[0].payload == {"type": "message", "text": "hi"}
-    assert log.read_since(0, types=[t.IpcReceived])[0].key == "ipc:family/messages/1700000000000-abc.json"
+    assert log.read_since(0, types=[t.IpcReceived])[0].key.startswith("ipc:family/messages/1700000000000-abc.json@")
     assert os.listdir(settings.ipc_dir / "family" / "messages") == []
     assert os.listdir(settings.ipc_dir / "family" / "processing") == []
 
@@ -167,9 +167,11 @@ def test_a_file_left_in_processing_by_a_crash_is_recorded_at_start(settings, log
 def test_a_file_recorded_before_a_crash_is_not_recorded_twice(settings, log):
     processing = make_group(settings, "family") / "processing"
     processing.mkdir()
-    (processing / "messages-1.json").write_text('{"a": 1}')
+    leftover = processing / "messages-1.json"
+    leftover.write_text('{"a": 1}')
+    info = leftover.stat()
     log.append(t.IpcReceived(folder="family", kind="messages", file="1.json", payload={"a": 1}),
-               key="ipc:family/messages/1.json")
+               key=ipc.request_key("family", "messages", "1.json", f"{info.st_ino}-{info.st_mtime_ns}"))
     watching = IpcWatcher(settings, log)
     assert watching.scan() == 1
     assert len(received(log)) == 1 and os.listdir(processing) == []
@@ -327,9 +329,12 @@ def test_files_in_an_invalid_or_reserved_folder_are_quarantined(watcher, setting
 def test_a_second_refusal_of_the_same_name_keeps_the_first(settings, log):
     tasks = make_group(settings, "family") / "tasks"
     watching = IpcWatcher(settings, log)
+    settled = time.time() - 2 * ipc.SETTLE_S  # written a while ago: broken for good, not still being written
     (tasks / "1.json").write_text("not json")
+    os.utime(tasks / "1.json", (settled, settled))
     watching.scan()
     (tasks / "1.json").write_text("[]")
+    os.utime(tasks / "1.json", (settled, settled))
     watching.scan()
     errors = settings.ipc_dir / "errors"
     assert (errors / "family-1.json").read_text() == "not json"
@@ -337,3 +342,34 @@ def test_a_second_refusal_of_the_same_name_keeps_the_first(settings, log):
     assert "not a JSON object" in (errors / "family-1.json.1.reason").read_text()
     assert [e.quarantined_to for e in rejected(log)] == ["data/ipc/errors/family-1.json",
                                                          "data/ipc/errors/family-1.json.1"]
+
+
+def test_a_file_name_the_agent_uses_again_is_a_new_request(watcher, settings, log):
+    messages = settings.ipc_dir / "family" / "messages"
+    drop(messages, "reply.json", {"n": 1})
+    wait_for(lambda: len(received(log)) == 1)
+    wait_for(lambda: not (messages / "reply.json").exists())
+    drop(messages, "reply.json", {"n": 2})
+    wait_for(lambda: len(received(log)) == 2)
+    settle(watcher)
+    assert [e.payload for e in received(log)] == [{"n": 1}, {"n": 2}] and rejected(log) == []
+
+
+def test_a_file_written_in_place_in_several_steps_is_recorded_whole_not_quarantined(watcher, settings, log):
+    path = settings.ipc_dir / "family" / "tasks" / "slow.json"
+    with path.open("w") as handle:  # no temp file and rename: the watcher sees it half written
+        handle.write('{"type": "schedule_task", ')
+        handle.flush()
+        time.sleep(0.6)
+        handle.write('"prompt": "water the plants"}')
+    [event] = wait_for(lambda: received(log), timeout=TIMEOUT_S)
+    assert event.payload == {"type": "schedule_task", "prompt": "water the plants"}
+    assert rejected(log) == []
+
+
+def test_a_broken_file_is_still_quarantined_once_it_has_settled(watcher, settings, log):
+    path = settings.ipc_dir / "family" / "tasks" / "broken.json"
+    path.write_text('{"type": "schedule_task", ')
+    started = time.monotonic()
+    [event] = wait_for(lambda: rejected(log), timeout=TIMEOUT_S)
+    assert "not valid JSON" in event.reason and time.monotonic() - started >= ipc.SETTLE_S * 0.9
