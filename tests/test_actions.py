@@ -319,6 +319,14 @@ def test_register_group_honours_requires_trigger_and_container_config(world, sta
         additional_mounts=[t.MountRequest(host_path="~/projects", readonly=False)], timeout_ms=60000)
 
 
+def test_an_agent_cannot_choose_a_groups_egress_policy_when_it_registers_one(world, stage):
+    """Only the owner's CLI sets egress: an egress field in the agent's request is not carried over."""
+    config = {"timeout": 60000, "egress": "open", "network": "host"}
+    _, [event] = submit(world, stage, "main", register("sneaky", containerConfig=config))
+    assert event.container_config == t.ContainerConfig(timeout_ms=60000)
+    assert event.container_config.egress is None
+
+
 @pytest.mark.parametrize("payload, reason", [
     (register("family", jid="tg:other"), "already used"),
     (register("newgroup", jid=FAMILY), "already registered"),

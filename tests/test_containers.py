@@ -287,3 +287,20 @@ def test_orphan_cleanup_removes_only_this_installs_containers(make_settings):
     finally:
         for container in (theirs, lookalike):
             container.remove(force=True)
+
+
+def test_a_docker_network_for_agents_is_warned_about_once_as_the_unsafe_opt_out(make_settings):
+    from loguru import logger
+
+    settings = make_settings(CONTAINER_NETWORK="bridge")
+    runner = ContainerRunner(settings)
+    lines: list[str] = []
+    sink = logger.add(lines.append, level="WARNING", format="{message}")
+    try:
+        spec = RunSpec(folder="family", group_name="Family", is_main=False, run_id="net-1",
+                       input=AgentInput(prompt="p", groupFolder="family", chatJid="local:family", isMain=False,
+                                        assistantName="Andy"))
+        assert runner.network(spec) == runner.network(spec) == "bridge"
+    finally:
+        logger.remove(sink)
+    assert len(lines) == 1 and "unsafe opt-out" in lines[0] and "past the egress policy" in lines[0]
