@@ -200,6 +200,7 @@ class AgentRunFinished(Event):
     duration_ms: int = 0
     had_output: bool = False
     cursor_rollback_to: int | None = None
+    error_kind: str | None = None   # router/failures.py's kind: credentials, rate_limit, api_error, ...
 
 
 # --- outbound --------------------------------------------------------------
@@ -212,7 +213,7 @@ class OutboundQueued(Event):
     outbound_id: str
     chat_jid: str
     text: str
-    origin: Literal["agent", "ipc", "task", "system"] = "agent"
+    origin: Literal["agent", "ipc", "task", "system", "notice"] = "agent"
     run_id: str | None = None
     sender: str | None = None
 

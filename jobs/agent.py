@@ -11,7 +11,6 @@ be tried again (SPEC 5.4, 6.6, and Pro's difference 3).
 from __future__ import annotations
 
 import json
-import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -34,6 +33,8 @@ from nanoclaw.faults import fault_point
 from router.allowlist import AllowlistFile
 from router.groups import Group, group_from_row
 from router.history import cursor_of, pending_messages, prompt_for, run_in_progress, window_wakes
+from router.failures import Kind, classify, retryable
+from router.notices import tell_failure
 from router.prompt import clean_output
 from router.refusals import recorder
 from router.snapshots import write_groups_snapshot, write_tasks_snapshot
@@ -42,7 +43,6 @@ MAX_RETRIES = 5
 BASE_RETRY_S = 5.0
 # Runs whose agent finished a turn and waits for input: run id -> (since, folder).
 idle_since: dict[str, tuple[float, str]] = {}
-STALE_SESSION = re.compile(r"no conversation found|ENOENT.*\.jsonl|session.*not found", re.IGNORECASE)
 
 
 @dataclass
@@ -188,6 +188,7 @@ class AgentRun:
                 progress.session_id = result.newSessionId
         if result.status == "error":
             progress.errors.append(result.error or "Unknown error")
+            request_close(self.settings, plan.group.folder)  # an error ends the turn now, not at the idle timeout
         with active_lock:
             if result.status == "success" and plan.run_id in active_runs:
                 idle_since[plan.run_id] = (time.monotonic(), plan.group.folder)
@@ -200,36 +201,45 @@ class AgentRun:
         failed = result.status == "error" or bool(progress.errors)
         error = result.error or (progress.errors[-1] if progress.errors else None)
         status = "timeout" if result.timed_out and failed else ("error" if failed else "ok")
+        kind = classify(error, timed_out=result.timed_out) if failed else None
         folder, jid = plan.group.folder, plan.group.jid
         with self.log.transaction() as tx:
             unanswered = unanswered_from(tx, folder, plan.run_id, plan.from_seq, plan.through_seq)
             rollback = plan.from_seq if failed and not progress.sent else unanswered
             tx.append(t.AgentRunFinished(run_id=plan.run_id, folder=folder, chat_jid=jid, status=status,
                                          error=error, exit_code=result.exit_code, duration_ms=result.duration_ms,
-                                         had_output=progress.sent > 0, cursor_rollback_to=rollback))
-            if failed and plan.session_id and error and STALE_SESSION.search(error):
-                tx.append(t.SessionCleared(folder=folder, reason=f"stale session: {error[:200]}"))
+                                         had_output=progress.sent > 0, cursor_rollback_to=rollback,
+                                         error_kind=kind))
+            if kind == "stale_session" and plan.session_id:
+                tx.append(t.SessionCleared(folder=folder, reason=f"stale session: {(error or '')[:200]}"))
             if failed and not progress.sent:
-                self._retry(tx, plan)
+                tell_failure(tx, self.settings, plan.group, plan.run_id, kind,  # type: ignore[arg-type]
+                             first=plan.attempt == 0, retry_in_s=self._retry(tx, plan, kind))  # type: ignore[arg-type]
             elif pending_messages(tx, jid, cursor_of(tx, jid), 1):
                 tx.append(t.AgentRunRequested(folder=folder, chat_jid=jid, reason="drain"))
         if failed:
-            logger.warning("{}: run {} ended with {}: {}{}", folder, plan.run_id, status, error,
+            logger.warning("{}: run {} ended with {} ({}): {}{}", folder, plan.run_id, status, kind, error,
                            " (replies already sent; not repeated)" if progress.sent else "")
         else:
             logger.info("{}: run {} finished after {} ms, {} repl(ies)", folder, plan.run_id,
                         result.duration_ms, progress.sent)
 
-    def _retry(self, tx: Transaction, plan: Plan) -> None:
+    def _retry(self, tx: Transaction, plan: Plan, kind: Kind) -> float | None:
+        """Ask for another attempt after the backoff; returns its delay, or None when none follows."""
         attempt = plan.attempt + 1
+        if not retryable(kind):
+            logger.error("{}: {} cannot be fixed by trying again; the messages wait for the next one",
+                         plan.group.folder, kind)
+            return None
         if attempt > MAX_RETRIES:
             logger.error("{}: max retries exceeded; the messages wait for the next one", plan.group.folder)
-            return
+            return None
         delay = BASE_RETRY_S * 2 ** (attempt - 1)
         not_before = to_iso(datetime.now(timezone.utc) + timedelta(seconds=delay))
         tx.append(t.AgentRunRequested(folder=plan.group.folder, chat_jid=plan.group.jid, reason="retry",
                                       attempt=attempt, not_before=not_before))
         logger.info("{}: retry {} of {} in {:.0f} s", plan.group.folder, attempt, MAX_RETRIES, delay)
+        return delay
 
 
 def _attempt(tx: Transaction, folder: str) -> int:

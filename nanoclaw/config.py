@@ -254,6 +254,7 @@ class Settings:
     home: Path
     assistant_name: str = DEFAULT_ASSISTANT_NAME
     assistant_has_own_number: bool = False
+    failure_notices: bool = True
     timezone: str = "UTC"
     container_image: str = DEFAULT_CONTAINER_IMAGE
     container_timeout_ms: int = DEFAULT_CONTAINER_TIMEOUT_MS
@@ -365,6 +366,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         home=home,
         assistant_name=_assistant_name(source),
         assistant_has_own_number=(source.get("ASSISTANT_HAS_OWN_NUMBER") or "") == "true",
+        failure_notices=source.choice("FAILURE_NOTICES", "on", ("on", "off")) == "on",
         timezone=_resolve_timezone(source),
         container_image=(source.get("CONTAINER_IMAGE") or DEFAULT_CONTAINER_IMAGE).strip(),
         container_timeout_ms=container_timeout,

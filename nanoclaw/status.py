@@ -32,7 +32,7 @@ from router.heartbeat import HEARTBEAT_INTERVAL_S, read_beat, status_path
 
 STALE_BEAT_S = max(30.0, 10 * HEARTBEAT_INTERVAL_S)
 DOCKER_TIMEOUT_S = 5
-ERROR_TYPES = (t.AgentRunFinished, t.OutboundFailed, t.IpcRejected, t.HostPathRefused)
+ERROR_TYPES = (t.AgentOutput, t.AgentRunFinished, t.OutboundFailed, t.IpcRejected, t.HostPathRefused)
 ERROR_PAGE = 200
 ERROR_PAGES = 10
 SHOW_ERRORS = 5
@@ -211,10 +211,15 @@ def run_state(log: EventLog, run: sqlite3.Row) -> tuple[str, str | None]:
 
 def _error_of(record) -> ErrorInfo | None:
     event = record.event
-    if isinstance(event, t.AgentRunFinished):
+    if isinstance(event, t.AgentOutput):  # shown while the run still goes on, not only once it ended
+        if event.status != "error":
+            return None
+        message, where = f"agent error (run {event.run_id}): {event.error or 'no detail'}", event.folder
+    elif isinstance(event, t.AgentRunFinished):
         if event.status == "ok":
             return None
-        message, where = f"{event.status}: {event.error or 'no detail'}", event.folder
+        kind = f" ({event.error_kind})" if event.error_kind else ""
+        message, where = f"{event.status}{kind}: {event.error or 'no detail'}", event.folder
     elif isinstance(event, t.OutboundFailed):
         message, where = f"reply not delivered after {event.attempts} attempt(s): {event.reason}", event.chat_jid
     elif isinstance(event, t.HostPathRefused):

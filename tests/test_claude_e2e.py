@@ -39,3 +39,26 @@ def test_a_message_is_answered_by_the_real_cli_through_the_gateway_and_each_call
     assert conversation and all(c.run_id == run.run_id and c.folder == "main" for c in calls)
     assert conversation[0].model == "claude-stand-in" and conversation[0].input_tokens == 10
     assert all(KEY not in (c.error or "") for c in calls)
+
+
+def test_without_credentials_the_user_is_told_in_seconds_what_to_do_and_nothing_is_retried(
+        settings, log, agent_image, monkeypatch):
+    """The real CLI meets the gateway's 401: its own retries are bounded, the run ends, and the chat is told."""
+    from tests.test_service_e2e import replies as chat_replies
+
+    with StubAnthropicAPI() as api:
+        for key, value in dict(CONTAINER_IMAGE=agent_image, AGENT_PROVIDER="claude", ANTHROPIC_BASE_URL=api.url,
+                               IDLE_TIMEOUT="600000").items():
+            monkeypatch.setenv(key, value)
+        for key in ("ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN", "ANTHROPIC_AUTH_TOKEN"):
+            monkeypatch.delenv(key, raising=False)
+        register_group(log, settings, jid="local:me", name="Me", folder="main", is_main=True)
+        with chatting(settings) as (_, client):
+            client.send("hello?")
+            [told] = chat_replies(client, 1, timeout=90)
+        [finished] = wait_for(lambda: of_type(log, t.AgentRunFinished), timeout=30, what="the run's end")
+    assert told.startswith("I could not answer: the model's API refused the assistant's credentials")
+    assert "ANTHROPIC_API_KEY" in told  # the main group is told what to do
+    assert finished.error_kind == "credentials" and finished.duration_ms < 60_000  # not the 10 min idle timeout
+    assert [r.reason for r in of_type(log, t.AgentRunRequested)] == ["messages"]  # no retry
+    assert api.requests == []  # the gateway refused before anything reached the API

@@ -28,6 +28,7 @@ from agent_runner.workspace import claude_config_dir
 MCP_SERVER_NAME = "nanoclaw"
 MCP_SERVER_VERSION = "1.0.0"
 AUTO_COMPACT_WINDOW = "165000"
+CLI_MAX_RETRIES = 2
 
 # SPEC 8.3's list; `Agent` is the newer CLI's name for `Task`. Skills are
 # switched on through the SDK's `skills` option, which allows `Skill`.
@@ -90,6 +91,9 @@ def sdk_env(gateway: GatewayAccess | None) -> dict[str, str]:
         "CLAUDE_CONFIG_DIR": str(claude_config_dir()),
         "DISABLE_TELEMETRY": "1",
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        # The CLI's own retries, bounded: a refused key or an outage is reported in seconds, and the host
+        # decides what to retry (without this one attempt took minutes of silent retrying).
+        "CLAUDE_CODE_MAX_RETRIES": str(CLI_MAX_RETRIES),
     }
     if gateway is not None:
         env["ANTHROPIC_BASE_URL"] = gateway.api_url

@@ -1,0 +1,49 @@
+"""Telling the person when their message cannot be answered (FAILURE_NOTICES, on by default).
+
+A failed run whose messages got no reply leaves a notice in the chat: one
+when the first attempt fails (saying it will be tried again, and when), and
+one when no attempt will follow (retries used up, or a failure no retry can
+fix), never one per retry. A failure in another group is also reported to
+the main group, with what to do. Notices are ordinary outbound events with
+their own idempotency keys, at most one per chat per NOTICE_INTERVAL_S.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from loguru import logger
+
+from events import Transaction
+from events import types as t
+from events.timefmt import to_iso
+from nanoclaw.config import Settings
+from router.failures import Kind, notice
+from router.groups import Group
+
+NOTICE_INTERVAL_S = 60
+
+
+def tell_failure(tx: Transaction, settings: Settings, group: Group, run_id: str, kind: Kind, *,
+                 first: bool, retry_in_s: float | None) -> None:
+    """Queue the notices for one failed attempt of `group`'s run, if any are due."""
+    final = retry_in_s is None
+    if not settings.failure_notices or not (first or final):
+        return
+    _queue(tx, group.jid, f"{run_id}-notice", notice(kind, final=final, retry_in_s=retry_in_s,
+                                                     for_main=group.is_main), run_id)
+    if not group.is_main:
+        for row in tx.query("SELECT jid FROM groups WHERE is_main = 1"):
+            _queue(tx, row["jid"], f"{run_id}-notice-main",
+                   notice(kind, final=final, retry_in_s=retry_in_s, for_main=True, folder=group.folder), run_id)
+
+
+def _queue(tx: Transaction, jid: str, outbound_id: str, text: str, run_id: str) -> None:
+    since = to_iso(datetime.now(timezone.utc) - timedelta(seconds=NOTICE_INTERVAL_S))
+    recent = tx.query("SELECT 1 FROM outbound WHERE chat_jid = ? AND origin = 'notice' AND queued_at >= ? LIMIT 1",
+                      (jid, since))
+    if recent:
+        logger.info("{}: a failure notice was sent less than {} s ago; not another", jid, NOTICE_INTERVAL_S)
+        return
+    tx.append(t.OutboundQueued(outbound_id=outbound_id, chat_jid=jid, text=text, origin="notice", run_id=run_id),
+              key=f"out:{outbound_id}")
