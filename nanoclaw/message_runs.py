@@ -142,10 +142,9 @@ class RunTracer:
         ev = record.event
         handler = getattr(self, f"_{type(ev).__name__}")
         handler(record, ev, self.tracked.get(getattr(ev, "run_id", None) or ""))
-        if not isinstance(ev, t.AgentRunFinished):
-            self.just_finished = None
 
     def _AgentRunStarted(self, record: Record, ev: t.AgentRunStarted, _: _Tracked | None) -> None:
+        self.just_finished = None
         if ev.task_id is not None:
             return
         tracked = self.tracked[ev.run_id] = _Tracked(start=record, high=ev.through_seq)
@@ -202,7 +201,7 @@ class RunTracer:
 
     def _AgentRunFinished(self, record: Record, ev: t.AgentRunFinished, tracked: _Tracked | None) -> None:
         if tracked is None or tracked.run is None:
-            self.just_finished = None
+            self.just_finished = None  # another run's end: a request after it is not this message's
             return
         run = tracked.run
         run.status, run.error, run.finished_at, run.duration_ms = ev.status, ev.error, record.at, ev.duration_ms
@@ -211,13 +210,14 @@ class RunTracer:
         self.just_finished = run
 
     def _AgentRunRequested(self, record: Record, ev: t.AgentRunRequested, _: _Tracked | None) -> None:
-        if self.just_finished is None:
+        """The first request after a run's end is its own when its end asks for one (same transaction)."""
+        run, self.just_finished = self.just_finished, None
+        if run is None:
             return
         if ev.reason == "retry":
-            self.just_finished.then = f"retry {ev.attempt} of {MAX_RETRIES}" + \
-                (f" at {ev.not_before}" if ev.not_before else "")
-        else:
-            self.just_finished.then = f"another run was asked for ({ev.reason}, seq {record.seq})"
+            run.then = f"retry {ev.attempt} of {MAX_RETRIES}" + (f" at {ev.not_before}" if ev.not_before else "")
+        elif ev.reason == "drain" or (ev.reason == "recovery" and run.status == "interrupted"):
+            run.then = f"another run was asked for ({ev.reason}, seq {record.seq})"
 
 
 def reply_of(log: EventLog, record: Record) -> Reply:

@@ -86,9 +86,12 @@ def test_a_message_answered_by_a_run_shows_the_run_its_sent_reply_and_its_model_
     reply = answer(log, "r1", "main", ME, 0, "Nothing but a dentist at 3.")
     sent(log, ME, reply)
     finish(log, "r1", "main", ME)
+    say(log, ME, "a later question")
+    log.append(t.AgentRunRequested(folder="main", chat_jid=ME))  # for the later one: not this run's doing
     story = why.tell(log, settings, str(seq))
     assert story.wake.woke and "main group" in story.wake.reason
     [run] = story.runs
+    assert run.then is None
     assert (run.run_id, run.reached, run.status, run.retry, run.shown) == ("r1", "window", "ok", 0, True)
     assert [(o.index, o.text) for o in run.outputs] == [(0, "Nothing but a dentist at 3.")]
     assert [(r.outbound_id, r.state, r.attempts) for r in run.replies] == [("r1-0", "sent", 1)]
@@ -145,6 +148,10 @@ def test_a_message_piped_into_a_running_agent_is_answered_by_the_later_output_th
     piped = log.append(t.MessagesPiped(run_id="r1", folder="main", chat_jid=ME, through_seq=follow,
                                        message_count=1, file="1700000000000-abcd.json")).seq
     answer(log, "r1", "main", ME, 1, "the follow-up's answer", inputs=["1700000000000-abcd.json"])
+    another = say(log, ME, "one more thing")
+    log.append(t.MessagesPiped(run_id="r1", folder="main", chat_jid=ME, through_seq=another, message_count=1,
+                               file="1700000000001-efgh.json"))
+    answer(log, "r1", "main", ME, 2, "the next one's answer", inputs=["1700000000001-efgh.json"])
     story = why.tell(log, settings, str(follow))
     [run] = story.runs
     assert (run.reached, run.via_seq, run.window, run.status) == ("piped", piped, (follow, follow), "running")
@@ -170,6 +177,23 @@ def test_a_run_that_failed_then_retried_and_succeeded_shows_both_attempts(settin
     assert [(r.run_id, r.retry, r.status, r.error) for r in story.runs] == [
         ("r1", 0, "error", "Container exited with code 137"), ("r2", 1, "ok", None)]
     assert story.runs[0].then == f"retry 1 of 5 at {retry_at}" and story.runs[0].outputs == []
+    assert story.outcome == "answered: 1 repl(ies) sent"
+
+
+def test_a_run_its_dead_worker_left_unfinished_is_followed_by_the_run_recovery_asked_for(settings, groups):
+    log = groups
+    seq = say(log, ME, "slow question")
+    start(log, "r1", "main", ME, 0, seq)
+    with log.transaction() as tx:  # as recovery records it: the end, then a new request, in one transaction
+        tx.append(t.AgentRunFinished(run_id="r1", folder="main", chat_jid=ME, status="interrupted",
+                                     error="its worker stopped before the container finished", cursor_rollback_to=0))
+        request = tx.append(t.AgentRunRequested(folder="main", chat_jid=ME, reason="recovery")).seq
+    start(log, "r2", "main", ME, 0, seq)
+    sent(log, ME, answer(log, "r2", "main", ME, 0, "finally"))
+    finish(log, "r2", "main", ME)
+    story = why.tell(log, settings, str(seq))
+    assert [(r.run_id, r.status) for r in story.runs] == [("r1", "interrupted"), ("r2", "ok")]
+    assert story.runs[0].then == f"another run was asked for (recovery, seq {request})"
     assert story.outcome == "answered: 1 repl(ies) sent"
 
 
