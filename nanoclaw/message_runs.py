@@ -99,7 +99,10 @@ def run_events(log: EventLog, seq: int, folder: str, jid: str) -> list[Record]:
     """The group's run events from the run live when the message came until a run starts past it.
 
     A run that starts with its cursor at or past the message cannot hold it,
-    and none after it can: the cursor only rolls back to a run's own start.
+    and none after it can: a run's end never rolls the cursor back below
+    where that run started. (A model call recorded only after that next start
+    is not counted; the gateway records calls as they end, so there are none
+    in practice.)
     """
     before = log.read_since(0, types=[t.AgentRunStarted], streams=[folder], before_seq=seq, limit=1, newest=True)
     after = before[0].seq - 1 if before and before[0].event.task_id is None else seq  # type: ignore[attr-defined]
