@@ -327,6 +327,27 @@ class EventLog:
         ).fetchone()
         return None if row is None else _record(row)
 
+    def by_key(self, key: str) -> Record | None:
+        """The event stored under an idempotency key (a channel's message id, an outbound id)."""
+        row = self.reader().execute(
+            "SELECT seq, at, type, stream, key, data FROM events WHERE key = ?", (key,)
+        ).fetchone()
+        return None if row is None else _record(row)
+
+    def messages_containing(self, text: str) -> list[int]:
+        """Seqs of the inbound messages whose content holds `text`, newest first.
+
+        A plain substring, not a pattern (`%` and `_` are literal); ASCII
+        letters match in either case, as SQLite's LIKE does.
+        """
+        escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        rows = self.reader().execute(
+            "SELECT seq FROM events WHERE type = 'MessageReceived'"
+            " AND json_extract(data, '$.content') LIKE ? ESCAPE '\\' ORDER BY seq DESC",
+            (f"%{escaped}%",),
+        ).fetchall()
+        return [row[0] for row in rows]
+
     def wait(self, after_seq: int, timeout: float | None) -> int:
         """Block until some event after `after_seq` is committed; returns the newest seq."""
         return self.waker.wait_beyond(after_seq, timeout)
