@@ -37,6 +37,8 @@ def _run(run: why.Run, w) -> None:
         done = {"sent": f"sent at {reply.done_at}, attempt {reply.attempts}",
                 "failed": f"FAILED after {reply.attempts} attempt(s): {reply.reason}"}.get(reply.state, "queued")
         w(f"  reply     {reply.outbound_id} {done}: {reply.text}\n")
+    for told in run.notices:
+        w(f"  told      {told.outbound_id} ({told.state}): {told.text}\n")
     if run.model.calls:
         w(f"  model     {_tokens(run.model)}\n")
     if run.then:

@@ -77,6 +77,7 @@ class Run(msgspec.Struct, kw_only=True):
     duration_ms: int | None = None
     outputs: list[Output] = []     # the outputs that answered it
     replies: list[Reply] = []
+    notices: list[Reply] = []      # what the chats were told when it failed (router/notices.py)
     model: Tokens = msgspec.field(default_factory=Tokens)  # every model call of the run
     then: str | None = None        # what the run's end asked for next
 
@@ -195,6 +196,10 @@ class RunTracer:
                 text=excerpt(ev.result) if ev.result else None, error=ev.error))
 
     def _OutboundQueued(self, record: Record, ev: t.OutboundQueued, tracked: _Tracked | None) -> None:
+        if ev.origin == "notice":
+            if tracked is not None and tracked.run is not None and ev.run_id == tracked.run.run_id:
+                tracked.run.notices.append(reply_of(self.log, record))
+            return
         if tracked is not None and tracked.answering:
             tracked.run.replies.append(reply_of(self.log, record))  # type: ignore[union-attr]
 
