@@ -126,3 +126,14 @@ def test_the_command_line_stops_with_one_clear_line_on_a_bad_setting(tmp_path):
         "nanoclaw: configuration error: MAX_CONCURRENT_CONTAINERS: 'lots' is not a whole number "
         "(accepted: a whole number of containers from 1 to 64)"
     ]
+
+
+def test_failure_notices_are_on_by_default_and_off_or_a_clear_error(root, monkeypatch):
+    from nanoclaw.config import ConfigError, load_settings
+
+    assert load_settings().failure_notices is True
+    monkeypatch.setenv("FAILURE_NOTICES", "off")
+    assert load_settings().failure_notices is False
+    monkeypatch.setenv("FAILURE_NOTICES", "sometimes")
+    with pytest.raises(ConfigError, match="FAILURE_NOTICES"):
+        load_settings()
