@@ -14,22 +14,14 @@ import os
 
 import pytest
 
-from events import types as t
 from router.ipc import IpcWatcher
+from tests.test_ipc_watcher import received, rejected
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.filterwarnings("ignore:Callback with id:RuntimeWarning")
 
 ODD_NAMES = [b"a\nb.json", b"\xff\xfe.json", b"line\r\n2026-01-01 | INFO | forged.json", b"-rf .json",
              b"\x1b[2J.json", b" .json", b"..json"]
-
-
-def received(log) -> list[t.IpcReceived]:
-    return [r.event for r in log.read_since(0, types=[t.IpcReceived], limit=None)]  # type: ignore[misc]
-
-
-def rejected(log) -> list[t.IpcRejected]:
-    return [r.event for r in log.read_since(0, types=[t.IpcRejected], limit=None)]  # type: ignore[misc]
 
 
 @pytest.fixture
