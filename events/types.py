@@ -37,15 +37,18 @@ class MountRequest(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ContainerConfig(msgspec.Struct, frozen=True, kw_only=True):
-    """Per-group container settings: extra mounts, a hard timeout, the egress policy.
+    """Per-group run settings: extra mounts, a hard timeout, the egress policy, spending caps.
 
     `egress` is the policy's text (`model-only`, `allow:<hosts>`, `open`);
-    None means the default of router/egress.py.
+    None means the default of router/egress.py. The budgets are USD per UTC
+    day and month for this group's model calls; None means no cap.
     """
 
     additional_mounts: list[MountRequest] = []
     timeout_ms: int | None = None
     egress: str | None = None
+    daily_budget_usd: float | None = None
+    monthly_budget_usd: float | None = None
 
 
 # --- chats and messages -----------------------------------------------------
@@ -408,6 +411,18 @@ class EgressChecked(Event):
     policy: str
     address: str | None = None
     reason: str | None = None
+class BudgetReached(Event):
+    """A spending cap stopped a group's runs until `until` (key: the cap and its period, so once each)."""
+
+    STREAM: ClassVar[str] = "folder"
+    folder: str
+    scope: Literal["group", "all"]      # this group's own cap, or the one for every group together
+    period: Literal["day", "month"]
+    limit_usd: float
+    spent_usd: float
+    until: str                          # when the period ends (UTC)
+
+
 # --- the host's own safety ---------------------------------------------------
 
 
@@ -451,6 +466,7 @@ AnyEvent = (
     | SessionCleared
     | ModelCalled
     | EgressChecked
+    | BudgetReached
     | HostPathRefused
 )
 

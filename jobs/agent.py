@@ -31,6 +31,7 @@ from jobs.workspace import Mount, clear_input
 from nanoclaw.config import Settings
 from nanoclaw.faults import fault_point
 from router.allowlist import AllowlistFile
+from router.budgets import refuse_if_over
 from router.groups import Group, group_from_row
 from router.history import cursor_of, pending_messages, prompt_for, run_in_progress, window_wakes
 from router.failures import Kind, classify, retryable
@@ -141,6 +142,8 @@ class AgentRun:
                             trigger=group.trigger, default_trigger=self.settings.trigger,
                             rules=self.allowlist.current()):
             return "no trigger in the pending messages"
+        if (over := refuse_if_over(tx, self.settings, group)) is not None:
+            return over  # the messages wait in the log; the 60 s pass asks again
         return Plan(run_id=uuid.uuid4().hex[:12], group=group, container=container_name(folder),
                     from_seq=cursor, through_seq=pending[-1].seq,
                     prompt=prompt_for(pending, self.settings.timezone),

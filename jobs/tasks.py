@@ -27,6 +27,7 @@ from jobs.sessions import session_to_resume
 from jobs.workspace import clear_input
 from nanoclaw.config import Settings
 from nanoclaw.faults import fault_point
+from router.budgets import refuse_if_over
 from router.groups import group_from_row
 from router.history import cursor_of, pending_messages, run_in_progress
 from router.prompt import clean_output
@@ -83,6 +84,8 @@ class TaskRun:
             tx.append(t.TaskPaused(task_id=task_id, group_folder=task["group_folder"], by="scheduler"))
             return "group not found: task paused"
         group = group_from_row(group_rows[0])
+        if (over := refuse_if_over(tx, self.settings, group, task["chat_jid"])) is not None:
+            return over  # still due: the 60 s pass queues it again
         if run_in_progress(tx, group.folder):
             # an idle message agent gives way to the task
             request_close(self.settings, group.folder, recorder(tx, group.folder))

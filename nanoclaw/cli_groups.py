@@ -81,6 +81,12 @@ def cmd_set(settings: Settings, args: argparse.Namespace) -> int:
             raise groups.GroupError(f"no registered group has the JID or folder {args.group!r}")
         config = current.container_config or t.ContainerConfig()
         mounts, timeout, egress = config.additional_mounts, config.timeout_ms, config.egress
+        budgets = {"daily_budget_usd": config.daily_budget_usd, "monthly_budget_usd": config.monthly_budget_usd}
+        for name, given in (("daily_budget_usd", args.daily_budget), ("monthly_budget_usd", args.monthly_budget)):
+            if given is not None:
+                if not 0 <= given < 1_000_000:
+                    raise groups.GroupError(f"a budget is from 0 (no cap) to 1,000,000 USD, not {given}")
+                budgets[name] = given or None
         try:
             if args.no_mounts:
                 mounts = []
@@ -92,7 +98,7 @@ def cmd_set(settings: Settings, args: argparse.Namespace) -> int:
             raise groups.GroupError(str(exc)) from exc
         if args.timeout is not None:
             timeout = None if args.timeout == 0 else int(args.timeout * 1000)
-        changed = t.ContainerConfig(additional_mounts=mounts, timeout_ms=timeout, egress=egress)
+        changed = t.ContainerConfig(additional_mounts=mounts, timeout_ms=timeout, egress=egress, **budgets)
         group = groups.update_group(
             log, current.jid,
             name=args.name if args.name is not None else t.UNSET,
@@ -152,6 +158,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                          "and allowed by ~/.config/nanoclaw/mount-allowlist.json)")
     st.add_argument("--no-mounts", action="store_true", help="remove every extra mount")
     st.add_argument("--timeout", type=float, metavar="SECONDS", help="hard container timeout (0: the default)")
+    st.add_argument("--daily-budget", type=float, metavar="USD",
+                    help="stop this group's runs for the rest of the UTC day once its estimated spend reaches "
+                         "this (0: no cap)")
+    st.add_argument("--monthly-budget", type=float, metavar="USD",
+                    help="the same per UTC month (0: no cap)")
     st.add_argument("--egress", metavar="POLICY",
                     help=f"what the agent may reach besides the model: model-only, allow:HOST[,HOST...] "
                          f"or open (any public host, each recorded; the default is {DEFAULT_EGRESS})")

@@ -72,8 +72,10 @@ def render(report: status.Status, out: TextIO) -> None:
     if report.usage is not None:
         u = report.usage
         unpriced = f" (no price for {', '.join(u.unpriced_models)})" if u.unpriced_models else ""
-        w(f"usage       today ~${u.today_usd:.2f} ({u.today_tokens:,} tokens), this month ~${u.month_usd:.2f} "
-          f"({u.month_tokens:,} tokens), UTC days{unpriced}\n")
+        day_cap = f" of ${u.daily_budget_usd:.2f}" if u.daily_budget_usd else ""
+        month_cap = f" of ${u.monthly_budget_usd:.2f}" if u.monthly_budget_usd else ""
+        w(f"usage       today ~${u.today_usd:.2f}{day_cap} ({u.today_tokens:,} tokens), this month "
+          f"~${u.month_usd:.2f}{month_cap} ({u.month_tokens:,} tokens), UTC days{unpriced}\n")
     docker_note = "" if report.docker.reachable else " (from the log only: Docker is down)"
     w(f"containers  {len(report.containers)}{docker_note}\n")
     for c in report.containers:

@@ -113,6 +113,19 @@ class _Source:
             raise ConfigError(key, f"{value:_} is out of range ({accepted})")
         return value
 
+    def dollars(self, key: str) -> float | None:
+        """An amount in USD such as `5` or `2.50`; None when unset (no limit)."""
+        raw = self.get(key)
+        if raw is None or not raw.strip():
+            return None
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            raise ConfigError(key, f"{raw!r} is not an amount in USD (such as 5 or 2.50)") from None
+        if not 0 < value < 1_000_000:
+            raise ConfigError(key, f"{raw!r} is out of range (more than 0, less than 1,000,000 USD)")
+        return value
+
     def choice(self, key: str, default: str, allowed: tuple[str, ...]) -> str:
         raw = self.get(key)
         if raw is None:
@@ -255,6 +268,8 @@ class Settings:
     assistant_name: str = DEFAULT_ASSISTANT_NAME
     assistant_has_own_number: bool = False
     failure_notices: bool = True
+    daily_budget_usd: float | None = None      # every group together, per UTC day
+    monthly_budget_usd: float | None = None    # every group together, per UTC month
     timezone: str = "UTC"
     container_image: str = DEFAULT_CONTAINER_IMAGE
     container_timeout_ms: int = DEFAULT_CONTAINER_TIMEOUT_MS
@@ -367,6 +382,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         assistant_name=_assistant_name(source),
         assistant_has_own_number=(source.get("ASSISTANT_HAS_OWN_NUMBER") or "") == "true",
         failure_notices=source.choice("FAILURE_NOTICES", "on", ("on", "off")) == "on",
+        daily_budget_usd=source.dollars("DAILY_BUDGET_USD"),
+        monthly_budget_usd=source.dollars("MONTHLY_BUDGET_USD"),
         timezone=_resolve_timezone(source),
         container_image=(source.get("CONTAINER_IMAGE") or DEFAULT_CONTAINER_IMAGE).strip(),
         container_timeout_ms=container_timeout,

@@ -181,6 +181,12 @@ def _egress(config_json: str | None) -> str:
     return (config.egress if config else None) or DEFAULT_EGRESS
 
 
+def _spend(log: EventLog, settings: Settings) -> Spend:
+    found = spend(log, _prices(settings))
+    found.daily_budget_usd, found.monthly_budget_usd = settings.daily_budget_usd, settings.monthly_budget_usd
+    return found
+
+
 def _prices(settings: Settings) -> PriceTable:
     """The owner's price table; status never fails on a broken one (`nanoclaw usage` names the problem)."""
     try:
@@ -320,6 +326,6 @@ def gather(settings: Settings) -> Status:
                       docker=docker, queue=queue_info(settings), groups=groups_info(log),
                       containers=containers_info(log, listed, now), next_tasks=next_tasks(log),
                       errors=recent_errors(log), containment=containment_info(settings),
-                      usage=spend(log, _prices(settings)))
+                      usage=_spend(log, settings))
     finally:
         log.close()

@@ -38,6 +38,8 @@ class Spend(msgspec.Struct, kw_only=True):
     today_tokens: int
     month_tokens: int
     unpriced_models: list[str] = []   # used, but not in the price table: not counted in the sums
+    daily_budget_usd: float | None = None     # the caps for every group together, if set
+    monthly_budget_usd: float | None = None
 
 
 def utc_day(offset_days: int = 0, now: datetime | None = None) -> str:

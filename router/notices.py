@@ -5,7 +5,8 @@ when the first attempt fails (saying it will be tried again, and when), and
 one when no attempt will follow (retries used up, or a failure no retry can
 fix), never one per retry. A failure in another group is also reported to
 the main group, with what to do. Notices are ordinary outbound events with
-their own idempotency keys, at most one per chat per NOTICE_INTERVAL_S.
+their own idempotency keys, at most one per chat per NOTICE_INTERVAL_S. A
+spending cap reached is told once per cap and period (router/budgets.py).
 """
 
 from __future__ import annotations
@@ -38,10 +39,32 @@ def tell_failure(tx: Transaction, settings: Settings, group: Group, run_id: str,
                    notice(kind, final=final, retry_in_s=retry_in_s, for_main=True, folder=group.folder), run_id)
 
 
-def _queue(tx: Transaction, jid: str, outbound_id: str, text: str, run_id: str) -> None:
+def tell_budget(tx: Transaction, settings: Settings, group: Group, reached: t.BudgetReached, chat_jid: str,
+                seq: int) -> None:
+    """The chat (and main, with how to raise the cap) learns why nothing answers until the period ends."""
+    whose = "this group's" if reached.scope == "group" else "the"
+    every = "" if reached.scope == "group" else " for all groups"
+    adjective = "daily" if reached.period == "day" else "monthly"
+    text = (f"I am not answering until {reached.until[:10]} 00:00 UTC: {whose} {adjective} budget of "
+            f"${reached.limit_usd:.2f}{every} is used up (${reached.spent_usd:.2f} spent). Your messages are kept.")
+    flag = "--daily-budget" if reached.period == "day" else "--monthly-budget"
+    setting = "DAILY_BUDGET_USD" if reached.period == "day" else "MONTHLY_BUDGET_USD"
+    raise_it = (f" To raise it: nanoclaw groups set {group.folder} {flag} USD" if reached.scope == "group"
+                else f" To raise it: {setting} in .env, then restart")
+    mains = [row["jid"] for row in tx.query("SELECT jid FROM groups WHERE is_main = 1")]
+    if not settings.failure_notices:
+        return
+    _queue(tx, chat_jid, f"budget-{seq}", text + (raise_it + "." if chat_jid in mains else ""), None, limit=False)
+    for jid in mains:
+        if jid != chat_jid:
+            _queue(tx, jid, f"budget-{seq}-main", f"In {group.folder}: {text}{raise_it}.", None, limit=False)
+
+
+def _queue(tx: Transaction, jid: str, outbound_id: str, text: str, run_id: str | None, *,
+           limit: bool = True) -> None:
     since = to_iso(datetime.now(timezone.utc) - timedelta(seconds=NOTICE_INTERVAL_S))
-    recent = tx.query("SELECT 1 FROM outbound WHERE chat_jid = ? AND origin = 'notice' AND queued_at >= ? LIMIT 1",
-                      (jid, since))
+    recent = limit and tx.query(
+        "SELECT 1 FROM outbound WHERE chat_jid = ? AND origin = 'notice' AND queued_at >= ? LIMIT 1", (jid, since))
     if recent:
         logger.info("{}: a failure notice was sent less than {} s ago; not another", jid, NOTICE_INTERVAL_S)
         return
