@@ -17,6 +17,7 @@ import time
 from huey.consumer import Consumer
 from loguru import logger
 
+from events.health import RECOVERY_HINT, log_problem
 from jobs.agent import idle_since
 from jobs.containers import request_close
 from jobs.liveness import release_worker, this_worker
@@ -28,6 +29,7 @@ SHUTDOWN_TIMEOUT_S = 20
 LEFTOVER_RECORD_S = 3.0
 PREEMPT_CHECK_S = 0.25
 OPEN_FILES_WANTED = 65_536  # when the hard limit is unlimited
+EXIT_DAMAGED_LOG = 2        # as the service's: restarting cannot repair the file
 
 
 class _Consumer(Consumer):
@@ -127,6 +129,10 @@ def run_worker(settings: Settings, *, supervised: bool = False) -> int:
     from jobs.queue import event_log, huey
 
     logger.info("worker {} starting", this_worker(settings))  # its identity first: its runs carry it
+    if (problem := log_problem(settings.db_path)) is not None:
+        logger.critical("the event log {} {}; the worker does not start. To recover: {}", settings.db_path,
+                        problem, RECOVERY_HINT)
+        return EXIT_DAMAGED_LOG
     raise_open_files_limit()
     reconcile(settings, event_log())
     consumer = _Consumer(

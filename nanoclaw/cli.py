@@ -11,7 +11,8 @@ import argparse
 import sys
 
 from events import EventDecodeError
-from nanoclaw import cli_chat, cli_events, cli_groups, cli_image, cli_service, cli_status, cli_tasks, cli_usage, cli_why
+from nanoclaw import (cli_backup, cli_chat, cli_events, cli_groups, cli_image, cli_service, cli_status, cli_tasks,
+                      cli_usage, cli_why)
 from nanoclaw.config import ConfigError, load_settings
 from nanoclaw.logs import setup_logging
 from router.groups import GroupError
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_service.add_parsers(sub)
     cli_usage.add_parsers(sub)
     cli_why.add_parsers(sub)
+    cli_backup.add_parsers(sub)
     run = sub.add_parser("run", help="run the service (what systemd starts): router and worker")
     run.add_argument("--no-worker", action="store_true",
                      help="router only; agents run in 'nanoclaw worker' processes started elsewhere")

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from typing import TextIO
 
 import msgspec
 
+from events.health import RECOVERY_HINT, log_problem
 from events.timefmt import parse_iso
 from nanoclaw import doctor, status
 from nanoclaw.config import Settings
@@ -101,6 +103,12 @@ def _show(report, as_json: bool, render_text) -> None:
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    if (problem := log_problem(settings.db_path)) is not None:  # before anything reads it
+        info = status.service_info(settings)
+        print(f"NanoClaw at {settings.root}\nservice     {_service_line(info, time.time())}\n"
+              f"event log   DAMAGED: {settings.db_path} {problem}\n            to recover: {RECOVERY_HINT}",
+              file=sys.stderr)
+        return 1
     _show(status.gather(settings), args.json, render)
     return 0
 

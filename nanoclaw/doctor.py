@@ -17,6 +17,7 @@ from typing import Callable, Literal
 import msgspec
 
 from events import EventDecodeError, EventLog, replay
+from events.health import RECOVERY_HINT, log_problem
 from jobs import image
 from events import types as t
 from jobs.credentials import MISSING_HELP, credentials_source, upstream_auth, upstream_url
@@ -246,6 +247,8 @@ def check_unit(settings: Settings) -> Check:
 def check_event_log(settings: Settings) -> tuple[Check, EventLog | None]:
     """The log opens and, when it is small enough to fold quickly, its projections match it."""
     log = None
+    if (problem := log_problem(settings.db_path)) is not None:
+        return Check(name="event log", level="fail", detail=f"{settings.db_path} {problem}", fix=RECOVERY_HINT), None
     try:
         log = EventLog(settings.db_path, sync=settings.event_log_sync)
         events = log.last_seq()

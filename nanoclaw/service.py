@@ -15,6 +15,7 @@ import sys
 from loguru import logger
 
 from events import EventLog
+from events.health import RECOVERY_HINT, log_problem
 from jobs.credentials import warn_if_no_credentials
 from jobs.dispatcher import DispatcherStage
 from jobs.recovery import live_runs
@@ -28,18 +29,19 @@ from router.groups import ensure_global_memory
 from router.heartbeat import Heartbeat
 
 EXIT_FATAL = 1
+EXIT_DAMAGED_LOG = 2  # the unit's RestartPreventExitStatus: restarting cannot repair the file, a person can
 RESTART_DELAY_S = 1.0
 MAX_RESTART_DELAY_S = 30.0
 WORKER_STOP_TIMEOUT_S = 30.0
 WORKER_COMMAND = (sys.executable, "-m", "nanoclaw.cli", "worker", "--supervised")
 
 
-def _fatal(message: str) -> int:
+def _fatal(message: str, code: int = EXIT_FATAL) -> int:
     banner = "FATAL: " + message
     width = max(len(line) for line in banner.splitlines()) + 4
     print("\n" + "=" * width + "\n  " + banner.replace("\n", "\n  ") + "\n" + "=" * width, file=sys.stderr)
     logger.critical(message.replace("\n", " "))
-    return EXIT_FATAL
+    return code
 
 
 def run_service(settings: Settings, *, with_worker: bool = True) -> int:
@@ -50,6 +52,9 @@ def run_service(settings: Settings, *, with_worker: bool = True) -> int:
     logger.info("container runtime up ({} {})", engine_name(settings), version)
     warn_if_no_credentials(settings)
     ensure_global_memory(settings)
+    if (problem := log_problem(settings.db_path)) is not None:
+        return _fatal(f"the event log {settings.db_path} {problem}.\nNothing was changed. To recover: {RECOVERY_HINT}.",
+                      code=EXIT_DAMAGED_LOG)
     log = EventLog(settings.db_path, sync=settings.event_log_sync)
     # after opening the log: it tells which runs other `nanoclaw worker` processes still drive
     remove_orphans(settings, keep=lambda: live_runs(settings, log))
