@@ -11,6 +11,7 @@ be tried again (SPEC 5.4, 6.6, and Pro's difference 3).
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ from router.refusals import recorder
 from router.snapshots import write_groups_snapshot, write_tasks_snapshot
 
 MAX_RETRIES = 5
+UNRECORDED = "an agent output could not be recorded"  # router/failures.py calls this kind `storage`
 BASE_RETRY_S = 5.0
 # Runs whose agent finished a turn and waits for input: run id -> (since, folder).
 idle_since: dict[str, tuple[float, str]] = {}
@@ -174,21 +176,16 @@ class AgentRun:
     def _on_output(self, plan: Plan, progress: Progress, result: AgentResult) -> None:
         index = progress.outputs
         progress.outputs += 1
-        text = clean_output(result.result) if result.result else ""
-        with self.log.transaction() as tx:
-            tx.append(t.AgentOutput(run_id=plan.run_id, folder=plan.group.folder, index=index,
-                                               status=result.status, result=result.result,
-                                               new_session_id=result.newSessionId, error=result.error,
-                                               inputs=result.inputs))
-            if text:
-                outbound_id = f"{plan.run_id}-{index}"
-                tx.append(t.OutboundQueued(outbound_id=outbound_id, chat_jid=plan.group.jid, text=text,
-                                           origin="agent", run_id=plan.run_id), key=f"out:{outbound_id}")
-                progress.sent += 1
-            if result.newSessionId and result.newSessionId != progress.session_id:
-                tx.append(t.SessionUpdated(folder=plan.group.folder, session_id=result.newSessionId,
-                                           run_id=plan.run_id))
-                progress.session_id = result.newSessionId
+        try:
+            queued, session = self._record_output(plan, progress, result, index)
+        except (sqlite3.Error, OSError) as exc:  # disk full, I/O error: the answer must not vanish unrecorded
+            logger.error("{}: an output of run {} could not be recorded ({}); its messages will run again",
+                         plan.group.folder, plan.run_id, exc)
+            progress.errors.append(f"{UNRECORDED}: {exc}")
+            request_close(self.settings, plan.group.folder)
+            return
+        progress.sent += queued
+        progress.session_id = session or progress.session_id
         if result.status == "error":
             progress.errors.append(result.error or "Unknown error")
             request_close(self.settings, plan.group.folder)  # an error ends the turn now, not at the idle timeout
@@ -197,6 +194,25 @@ class AgentRun:
                 idle_since[plan.run_id] = (time.monotonic(), plan.group.folder)
         close_if_stopping(self.settings, plan.group.folder)
         fault_point("agent-output-queued")
+
+    def _record_output(self, plan: Plan, progress: Progress, result: AgentResult, index: int) -> tuple[int, str | None]:
+        """AgentOutput, its reply and a new session, in one transaction; (replies queued, new session)."""
+        text = clean_output(result.result) if result.result else ""
+        queued, session = 0, None
+        with self.log.transaction() as tx:
+            tx.append(t.AgentOutput(run_id=plan.run_id, folder=plan.group.folder, index=index,
+                                    status=result.status, result=result.result,
+                                    new_session_id=result.newSessionId, error=result.error, inputs=result.inputs))
+            if text:
+                outbound_id = f"{plan.run_id}-{index}"
+                tx.append(t.OutboundQueued(outbound_id=outbound_id, chat_jid=plan.group.jid, text=text,
+                                           origin="agent", run_id=plan.run_id), key=f"out:{outbound_id}")
+                queued = 1
+            if result.newSessionId and result.newSessionId != progress.session_id:
+                tx.append(t.SessionUpdated(folder=plan.group.folder, session_id=result.newSessionId,
+                                           run_id=plan.run_id))
+                session = result.newSessionId
+        return queued, session
 
     # --- after it ended ----------------------------------------------------------
 

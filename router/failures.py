@@ -12,10 +12,12 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-Kind = Literal["credentials", "rate_limit", "api_error", "timeout", "container", "stale_session", "internal"]
+Kind = Literal["credentials", "rate_limit", "api_error", "timeout", "container", "stale_session", "storage",
+               "internal"]
 
 # Checked in this order: the first pattern found in the error text decides.
 _PATTERNS: tuple[tuple[Kind, re.Pattern[str]], ...] = (
+    ("storage", re.compile(r"could not be recorded|database or disk is full|disk i/o error", re.I)),
     ("stale_session", re.compile(r"no conversation found|ENOENT.*\.jsonl|session.*not found", re.I)),
     ("credentials", re.compile(r"\b401\b|authentication_error|failed to authenticate|invalid api key|"
                                r"not logged in|no claude credentials|\b403\b.*permission", re.I)),
@@ -33,6 +35,7 @@ _REASONS: dict[Kind, str] = {
     "timeout": "the assistant took too long",
     "container": "the assistant's container failed",
     "stale_session": "the saved conversation could not be resumed",
+    "storage": "its answer could not be saved on the host",
     "internal": "the assistant hit an error",
 }
 _WHAT_TO_DO: dict[Kind, str] = {
@@ -43,6 +46,7 @@ _WHAT_TO_DO: dict[Kind, str] = {
     "timeout": "a group's timeout can be raised with 'nanoclaw groups set FOLDER --timeout SECONDS'",
     "container": "'nanoclaw doctor' checks the runtime and the agent image",
     "stale_session": "nothing: it starts a new conversation",
+    "storage": "free disk space where the install's store/ folder is ('df -h'); nothing was lost",
     "internal": "the run log under logs/runs/ has the details",
 }
 

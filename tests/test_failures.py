@@ -27,6 +27,7 @@ GATEWAY_401 = ("Failed to authenticate. API Error: 401 nanoclaw gateway: no Clau
     ("Container exited with code 137: ", "container"),
     ("Container spawn error: image x not found: build it", "container"),
     ("No conversation found with session ID 0b3f", "stale_session"),
+    ("an agent output could not be recorded: database or disk is full", "storage"),
     ("tool blew up", "internal"),
     (None, "internal"),
 ])
