@@ -47,7 +47,6 @@ API_PORT = 3129                      # the forwarder's ports on the container's 
 PROXY_PORT = 3128
 OPEN_TIMEOUT_S = 10.0
 UPSTREAM_CONNECT_TIMEOUT_S = 30.0
-UPSTREAM_READ_TIMEOUT_S = 600.0      # one silence within a streamed answer
 SOCKET_BACKLOG = 64
 LOOKUP_THREADS = 32
 MAX_API_CONNECTIONS = 32             # per run: each holds a descriptor of the worker, which serves every group
@@ -160,7 +159,7 @@ class Gateway:
         # The proxy's name lookups run here: enough threads that one run's slow names cannot hold up the others
         loop.set_default_executor(ThreadPoolExecutor(LOOKUP_THREADS, thread_name_prefix="gateway-lookup"))
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=UPSTREAM_CONNECT_TIMEOUT_S,
-                                        sock_read=UPSTREAM_READ_TIMEOUT_S)
+                                        sock_read=self.settings.model_api_silence_s)  # a hung API
         self._session = loop.run_until_complete(_make_session(timeout))
         self._loop = loop
         ready.set()

@@ -38,6 +38,9 @@ FAIL_MARKER = "[stand-in: fail]"
 # A user message containing this makes the stand-in think for SLOW_S seconds before it answers.
 SLOW_MARKER = "[stand-in: slow]"
 SLOW_S = 3.0
+# The Messages API's error types by HTTP status.
+API_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                   429: "rate_limit_error", 500: "api_error", 529: "overloaded_error"}
 
 
 @dataclass
@@ -86,6 +89,8 @@ class StubAnthropicAPI:
 
     host: str = "127.0.0.1"
     requests: list[RecordedRequest] = field(default_factory=list)
+    fail_with: int | None = None   # answer every conversation request with this HTTP status, as the API would
+    hang_s: float = 0.0            # say nothing this long before answering
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -148,6 +153,13 @@ def _handler_for(api: StubAnthropicAPI) -> type[BaseHTTPRequestHandler]:
                 return
             if SLOW_MARKER in request.last_user_text():
                 time.sleep(SLOW_S)
+            if api.hang_s:
+                time.sleep(api.hang_s)
+            if api.fail_with is not None:
+                kind = API_ERROR_TYPES.get(api.fail_with, "api_error")
+                self._send(api.fail_with, "application/json", json.dumps({"type": "error", "error": {
+                    "type": kind, "message": f"the stand-in answers {api.fail_with}"}}).encode())
+                return
             if FAIL_MARKER in request.last_user_text():
                 self._send(400, "application/json", json.dumps({"type": "error", "error": {
                     "type": "invalid_request_error", "message": "the stand-in refused this request"}}).encode())
