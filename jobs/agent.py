@@ -232,8 +232,10 @@ class AgentRun:
             if kind == "stale_session" and plan.session_id:
                 tx.append(t.SessionCleared(folder=folder, reason=f"stale session: {(error or '')[:200]}"))
             if failed and not progress.sent:
-                tell_failure(tx, self.settings, plan.group, plan.run_id, kind,  # type: ignore[arg-type]
-                             first=plan.attempt == 0, retry_in_s=self._retry(tx, plan, kind))  # type: ignore[arg-type]
+                retry_in_s = self._retry(tx, plan, kind)  # type: ignore[arg-type]
+                if not stopping.is_set():  # a run the stopping worker cut off is its failure, not the agent's
+                    tell_failure(tx, self.settings, plan.group, plan.run_id, kind,  # type: ignore[arg-type]
+                                 first=plan.attempt == 0, retry_in_s=retry_in_s)
             elif pending_messages(tx, jid, cursor_of(tx, jid), 1):
                 tx.append(t.AgentRunRequested(folder=folder, chat_jid=jid, reason="drain"))
         if failed:
