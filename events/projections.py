@@ -14,6 +14,7 @@ from typing import Callable
 import msgspec
 
 from events import types as t
+from events.rules import InvariantError, folder_problem
 
 PROJECTION_VERSION = 5
 
@@ -135,6 +136,14 @@ def _bump(db: sqlite3.Connection, name: str) -> None:
 
 
 def _group_registered(db: sqlite3.Connection, seq: int, at: str, ev: t.GroupRegistered) -> None:
+    if (problem := folder_problem(ev.folder)) is not None:
+        raise InvariantError(seq, f"group folder {ev.folder!r}: {problem}")
+    if ev.is_main and (main := db.execute("SELECT folder FROM groups WHERE is_main = 1").fetchone()):
+        raise InvariantError(seq, f"a second main group ({ev.folder}); {main[0]} is the main group")
+    if (taken := db.execute("SELECT jid FROM groups WHERE folder = ?", (ev.folder,)).fetchone()):
+        raise InvariantError(seq, f"folder {ev.folder} is already used by {taken[0]}")
+    if db.execute("SELECT 1 FROM groups WHERE jid = ?", (ev.jid,)).fetchone():
+        raise InvariantError(seq, f"{ev.jid} is registered already")
     db.execute(
         """INSERT INTO groups (jid, name, folder, trigger, requires_trigger, is_main,
                                container_config, added_at, updated_at, registered_seq)

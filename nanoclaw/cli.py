@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from events import EventDecodeError
+from events.rules import InvariantError
 from nanoclaw import (cli_backup, cli_chat, cli_events, cli_groups, cli_image, cli_service, cli_status, cli_tasks,
                       cli_usage, cli_why)
 from nanoclaw.config import ConfigError, load_settings
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     except cli_events.UsageError as exc:
         print(f"nanoclaw: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (GroupError, EventDecodeError) as exc:
+    except (GroupError, EventDecodeError, InvariantError) as exc:
         print(f"nanoclaw: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except BrokenPipeError:

@@ -17,13 +17,12 @@ import msgspec
 
 from events import EventLog
 from events import types as t
+from events.rules import folder_problem
 from nanoclaw.agent_paths import OnRefused, PathRefused, closing_fd, create_file, open_under, read_text, warn_refusal
 from nanoclaw.config import DEFAULT_ASSISTANT_NAME, Settings
 from router.egress import parse_policy
 from router.refusals import record_refusal
 
-FOLDER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-RESERVED_FOLDERS = ("global", "errors")
 MAX_JID_CHARS = 256
 MAX_NAME_CHARS = 200
 TEMPLATES_DIR = Path(__file__).resolve().parents[1] / "groups"
@@ -48,14 +47,9 @@ class Group:
 
 
 def validate_folder(folder: str) -> None:
-    """Raise GroupError unless `folder` is a safe, unreserved group folder name."""
-    if not FOLDER_RE.match(folder or ""):
-        raise GroupError(
-            f"invalid folder {folder!r}: use 1-64 characters, letters, digits, '_' or '-', "
-            "starting with a letter or digit"
-        )
-    if folder.lower() in RESERVED_FOLDERS:
-        raise GroupError(f"invalid folder {folder!r}: the name is reserved")
+    """Raise GroupError unless `folder` is a safe, unreserved group folder name (events/rules.py)."""
+    if (problem := folder_problem(folder)) is not None:
+        raise GroupError(f"invalid folder {folder!r}: {problem}")
 
 
 def validate_jid(jid: str) -> None:
