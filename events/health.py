@@ -10,6 +10,7 @@ database, nor one SQLite's own quick check finds damaged.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -20,6 +21,11 @@ RECOVERY_HINT = ("stop the service, keep a copy of store/, then put a backup bac
 
 def log_problem(path: Path) -> str | None:
     """What is wrong with the log file, in a few words; None when it is usable (or absent)."""
+    if path.parent.is_dir() and not os.access(path.parent, os.W_OK):
+        return (f"cannot be written: its folder {path.parent} is read-only for this user (check its owner and "
+                "mode, or the mount)")
+    if path.exists() and not os.access(path, os.W_OK):
+        return "cannot be written: the file is read-only for this user (check its owner and mode)"
     try:
         with path.open("rb") as handle:
             header = handle.read(len(SQLITE_HEADER))

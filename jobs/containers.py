@@ -93,6 +93,7 @@ class RunResult:
     new_session_id: str | None = None
     timed_out: bool = False
     outputs: int = 0
+    error_outputs: int = 0          # outputs that reported an error (the container may still exit 0)
     duration_ms: int = 0
     log_file: str | None = None
 
@@ -280,7 +281,7 @@ class ContainerRunner:
         stdout = _Capture(self.settings.container_max_output_bytes)
         stderr = _Capture(self.settings.container_max_output_bytes)
         parser = OutputParser()
-        state = {"outputs": 0, "session": None, "timed_out": False, "idle_armed": False}
+        state = {"outputs": 0, "errors": 0, "session": None, "timed_out": False, "idle_armed": False}
         hard_ms = hard_timeout_ms(self.settings, spec.timeout_ms)
         idle_ms = spec.idle_timeout_ms or self.settings.idle_timeout_ms
 
@@ -302,6 +303,7 @@ class ContainerRunner:
 
         def handle(result: AgentResult) -> None:
             state["outputs"] += 1
+            state["errors"] += result.status == "error"
             state["session"] = result.newSessionId or state["session"]
             hard.reset(hard_ms / 1000)
             if spec.idle_rearm or not state["idle_armed"]:
@@ -376,7 +378,8 @@ class ContainerRunner:
         )
         try:
             path = container_log.write(self.settings.logs_dir, spec.folder, record,
-                                       verbose=self.settings.verbose_container_logs, failed=result.status == "error",
+                                       verbose=self.settings.verbose_container_logs,
+                                       failed=result.status == "error" or result.error_outputs > 0,
                                        secrets=[*masked, *self.settings.secrets.values()])
         except (PathRefused, OSError) as exc:
             logger.warning("{}: the run log of {} was not written: {}", spec.folder, name, exc)
@@ -402,7 +405,8 @@ class _LogRecorder:
 def _outcome(name: str, exit_code: int | None, state: dict, stderr: str, spec: RunSpec,
              settings: Settings) -> RunResult:
     """SPEC 7.7: how a run ended, from its exit code, outputs and timeout."""
-    common = dict(container=name, exit_code=exit_code, new_session_id=state["session"], outputs=state["outputs"])
+    common = dict(container=name, exit_code=exit_code, new_session_id=state["session"], outputs=state["outputs"],
+                  error_outputs=state["errors"])
     if state["timed_out"]:
         if state["outputs"]:
             return RunResult("success", timed_out=True, **common)

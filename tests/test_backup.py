@@ -122,3 +122,23 @@ def test_restore_refuses_while_the_service_runs(settings, log, tmp_path, capsys,
     with RouterProcess(settings).wait_ready() as _:
         assert cli.main(["restore", str(tmp_path / "good.db")]) == 1
     assert "stop it first" in capsys.readouterr().err
+
+
+def test_a_truncated_log_is_damaged(settings, log):
+    fill(log, 5000)
+    log.close()
+    with open(settings.db_path, "r+b") as handle:
+        handle.truncate(os.path.getsize(settings.db_path) // 2)
+    assert log_problem(settings.db_path).startswith("is damaged")
+
+
+def test_a_read_only_store_is_named_not_a_traceback(settings, capsys):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a read-only tmpfs needs root (CI runs as root)")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(settings.store_dir)], check=True)
+    try:
+        assert "is read-only" in log_problem(settings.db_path)
+        assert cli.main(["status"]) == 1
+        assert "read-only" in capsys.readouterr().err
+    finally:
+        subprocess.run(["umount", "-l", str(settings.store_dir)], check=False)

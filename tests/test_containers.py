@@ -304,3 +304,11 @@ def test_a_docker_network_for_agents_is_warned_about_once_as_the_unsafe_opt_out(
     finally:
         logger.remove(sink)
     assert len(lines) == 1 and "unsafe opt-out" in lines[0] and "past the egress policy" in lines[0]
+
+
+def test_the_run_log_of_a_failed_turn_keeps_stdout_and_stderr_even_when_the_container_exits_0(make_settings):
+    settings = make_settings(IDLE_TIMEOUT=1000)
+    result = Run(settings, scripted={"turns": [[{"stderr": "the CLI said why"}, {"error": "turn failed"}]]}).wait()
+    assert (result.status, result.exit_code, result.error_outputs) == ("success", 0, 1)
+    text = open(result.log_file).read()
+    assert "=== Stderr ===" in text and "the CLI said why" in text and "turn failed" in text
