@@ -28,11 +28,28 @@ GATEWAY_401 = ("Failed to authenticate. API Error: 401 nanoclaw gateway: no Clau
     ("Container spawn error: image x not found: build it", "container"),
     ("No conversation found with session ID 0b3f", "stale_session"),
     ("an agent output could not be recorded: database or disk is full", "storage"),
+    ("API Error: 403 {\"type\":\"error\",\"error\":{\"type\":\"permission_error\"}}", "credentials"),
+    ("request failed with status code 503", "api_error"),
+    ("ENOENT: no such file or directory, open '/home/node/.claude/projects/-workspace-group/0b3f.jsonl'",
+     "stale_session"),
     ("tool blew up", "internal"),
     (None, "internal"),
 ])
 def test_errors_are_sorted_into_kinds(error, kind):
     assert classify(error) == kind
+
+
+@pytest.mark.parametrize("error", [
+    "ENOENT: no such file or directory, open '/workspace/group/invoice-401.pdf'",
+    "Tool failed at line 401 of report.py",
+    "open /workspace/group/403.txt: permission denied",
+    "Error: could not parse /workspace/group/errors-503.log",
+    "ENOENT: no such file or directory, open '/workspace/group/diary.jsonl'",
+    "tmux session 'build' not found",
+])
+def test_a_number_or_a_file_name_in_the_agents_error_is_not_mistaken_for_the_api(error):
+    """Only the API's status (API Error: 401) or its error types name a kind; a file the agent mentions does not."""
+    assert classify(error) == "internal"
 
 
 def test_a_timeout_is_a_timeout_whatever_the_text_and_only_credentials_are_not_retried():
