@@ -128,3 +128,18 @@ def test_notices_are_at_most_one_a_minute_per_chat_and_can_be_turned_off(world, 
     say(inbound, "local:me", "third")
     AgentRun(load_settings(), log).run("main")
     assert len(notices(log)) == 1
+
+
+@pytest.mark.docker
+def test_the_notice_that_it_gave_up_is_sent_even_within_a_minute_of_the_promise_to_try_again(world, scripted):
+    """First a busy API (told: I will try again), then refused credentials on the retry, seconds later."""
+    _, log, inbound = world
+    settings = scripted({"main": [{"turns": [[{"error": "API Error: 529 overloaded_error"}]]},
+                                  {"turns": [[{"error": GATEWAY_401}]]}]})
+    say(inbound, "local:me", "please answer")
+    AgentRun(settings, log).run("main")
+    AgentRun(settings, log).run("main")
+    assert [f.error_kind for f in of_type(log, t.AgentRunFinished)] == ["rate_limit", "credentials"]
+    texts = [o.text for o in notices(log)]
+    assert len(texts) == 2 and "I will try again in 5 s" in texts[0]
+    assert texts[1].startswith("I could not answer: the model's API refused")
