@@ -143,3 +143,17 @@ def test_the_notice_that_it_gave_up_is_sent_even_within_a_minute_of_the_promise_
     texts = [o.text for o in notices(log)]
     assert len(texts) == 2 and "I will try again in 5 s" in texts[0]
     assert texts[1].startswith("I could not answer: the model's API refused")
+
+
+@pytest.mark.docker
+def test_a_failed_task_run_is_sorted_into_its_kind_like_a_message_run(world, scripted):
+    from events.timefmt import iso_now
+    from jobs.tasks import TaskRun
+
+    _, log, _ = world
+    settings = scripted({"main": {"turns": [[{"error": GATEWAY_401}]]}})
+    log.append(t.TaskScheduled(task_id="t1", group_folder="main", chat_jid="local:me", prompt="Summarise my day.",
+                               schedule_type="once", schedule_value="2026-01-01T09:00:00", next_run=iso_now()))
+    TaskRun(settings, log).run("t1")
+    [finished] = of_type(log, t.AgentRunFinished)
+    assert (finished.status, finished.error_kind) == ("error", "credentials")
