@@ -120,3 +120,9 @@ def test_a_prefix_matches_only_where_a_name_part_ends():
     assert table.price_of("claude-opus-4-1@20250805").input == 15
     assert table.price_of("claude-sonnet-4-5-20250929").input == 3
     assert PriceTable({"claude-": ModelPrice(1, 1)}).price_of("claude-anything").input == 1  # a catch-all of the owner's
+
+
+@pytest.mark.parametrize("since", ["0d", "2026-13-45"])
+def test_no_days_or_a_date_that_does_not_exist_is_a_clear_error_not_an_empty_table(settings, capsys, since):
+    assert cli.main(["usage", "--since", since]) == 1
+    assert "7d" in capsys.readouterr().err
