@@ -20,7 +20,7 @@ def test_the_backoff_doubles_from_five_seconds_and_stops_after_five_retries(sett
     job = AgentRun(settings, log)
     for attempt in range(6):
         with log.transaction() as tx:
-            job._retry(tx, plan_for(group, attempt))
+            job._retry(tx, plan_for(group, attempt), "api_error")
     requests = [r.event for r in log.read_since(0, types=[t.AgentRunRequested])]
     assert [(r.reason, r.attempt) for r in requests] == [("retry", n) for n in range(1, 6)]
     assert [r.not_before for r in requests] == [
