@@ -30,6 +30,7 @@ GATEWAY_401 = ("Failed to authenticate. API Error: 401 nanoclaw gateway: no Clau
     ("an agent output could not be recorded: database or disk is full", "storage"),
     ("API Error: 403 {\"type\":\"error\",\"error\":{\"type\":\"permission_error\"}}", "credentials"),
     ("request failed with status code 503", "api_error"),
+    ("API Error: Request rejected (429) · slow down", "rate_limit"),
     ("ENOENT: no such file or directory, open '/home/node/.claude/projects/-workspace-group/0b3f.jsonl'",
      "stale_session"),
     ("tool blew up", "internal"),
