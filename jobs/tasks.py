@@ -28,6 +28,7 @@ from jobs.workspace import clear_input
 from nanoclaw.config import Settings
 from nanoclaw.faults import fault_point
 from router.budgets import refuse_if_over
+from router.failures import classify
 from router.groups import group_from_row
 from router.history import cursor_of, pending_messages, run_in_progress
 from router.prompt import clean_output
@@ -155,7 +156,8 @@ class TaskRun:
             tx.append(t.AgentRunFinished(run_id=run_id, folder=group.folder, chat_jid=group.jid,
                                          status="error" if error else "ok", error=error,
                                          exit_code=result.exit_code, duration_ms=duration_ms,
-                                         had_output=bool(texts)))
+                                         had_output=bool(texts),
+                                         error_kind=classify(error, timed_out=result.timed_out) if error else None))
             tx.append(t.TaskRunFinished(task_id=task["id"], group_folder=group.folder, run_id=run_id,
                                         status="error" if error else "success", duration_ms=duration_ms,
                                         result=texts[-1][:SUMMARY_CHARS] if texts else None, error=error,

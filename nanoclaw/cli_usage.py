@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from datetime import date
 
 from events import EventLog
 from nanoclaw import show
@@ -19,10 +20,13 @@ DEFAULT_DAYS = 30
 
 def since_day(text: str) -> str:
     """`7d` (the last seven UTC days, today included) or a date such as 2026-11-01."""
-    if match := DAYS_RE.match(text):
+    if (match := DAYS_RE.match(text)) and int(match.group(1)) > 0:
         return utc_day(1 - int(match.group(1)))
     if DATE_RE.match(text):
-        return text
+        try:
+            return date.fromisoformat(text).isoformat()
+        except ValueError:
+            pass
     raise ValueError(f"--since {text!r}: use a number of days such as 7d, or a date such as 2026-11-01")
 
 

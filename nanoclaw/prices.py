@@ -4,7 +4,8 @@ The gateway records the tokens the API reported for every call
 (`ModelCalled`); this module turns them into an estimate. Prices change and
 new models appear, so the owner may override or extend the table in
 `~/.config/nanoclaw/model-prices.json`. A model matches the longest prefix
-in the table (`claude-sonnet-4-5-20250929` is priced as `claude-sonnet-4`);
+in the table that ends where a part of the name ends (`claude-sonnet-4-5-20250929`
+is priced as `claude-sonnet-4`, while `claude-opus-4-10` is not `claude-opus-4-1`);
 a model that matches none has no estimate, never a guessed one.
 """
 
@@ -57,7 +58,7 @@ DEFAULT_PRICES: dict[str, ModelPrice] = {
     "claude-opus-4-8": ModelPrice(5.0, 25.0),
     "claude-opus-4-1": ModelPrice(15.0, 75.0),
     "claude-opus-4-0": ModelPrice(15.0, 75.0),
-    "claude-opus-4-2": ModelPrice(15.0, 75.0),  # claude-opus-4-20250514, Opus 4 itself
+    "claude-opus-4-20250514": ModelPrice(15.0, 75.0),  # Opus 4 itself
     "claude-sonnet-4": ModelPrice(3.0, 15.0),
     "claude-3-7-sonnet": ModelPrice(3.0, 15.0),
     "claude-haiku-4-5": ModelPrice(1.0, 5.0),
@@ -93,9 +94,17 @@ class PriceTable:
         return cls({**DEFAULT_PRICES, **custom})
 
     def price_of(self, model: str) -> ModelPrice | None:
-        return next((self.prices[p] for p in self._prefixes if model.startswith(p)), None)
+        return next((self.prices[p] for p in self._prefixes if _prefix_of(p, model)), None)
 
     def cost(self, model: str, usage: Tokens) -> float | None:
         """The estimate in USD, or None when the model has no price."""
         price = self.price_of(model)
         return None if price is None else price.cost(usage)
+
+
+def _prefix_of(prefix: str, model: str) -> bool:
+    """`prefix` starts `model` and ends where a part of its name ends (claude-opus-4-1 is not claude-opus-4-10)."""
+    if not model.startswith(prefix):
+        return False
+    rest = model[len(prefix):]
+    return not rest or not prefix[-1:].isalnum() or not rest[0].isalnum()

@@ -15,14 +15,23 @@ from typing import Literal
 Kind = Literal["credentials", "rate_limit", "api_error", "timeout", "container", "stale_session", "storage",
                "internal"]
 
+
+def _status(codes: str) -> str:
+    """An HTTP status only where the text calls it one ("API Error: 401", "API Error: Request rejected (429)",
+    "status 429", "HTTP 503"): a number in a file name or a line the agent mentions must not decide the kind."""
+    return (rf"(?:api error|status(?: code)?|http(?:/[\d.]+)?)[:= ]*(?:{codes})\b"
+            rf"|api error:?[^\n(]{{0,60}}\((?:{codes})\)")
+
+
 # Checked in this order: the first pattern found in the error text decides.
 _PATTERNS: tuple[tuple[Kind, re.Pattern[str]], ...] = (
     ("storage", re.compile(r"could not be recorded|database or disk is full|disk i/o error", re.I)),
-    ("stale_session", re.compile(r"no conversation found|ENOENT.*\.jsonl|session.*not found", re.I)),
-    ("credentials", re.compile(r"\b401\b|authentication_error|failed to authenticate|invalid api key|"
-                               r"not logged in|no claude credentials|\b403\b.*permission", re.I)),
-    ("rate_limit", re.compile(r"\b429\b|\b529\b|rate.?limit|overloaded", re.I)),
-    ("api_error", re.compile(r"\b5\d\d\b|api_error|api error|model api .* failed|connection error", re.I)),
+    ("stale_session", re.compile(r"no conversation found|ENOENT[^\n]*/\.claude/[^\n]*\.jsonl|"
+                                 r"\bsession (?:id:? )?(?:[0-9a-f]{8}-[0-9a-f-]{27} )?not found", re.I)),
+    ("credentials", re.compile(_status("401") + r"|authentication_error|failed to authenticate|invalid api key|"
+                               r"not logged in|no claude credentials|permission_error|" + _status("403"), re.I)),
+    ("rate_limit", re.compile(_status("429|529") + r"|rate.?limit|overloaded", re.I)),
+    ("api_error", re.compile(_status(r"5\d\d") + r"|api_error|api error|model api .* failed|connection error", re.I)),
     ("container", re.compile(r"container (spawn error|exited with code)|image .* not found|workspace not prepared",
                              re.I)),
 )

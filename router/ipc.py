@@ -94,7 +94,8 @@ def read_payload(dir_fd: int, name: str) -> Payload:
     try:
         value = parse_payload(data)
     except Refused as refused:
-        raise Refused(str(refused), unsettled=time.time() - info.st_mtime < SETTLE_S) from None
+        # abs(): the agent sets modification times at will, and one far ahead must not mean "still writing"
+        raise Refused(str(refused), unsettled=abs(time.time() - info.st_mtime) < SETTLE_S) from None
     return Payload(value, len(data), f"{info.st_ino}-{info.st_mtime_ns}")
 
 

@@ -5,7 +5,8 @@ when the first attempt fails (saying it will be tried again, and when), and
 one when no attempt will follow (retries used up, or a failure no retry can
 fix), never one per retry. A failure in another group is also reported to
 the main group, with what to do. Notices are ordinary outbound events with
-their own idempotency keys, at most one per chat per NOTICE_INTERVAL_S. A
+their own idempotency keys, at most one per chat per NOTICE_INTERVAL_S, except
+the one that ends a chain of retries, which the chat was promised. A
 spending cap reached is told once per cap and period (router/budgets.py).
 """
 
@@ -31,12 +32,15 @@ def tell_failure(tx: Transaction, settings: Settings, group: Group, run_id: str,
     final = retry_in_s is None
     if not settings.failure_notices or not (first or final):
         return
+    # The end of a chain of retries is never held back: the chat was promised another attempt.
+    limit = first
     _queue(tx, group.jid, f"{run_id}-notice", notice(kind, final=final, retry_in_s=retry_in_s,
-                                                     for_main=group.is_main), run_id)
+                                                     for_main=group.is_main), run_id, limit=limit)
     if not group.is_main:
         for row in tx.query("SELECT jid FROM groups WHERE is_main = 1"):
             _queue(tx, row["jid"], f"{run_id}-notice-main",
-                   notice(kind, final=final, retry_in_s=retry_in_s, for_main=True, folder=group.folder), run_id)
+                   notice(kind, final=final, retry_in_s=retry_in_s, for_main=True, folder=group.folder), run_id,
+                   limit=limit)
 
 
 def tell_budget(tx: Transaction, settings: Settings, group: Group, reached: t.BudgetReached, chat_jid: str,

@@ -25,6 +25,8 @@ from nanoclaw.agent_paths import PathRefused, closing_fd, open_under, write_file
 from nanoclaw.config import Settings
 from nanoclaw.faults import fault_point
 from router.allowlist import AllowlistFile
+from router.budgets import refuse_if_over
+from router.groups import group_from_row
 from router.history import cursor_of, message_wakes, outstanding_request, pending_messages, prompt_for
 from router.refusals import record_refusal
 from router.triggers import needs_trigger
@@ -100,7 +102,9 @@ class TriggerStage(Stage):
             "SELECT run_id FROM runs WHERE folder = ? AND state = 'running' AND task_id IS NULL "
             "ORDER BY started_seq DESC LIMIT 1", (folder,))
         if running:
-            self._pipe(tx, running[0]["run_id"], jid, folder)
+            # a cap is checked at a run's start; follow-ups piped in would keep one run going past it
+            if refuse_if_over(tx, self.settings, group_from_row(group)) is None:
+                self._pipe(tx, running[0]["run_id"], jid, folder)
         elif outstanding_request(tx, folder) is None:
             fault_point("triggers-before-request")
             tx.append(t.AgentRunRequested(folder=folder, chat_jid=jid, reason="messages"))

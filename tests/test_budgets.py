@@ -100,3 +100,30 @@ def test_a_due_task_of_a_group_over_budget_does_not_run_and_stays_due(world):
     assert TaskRun(settings, log).run("t1").startswith("budget reached: the month cap of $1.00 (group)")
     assert of_type(log, t.AgentRunStarted) == [] and of_type(log, t.TaskRunFinished) == []
     assert log.query("SELECT status FROM tasks WHERE id = 't1'")[0][0] == "active"
+
+
+def test_follow_ups_are_not_piped_into_a_running_agent_once_its_group_is_over_budget(settings, log):
+    """A container kept busy by follow-ups would otherwise answer them past the cap for as long as they come."""
+    from events import consumer
+    from router.allowlist import AllowlistFile
+    from router.groups import register_group
+    from router.inbound import Inbound
+    from router.trigger_stage import TriggerStage
+    from tests.test_trigger_stage import say as say_in, start_run
+
+    register_group(log, settings, jid="local:me", name="Me", folder="main", is_main=True)
+    register_group(log, settings, jid="tg:fam", name="Family", folder="family")
+    update_group(log, "family", container_config=t.ContainerConfig(daily_budget_usd=1.0))
+    allowlist = AllowlistFile(settings.sender_allowlist_path)
+    inbound, stage = Inbound(log, allowlist), TriggerStage(settings, allowlist)
+    first = say_in(inbound, "tg:fam", "@Andy plan dinner")
+    consumer.drain(log, stage)
+    start_run(log, "family", "tg:fam", through=first)
+    spend(log, "family", 1.5)  # the running agent's own calls cross the cap
+    say_in(inbound, "tg:fam", "@Andy and dessert")
+    consumer.drain(log, stage)
+    assert of_type(log, t.MessagesPiped) == []
+    assert list((settings.ipc_dir / "family" / "input").glob("*.json")) == []
+    [reached] = of_type(log, t.BudgetReached)
+    assert (reached.folder, reached.scope, reached.period) == ("family", "group", "day")
+    assert [o.chat_jid for o in of_type(log, t.OutboundQueued) if o.origin == "notice"] == ["tg:fam", "local:me"]

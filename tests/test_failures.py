@@ -28,11 +28,29 @@ GATEWAY_401 = ("Failed to authenticate. API Error: 401 nanoclaw gateway: no Clau
     ("Container spawn error: image x not found: build it", "container"),
     ("No conversation found with session ID 0b3f", "stale_session"),
     ("an agent output could not be recorded: database or disk is full", "storage"),
+    ("API Error: 403 {\"type\":\"error\",\"error\":{\"type\":\"permission_error\"}}", "credentials"),
+    ("request failed with status code 503", "api_error"),
+    ("API Error: Request rejected (429) · slow down", "rate_limit"),
+    ("ENOENT: no such file or directory, open '/home/node/.claude/projects/-workspace-group/0b3f.jsonl'",
+     "stale_session"),
     ("tool blew up", "internal"),
     (None, "internal"),
 ])
 def test_errors_are_sorted_into_kinds(error, kind):
     assert classify(error) == kind
+
+
+@pytest.mark.parametrize("error", [
+    "ENOENT: no such file or directory, open '/workspace/group/invoice-401.pdf'",
+    "Tool failed at line 401 of report.py",
+    "open /workspace/group/403.txt: permission denied",
+    "Error: could not parse /workspace/group/errors-503.log",
+    "ENOENT: no such file or directory, open '/workspace/group/diary.jsonl'",
+    "tmux session 'build' not found",
+])
+def test_a_number_or_a_file_name_in_the_agents_error_is_not_mistaken_for_the_api(error):
+    """Only the API's status (API Error: 401) or its error types name a kind; a file the agent mentions does not."""
+    assert classify(error) == "internal"
 
 
 def test_a_timeout_is_a_timeout_whatever_the_text_and_only_credentials_are_not_retried():
@@ -111,3 +129,32 @@ def test_notices_are_at_most_one_a_minute_per_chat_and_can_be_turned_off(world, 
     say(inbound, "local:me", "third")
     AgentRun(load_settings(), log).run("main")
     assert len(notices(log)) == 1
+
+
+@pytest.mark.docker
+def test_the_notice_that_it_gave_up_is_sent_even_within_a_minute_of_the_promise_to_try_again(world, scripted):
+    """First a busy API (told: I will try again), then refused credentials on the retry, seconds later."""
+    _, log, inbound = world
+    settings = scripted({"main": [{"turns": [[{"error": "API Error: 529 overloaded_error"}]]},
+                                  {"turns": [[{"error": GATEWAY_401}]]}]})
+    say(inbound, "local:me", "please answer")
+    AgentRun(settings, log).run("main")
+    AgentRun(settings, log).run("main")
+    assert [f.error_kind for f in of_type(log, t.AgentRunFinished)] == ["rate_limit", "credentials"]
+    texts = [o.text for o in notices(log)]
+    assert len(texts) == 2 and "I will try again in 5 s" in texts[0]
+    assert texts[1].startswith("I could not answer: the model's API refused")
+
+
+@pytest.mark.docker
+def test_a_failed_task_run_is_sorted_into_its_kind_like_a_message_run(world, scripted):
+    from events.timefmt import iso_now
+    from jobs.tasks import TaskRun
+
+    _, log, _ = world
+    settings = scripted({"main": {"turns": [[{"error": GATEWAY_401}]]}})
+    log.append(t.TaskScheduled(task_id="t1", group_folder="main", chat_jid="local:me", prompt="Summarise my day.",
+                               schedule_type="once", schedule_value="2026-01-01T09:00:00", next_run=iso_now()))
+    TaskRun(settings, log).run("t1")
+    [finished] = of_type(log, t.AgentRunFinished)
+    assert (finished.status, finished.error_kind) == ("error", "credentials")

@@ -373,3 +373,13 @@ def test_a_broken_file_is_still_quarantined_once_it_has_settled(watcher, setting
     started = time.monotonic()
     [event] = wait_for(lambda: rejected(log), timeout=TIMEOUT_S)
     assert "not valid JSON" in event.reason and time.monotonic() - started >= ipc.SETTLE_S * 0.9
+
+
+def test_a_broken_file_dated_in_the_future_is_quarantined_not_looked_at_forever(watcher, settings, log):
+    """An agent can set any modification time; one far ahead must not keep the file 'still being written'."""
+    path = settings.ipc_dir / "family" / "tasks" / "future.json"
+    path.write_text('{"type": "schedule_task", ')
+    ahead = time.time() + 3600
+    os.utime(path, (ahead, ahead))
+    [event] = wait_for(lambda: rejected(log), timeout=TIMEOUT_S)
+    assert "not valid JSON" in event.reason and not path.exists()

@@ -224,3 +224,11 @@ def test_the_screen_and_the_json_carry_the_same_facts(settings, groups, capsys):
     assert data["containment"]["chat_socket"] == str(settings.local_chat_socket)
     assert data["errors"][0]["message"] == "timeout: no answer in 1800 s" and len(data["groups"]) == 3
     assert os.path.samefile(data["root"], settings.root)
+
+
+def test_an_agents_error_output_is_one_of_the_last_errors_while_its_run_still_goes_on(settings, groups):
+    groups.append(t.AgentRunStarted(run_id="r1", folder="main", chat_jid="local:me", container="c"))
+    groups.append(t.AgentOutput(run_id="r1", folder="main", index=0, status="error", error="API Error: 529"))
+    [error] = status.recent_errors(groups)
+    assert (error.type, error.where) == ("AgentOutput", "main") and "agent error (run r1): API Error: 529" in error.message
+    assert status.recent_errors(groups)[0].seq == groups.last_seq()

@@ -11,7 +11,7 @@ from freezegun import freeze_time
 from events import replay
 from events import types as t
 from nanoclaw import cli
-from nanoclaw.prices import PRICES_FILE, ModelPrice, PriceTable, Tokens
+from nanoclaw.prices import DEFAULT_PRICES, PRICES_FILE, ModelPrice, PriceTable, Tokens
 from nanoclaw.status import gather
 
 MILLION = 1_000_000
@@ -108,3 +108,21 @@ def test_status_shows_todays_and_this_months_spend(calls, settings):
     assert usage.today_usd == pytest.approx(3.75 + 0.30 + 2.0)
     assert usage.month_usd == pytest.approx(3.75 + 0.30 + 2.0)  # the 28th of November is last month
     assert msgspec.to_builtins(usage)["today_tokens"] == 4 * MILLION
+
+
+def test_a_prefix_matches_only_where_a_name_part_ends():
+    """claude-opus-4-1 is Opus 4.1 at $15; a later claude-opus-4-10 must get no estimate, not Opus 4.1's."""
+    table = PriceTable(dict(DEFAULT_PRICES))
+    assert table.price_of("claude-opus-4-10") is None
+    assert table.price_of("claude-haiku-4-50-20270101") is None
+    assert table.price_of("claude-opus-4-20250514").input == 15   # Opus 4 itself
+    assert table.price_of("claude-opus-4-0").input == 15
+    assert table.price_of("claude-opus-4-1@20250805").input == 15
+    assert table.price_of("claude-sonnet-4-5-20250929").input == 3
+    assert PriceTable({"claude-": ModelPrice(1, 1)}).price_of("claude-anything").input == 1  # a catch-all of the owner's
+
+
+@pytest.mark.parametrize("since", ["0d", "2026-13-45"])
+def test_no_days_or_a_date_that_does_not_exist_is_a_clear_error_not_an_empty_table(settings, capsys, since):
+    assert cli.main(["usage", "--since", since]) == 1
+    assert "7d" in capsys.readouterr().err
