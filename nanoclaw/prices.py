@@ -101,6 +101,17 @@ class PriceTable:
         price = self.price_of(model)
         return None if price is None else price.cost(usage)
 
+    def cost_at_most(self, model: str, usage: Tokens) -> float:
+        """For caps: the model's price, or the dearest in the table when it has none.
+
+        The agent chooses the model of each call, so one missing from the
+        table must not be a way past a budget.
+        """
+        price = self.price_of(model)
+        if price is not None:
+            return price.cost(usage)
+        return max(known.cost(usage) for known in self.prices.values())
+
 
 def _prefix_of(prefix: str, model: str) -> bool:
     """`prefix` starts `model` and ends where a part of its name ends (claude-opus-4-1 is not claude-opus-4-10)."""

@@ -4,7 +4,8 @@ Caps are in USD per UTC day and month, for every group together
 (`DAILY_BUDGET_USD`, `MONTHLY_BUDGET_USD`) and for one group (`nanoclaw
 groups set FOLDER --daily-budget USD --monthly-budget USD`). Spend is the
 estimate of nanoclaw/prices.py over the `usage` projection of the gateway's
-model calls, so a model without a price does not count. A run is refused
+model calls; a model without a price counts at the dearest price in the
+table (the agent picks the model, so that is no way around a cap). A run is refused
 once spend has reached a cap (a run's own cost is not known before it
 runs); the messages stay in the log, and the 60 s pass asks for the run
 again, which starts once the period has ended or the cap was raised. Each
@@ -54,9 +55,9 @@ def period_bounds(period: str, now: datetime) -> tuple[str, str]:
 def spent_usd(tx: Transaction, prices: PriceTable, since_day: str, folder: str | None) -> float:
     where, params = ("day >= ?", [since_day]) if folder is None else ("day >= ? AND folder = ?", [since_day, folder])
     rows = tx.query(f"SELECT * FROM usage WHERE {where}", params)
-    return sum(prices.cost(row["model"], Tokens(row["input_tokens"], row["output_tokens"],
-                                                row["cache_creation_input_tokens"],
-                                                row["cache_read_input_tokens"])) or 0.0 for row in rows)
+    return sum(prices.cost_at_most(row["model"], Tokens(row["input_tokens"], row["output_tokens"],
+                                                        row["cache_creation_input_tokens"],
+                                                        row["cache_read_input_tokens"])) for row in rows)
 
 
 def reached_cap(tx: Transaction, settings: Settings, group: Group,

@@ -61,7 +61,9 @@ def tell_budget(tx: Transaction, settings: Settings, group: Group, reached: t.Bu
     _queue(tx, chat_jid, f"budget-{seq}", text + (raise_it + "." if chat_jid in mains else ""), None, limit=False)
     for jid in mains:
         if jid != chat_jid:
-            _queue(tx, jid, f"budget-{seq}-main", f"In {group.folder}: {text}{raise_it}.", None, limit=False)
+            # a cap for every group is reached by every group at once: main hears of it once per period
+            main_id = f"budget-all-{reached.period}-{reached.until}" if reached.scope == "all" else f"budget-{seq}-main"
+            _queue(tx, jid, main_id, f"In {group.folder}: {text}{raise_it}.", None, limit=False)
 
 
 def _queue(tx: Transaction, jid: str, outbound_id: str, text: str, run_id: str | None, *,

@@ -19,6 +19,17 @@ from tests.test_agent_job import say, world  # noqa: F401  (fixtures)
 MILLION = 1_000_000
 
 
+@pytest.fixture(autouse=True)
+def away_from_midnight():
+    """A test straddling a UTC midnight would record spend on one day and check it on the next."""
+    now = datetime.now(timezone.utc)
+    left = 86_400 - (now.hour * 3600 + now.minute * 60 + now.second)
+    if left < 20:
+        import time
+
+        time.sleep(left + 1)
+
+
 def spend(log, folder: str, usd_of_sonnet_input: float) -> None:
     """A model call through the gateway worth this many USD (Sonnet input: $3 per million tokens)."""
     log.append(t.ModelCalled(run_id="r0", folder=folder, method="POST", path="/v1/messages", status=200,
@@ -127,3 +138,31 @@ def test_follow_ups_are_not_piped_into_a_running_agent_once_its_group_is_over_bu
     [reached] = of_type(log, t.BudgetReached)
     assert (reached.folder, reached.scope, reached.period) == ("family", "group", "day")
     assert [o.chat_jid for o in of_type(log, t.OutboundQueued) if o.origin == "notice"] == ["tg:fam", "local:me"]
+
+
+def test_a_model_without_a_price_counts_at_the_dearest_price_so_it_is_no_way_past_a_cap(settings, log):
+    from router.groups import register_group
+
+    register_group(log, settings, jid="tg:fam", name="Family", folder="family")
+    update_group(log, "family", container_config=t.ContainerConfig(daily_budget_usd=5.0))
+    log.append(t.ModelCalled(run_id="r0", folder="family", method="POST", path="/v1/messages", status=200,
+                             duration_ms=1.0, model="claude-made-up-9", input_tokens=MILLION))  # Opus 4: $15 in
+    with log.transaction() as tx:
+        reached = reached_cap(tx, settings, find_group(log, "family"))
+    assert reached is not None and reached.spent_usd == pytest.approx(15.0)
+
+
+@pytest.mark.docker
+def test_a_cap_for_every_group_tells_each_chat_but_main_only_once(world, monkeypatch):
+    settings, log, inbound = world
+    monkeypatch.setenv("DAILY_BUDGET_USD", "1")
+    settings = load_settings()
+    spend(log, "main", 1.5)
+    from router.groups import register_group
+
+    register_group(log, settings, jid="tg:work", name="Work", folder="work")
+    for jid, folder in (("tg:fam", "family"), ("tg:work", "work")):
+        say(inbound, jid, "@Andy hello")
+        assert AgentRun(settings, log).run(folder).startswith("budget reached")
+    told = [o.chat_jid for o in of_type(log, t.OutboundQueued) if o.origin == "notice"]
+    assert sorted(told) == ["local:me", "tg:fam", "tg:work"]  # main once, each group's chat once
