@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings as hsettings, strategies as 
 
 from events import EventDecodeError, EventLog
 from events import types as t
+from events.rules import RESERVED_FOLDERS
 
 _json_scalar = st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=20)
 _json = st.recursive(_json_scalar, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=8)
@@ -21,6 +22,8 @@ st.register_type_strategy(msgspec.UnsetType, st.just(msgspec.UNSET))
 def _field_strategy(field: msgspec.structs.FieldInfo) -> st.SearchStrategy:
     if field.name == "payload":
         return st.dictionaries(st.text(max_size=10), _json, max_size=4)
+    if field.name == "folder":  # a folder the log's rules accept (events/rules.py), as every recorded one is
+        return st.from_regex(r"\A[a-z0-9][a-z0-9_-]{0,20}\Z").filter(lambda f: f not in RESERVED_FOLDERS)
     return st.from_type(field.type)
 
 
