@@ -35,6 +35,7 @@ from router.allowlist import AllowlistFile
 from router.budgets import refuse_if_over
 from router.groups import Group, group_from_row
 from router.history import cursor_of, pending_messages, prompt_for, run_in_progress, window_wakes
+from router.egress import policy_of
 from router.failures import Kind, classify, retryable
 from router.notices import tell_failure
 from router.prompt import clean_output
@@ -169,7 +170,7 @@ class AgentRun:
         return RunSpec(folder=group.folder, group_name=group.name, is_main=group.is_main, input=agent_input,
                        run_id=plan.run_id, name=plan.container, timeout_ms=config.timeout_ms,
                        extra_mounts=[Mount(m.host_path, m.container_path, m.readonly) for m in accepted],
-                       egress=config.egress)
+                       egress=policy_of(config))
 
     # --- while it runs ---------------------------------------------------------
 

@@ -81,7 +81,7 @@ class RunSpec:
     idle_rearm: bool = True                # tasks: close once, 10 s after the first output
     network: str | None = None             # None: the configured CONTAINER_NETWORK
     name: str | None = None                # None: nanoclaw-<folder>-<epoch ms>
-    egress: str | None = None              # the group's egress policy; None: router/egress.py's default
+    egress: str = DEFAULT_EGRESS           # the group's egress policy (router/egress.policy_of)
 
 
 @dataclass
@@ -213,7 +213,7 @@ class ContainerRunner:
         name = spec.name or container_name(spec.folder)
         started_iso, started = iso_now(), time.monotonic()
         try:
-            access = self.gateway.open_run(spec.run_id, spec.folder, spec.egress or DEFAULT_EGRESS)
+            access = self.gateway.open_run(spec.run_id, spec.folder, spec.egress)
         except (OSError, ValueError, TimeoutError) as exc:
             return RunResult("error", name, error=f"Container spawn error: the gateway could not open: {exc}")
         try:

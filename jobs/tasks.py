@@ -29,6 +29,7 @@ from nanoclaw.config import Settings
 from nanoclaw.faults import fault_point
 from router.budgets import refuse_if_over
 from router.failures import classify
+from router.egress import policy_of
 from router.groups import group_from_row
 from router.history import cursor_of, pending_messages, run_in_progress
 from router.prompt import clean_output
@@ -125,7 +126,7 @@ class TaskRun:
         return RunSpec(folder=group.folder, group_name=group.name, is_main=group.is_main, input=agent_input,
                        run_id=run_id, idle_timeout_ms=TASK_CLOSE_AFTER_MS, idle_rearm=False,
                        timeout_ms=(group.container_config.timeout_ms if group.container_config else None),
-                       egress=(group.container_config.egress if group.container_config else None))
+                       egress=policy_of(group.container_config))
 
     def _on_output(self, task, group, run_id: str, result: AgentResult, texts: list[str], errors: list[str]):
         text = clean_output(result.result) if result.result else ""

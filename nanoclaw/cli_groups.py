@@ -10,12 +10,11 @@ from events import types as t
 from nanoclaw import show
 from nanoclaw.config import Settings
 from router import groups
-from router.egress import DEFAULT_EGRESS, parse_policy
+from router.egress import DEFAULT_EGRESS, parse_policy, policy_of
 
 
 def egress_of(group: groups.Group) -> str:
-    """The group's egress policy as the gateway applies it (its own, else the default)."""
-    return (group.container_config.egress if group.container_config else None) or DEFAULT_EGRESS
+    return policy_of(group.container_config)
 
 
 def cmd_add(settings: Settings, args: argparse.Namespace) -> int:

@@ -19,7 +19,6 @@ import msgspec
 from events import EventDecodeError, EventLog, replay
 from events.health import RECOVERY_HINT, log_problem
 from jobs import image
-from events import types as t
 from jobs.credentials import MISSING_HELP, credentials_source, upstream_auth, upstream_url
 from jobs.mounts import MountAllowlist
 from jobs.runtime import RuntimeUnavailable, check_runtime, engine_name, start_hint
@@ -130,17 +129,14 @@ def check_chat_socket(settings: Settings) -> Check:
 
 
 def check_egress(log: EventLog | None) -> Check:
-    from router.egress import DEFAULT_EGRESS
+    from router.egress import DEFAULT_EGRESS, policy_of
+    from router.groups import group_from_row
 
-    rows = log.query("SELECT folder, container_config FROM groups ORDER BY folder") if log else []
-    policies = [f"{row['folder']} {_egress(row['container_config']) or DEFAULT_EGRESS}" for row in rows]
+    rows = log.query("SELECT * FROM groups ORDER BY folder") if log else []
+    policies = [f"{row['folder']} {policy_of(group_from_row(row).container_config)}" for row in rows]
     return Check(name="egress", level="ok",
                  detail=(", ".join(policies) or "no groups yet") + f" (default {DEFAULT_EGRESS}; loopback, "
                         "private and link-local addresses are never reached)")
-
-
-def _egress(config_json: str | None) -> str | None:
-    return msgspec.json.decode(config_json, type=t.ContainerConfig).egress if config_json else None
 
 
 def check_channels(settings: Settings, log: EventLog | None) -> Check:

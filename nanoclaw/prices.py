@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Annotated
 
 import msgspec
+from loguru import logger
 
 PRICES_FILE = "model-prices.json"
 MILLION = 1_000_000
@@ -92,6 +93,15 @@ class PriceTable:
             raise PriceError(f"{path}: {exc} (expected {{\"model-prefix\": {{\"input\": 3, \"output\": 15}}}})") \
                 from exc
         return cls({**DEFAULT_PRICES, **custom})
+
+    @classmethod
+    def load_or_defaults(cls, config_dir: Path) -> "PriceTable":
+        """`load`, but a broken owner's file gives the defaults and a warning (`nanoclaw usage` names it)."""
+        try:
+            return cls.load(config_dir)
+        except PriceError as exc:
+            logger.warning("using the built-in model prices: {}", exc)
+            return cls(dict(DEFAULT_PRICES))
 
     def price_of(self, model: str) -> ModelPrice | None:
         return next((self.prices[p] for p in self._prefixes if _prefix_of(p, model)), None)

@@ -25,9 +25,10 @@ from jobs.credentials import upstream_auth, upstream_url
 from jobs.gateway import runs_dir
 from jobs.runtime import LABEL_GROUP, LABEL_RUN, RuntimeUnavailable, client, engine_name, install_label
 from nanoclaw.config import QUEUE_NAME, Settings
-from nanoclaw.prices import DEFAULT_PRICES, PriceError, PriceTable
+from nanoclaw.prices import PriceTable
 from nanoclaw.usage import Spend, spend
-from router.egress import DEFAULT_EGRESS
+from router.egress import DEFAULT_EGRESS, policy_of
+from router.groups import group_from_row
 from router.heartbeat import HEARTBEAT_INTERVAL_S, read_beat, status_path
 
 STALE_BEAT_S = max(30.0, 10 * HEARTBEAT_INTERVAL_S)
@@ -164,35 +165,22 @@ def service_info(settings: Settings, now: float | None = None) -> ServiceInfo:
 def groups_info(log: EventLog) -> list[GroupInfo]:
     """Every registered group with its newest event, most recently active first."""
     groups = []
-    for row in log.query("SELECT jid, name, folder, is_main, container_config FROM groups"):
+    for row in log.query("SELECT * FROM groups"):
         newest = [r for stream in (row["jid"], row["folder"])
                   for r in log.read_since(0, streams=[stream], limit=1, newest=True)]
         last = max(newest, key=lambda r: r.seq, default=None)
         groups.append(GroupInfo(folder=row["folder"], name=row["name"], jid=row["jid"], is_main=bool(row["is_main"]),
                                 last_activity_at=last.at if last else None, last_activity=last.type if last else None,
                                 last_activity_seq=last.seq if last else None,
-                                egress=_egress(row["container_config"])))
+                                egress=policy_of(group_from_row(row).container_config)))
     groups.sort(key=lambda g: (-(g.last_activity_seq or 0), g.folder))
     return groups
 
 
-def _egress(config_json: str | None) -> str:
-    config = msgspec.json.decode(config_json, type=t.ContainerConfig) if config_json else None
-    return (config.egress if config else None) or DEFAULT_EGRESS
-
-
 def _spend(log: EventLog, settings: Settings) -> Spend:
-    found = spend(log, _prices(settings))
+    found = spend(log, PriceTable.load_or_defaults(settings.config_dir))
     found.daily_budget_usd, found.monthly_budget_usd = settings.daily_budget_usd, settings.monthly_budget_usd
     return found
-
-
-def _prices(settings: Settings) -> PriceTable:
-    """The owner's price table; status never fails on a broken one (`nanoclaw usage` names the problem)."""
-    try:
-        return PriceTable.load(settings.config_dir)
-    except PriceError:
-        return PriceTable(dict(DEFAULT_PRICES))
 
 
 def containment_info(settings: Settings) -> ContainmentInfo:

@@ -66,9 +66,9 @@ def _summed(key: str, rows: list, prices: PriceTable) -> UsageRow:
         for name in ("calls", "failed", "input_tokens", "output_tokens", "cache_creation_input_tokens",
                      "cache_read_input_tokens"):
             setattr(total, name, getattr(total, name) + row[name])
-        cost = prices.cost(row["model"], _tokens(row))
+        cost = prices.cost(row["model"], tokens_of(row))
         if cost is None:
-            if _tokens(row) != Tokens():
+            if tokens_of(row) != Tokens():
                 total.unpriced_models = sorted({*total.unpriced_models, row["model"] or "(unknown model)"})
         elif total.cost_usd is not None:
             total.cost_usd += cost
@@ -84,7 +84,7 @@ def spend(log: EventLog, prices: PriceTable, now: datetime | None = None) -> Spe
     result = Spend(today_usd=0.0, month_usd=0.0, today_tokens=0, month_tokens=0)
     unpriced: set[str] = set()
     for row in month_rows:
-        tokens = _tokens(row)
+        tokens = tokens_of(row)
         count = tokens.input_tokens + tokens.output_tokens + tokens.cache_creation_input_tokens \
             + tokens.cache_read_input_tokens
         cost = prices.cost(row["model"], tokens)
@@ -99,6 +99,7 @@ def spend(log: EventLog, prices: PriceTable, now: datetime | None = None) -> Spe
     return result
 
 
-def _tokens(row) -> Tokens:
+def tokens_of(row) -> Tokens:
+    """The token counts of one `usage` row."""
     return Tokens(row["input_tokens"], row["output_tokens"], row["cache_creation_input_tokens"],
                   row["cache_read_input_tokens"])

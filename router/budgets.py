@@ -22,7 +22,8 @@ from loguru import logger
 from events import Transaction
 from events import types as t
 from nanoclaw.config import Settings
-from nanoclaw.prices import DEFAULT_PRICES, PriceError, PriceTable, Tokens
+from nanoclaw.prices import PriceTable
+from nanoclaw.usage import tokens_of
 from router.groups import Group
 from router.notices import tell_budget
 
@@ -55,9 +56,7 @@ def period_bounds(period: str, now: datetime) -> tuple[str, str]:
 def spent_usd(tx: Transaction, prices: PriceTable, since_day: str, folder: str | None) -> float:
     where, params = ("day >= ?", [since_day]) if folder is None else ("day >= ? AND folder = ?", [since_day, folder])
     rows = tx.query(f"SELECT * FROM usage WHERE {where}", params)
-    return sum(prices.cost_at_most(row["model"], Tokens(row["input_tokens"], row["output_tokens"],
-                                                        row["cache_creation_input_tokens"],
-                                                        row["cache_read_input_tokens"])) for row in rows)
+    return sum(prices.cost_at_most(row["model"], tokens_of(row)) for row in rows)
 
 
 def reached_cap(tx: Transaction, settings: Settings, group: Group,
@@ -66,11 +65,7 @@ def reached_cap(tx: Transaction, settings: Settings, group: Group,
     caps = caps_of(settings, group)
     if not caps:
         return None
-    try:
-        prices = PriceTable.load(settings.config_dir)
-    except PriceError as exc:
-        logger.warning("budgets use the built-in prices: {}", exc)
-        prices = PriceTable(dict(DEFAULT_PRICES))
+    prices = PriceTable.load_or_defaults(settings.config_dir)
     now = now or datetime.now(timezone.utc)
     for cap in caps:
         since, until = period_bounds(cap.period, now)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import idna
 
+from events.types import ContainerConfig
+
 DEFAULT_EGRESS = "open"
 DEFAULT_PORTS = (80, 443)
 ACCEPTED_FORMS = (
@@ -170,3 +172,8 @@ def _port(text: str, port: str) -> int:
     if not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise ValueError(f"{text!r}: the port must be a number from 1 to 65535")
     return int(port)
+
+
+def policy_of(config: ContainerConfig | None) -> str:
+    """The policy a group's agents get: its own, else DEFAULT_EGRESS (the one place that decides)."""
+    return (config.egress if config else None) or DEFAULT_EGRESS
