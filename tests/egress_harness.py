@@ -47,7 +47,7 @@ class RemoteSite:
 @pytest.fixture(scope="session")
 def remote():
     if os.geteuid() != 0:
-        pytest.skip("the remote test host is a network namespace, which needs root (CI runs as root)")
+        pytest.fail("the remote test host is a network namespace, which needs root: run the suite as root, as scripts/test.sh and CI do")
     with NetnsHost() as host:
         yield RemoteSite(host, host.serve_http(80), host.serve_http(443, tls=host.certificate()), host.serve_http(8080))
 

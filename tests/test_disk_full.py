@@ -35,7 +35,7 @@ TMPFS = "size=6m,mode=0755"
 @pytest.fixture
 def small_store(root, agent_image, monkeypatch):
     if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+        pytest.fail("mounting a tmpfs needs root: run the suite as root, as scripts/test.sh and CI do")
     for key, value in dict(CONTAINER_IMAGE=agent_image, AGENT_PROVIDER="scripted", IDLE_TIMEOUT="1000").items():
         monkeypatch.setenv(key, value)
     settings = load_settings()

@@ -77,7 +77,7 @@ def _plant_victim(victim: Path, uid: int) -> None:
 @pytest.fixture(params=["root", "user"])
 def host(request) -> Host:
     if os.getuid() != 0:
-        pytest.skip("the attack tests start the service as root and as uid 1000: run them as root")
+        pytest.fail("the attack tests start the service as root and as uid 1000: run the suite as root, as scripts/test.sh and CI do")
     base = Path(tempfile.mkdtemp(prefix="nanoclaw-sec-", dir="/tmp"))
     base.chmod(0o755)
     made = Host(mode=request.param, base=base, root=base / "install", home=base / "home", victim=base / "victim")
