@@ -1,7 +1,7 @@
 """Timestamps in v1's exact shape: `YYYY-MM-DDTHH:MM:SS.mmmZ`, always UTC.
 
 Every event's `at` and every message time in event data use this shape, so
-text written by Pro reads the same as v1's (SPEC.md conventions). Nothing
+text written by Pro reads the same as v1's. Nothing
 orders by these strings; event sequence numbers do that.
 """
 

@@ -5,7 +5,7 @@ log. It takes the group's lease (a `running` row in `runs`, claimed in one
 transaction with `AgentRunStarted`), so a second job for a busy group just
 leaves; it records every result as `AgentOutput` plus `OutboundQueued`, and on
 the way out decides, from what was actually sent, whether the messages must
-be tried again (SPEC 5.4, 6.6, and Pro's difference 3).
+be tried again.
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ class AgentRun:
             return "busy: the running agent takes these messages"
         due = tx.query("SELECT id FROM tasks WHERE group_folder = ? AND status = 'active' AND next_run <= ? "
                        "ORDER BY next_run", (folder, iso_now()))
-        if due:  # tasks first (SPEC 6.7): the task run asks for the messages again when it ends
+        if due:  # tasks first: the task run asks for the messages again when it ends
             from jobs.queue import run_task
 
             for row in due:

@@ -6,8 +6,9 @@ half-close stdin, read stdout frames in a thread and hand each result to the
 caller within milliseconds of the container printing it. No credential
 enters the container: it has no network, and its run's gateway sockets
 (jobs/gateway.py) are its way to the model and the web; its stdin carries
-only the run's gateway token. Timeouts follow SPEC 7.7, the idle close SPEC
-6.5, and every run leaves its log file (SPEC 7.8).
+only the run's gateway token. A run ends at its hard timeout (reset by each
+output) or, once idle, through the close sentinel; every run leaves its log
+file.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ CLOSE_SENTINEL = "_close"
 
 
 class AgentInput(msgspec.Struct, kw_only=True):
-    """The one JSON document the agent runner reads on stdin (SPEC 7.5, plus Pro's fields)."""
+    """The one JSON document the agent runner reads on stdin."""
 
     prompt: str
     groupFolder: str
@@ -142,7 +143,7 @@ def container_name(folder: str) -> str:
 
 
 def hard_timeout_ms(settings: Settings, group_timeout_ms: int | None) -> int:
-    """max(group or CONTAINER_TIMEOUT, IDLE_TIMEOUT + 30 s), as v1 (pitfall 29)."""
+    """max(group or CONTAINER_TIMEOUT, IDLE_TIMEOUT + 30 s), as v1."""
     configured = group_timeout_ms or settings.container_timeout_ms
     return max(configured, settings.idle_timeout_ms + IDLE_GRACE_MS)
 
@@ -311,7 +312,7 @@ class ContainerRunner:
                 state["idle_armed"] = True
             try:
                 on_output(result)
-            except Exception:  # a failing callback must not stall the run (pitfall 33)
+            except Exception:  # a failing callback must not stall the run
                 logger.exception("{}: handling an agent output failed; the run goes on", spec.folder)
 
         sock = engine.api.attach_socket(container.id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
@@ -404,7 +405,7 @@ class _LogRecorder:
 
 def _outcome(name: str, exit_code: int | None, state: dict, stderr: str, spec: RunSpec,
              settings: Settings) -> RunResult:
-    """SPEC 7.7: how a run ended, from its exit code, outputs and timeout."""
+    """How a run ended, from its exit code, outputs and timeout."""
     common = dict(container=name, exit_code=exit_code, new_session_id=state["session"], outputs=state["outputs"],
                   error_outputs=state["errors"])
     if state["timed_out"]:

@@ -1,7 +1,7 @@
 """Finds the agent's results in its stdout, however the bytes arrive.
 
 Each result is one JSON line between `---NANOCLAW_OUTPUT_START---` and
-`---NANOCLAW_OUTPUT_END---` (SPEC 7.6). Chunks may split a marker or a
+`---NANOCLAW_OUTPUT_END---`. Chunks may split a marker or a
 result anywhere; text outside markers is kept only for the log; a pair whose
 JSON does not parse is reported and skipped. Results are validated strictly,
 since a container is untrusted.

@@ -3,7 +3,7 @@
 Huey only dispatches. Every job reads what to do from the event log and is
 safe to run twice, because huey can lose a job in a crash (it deletes a task
 before running it) and skips periodic runs while it is down; recovery looks
-at the log, never at this queue (DESIGN.md, "The event log").
+at the log, never at this queue.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Every agent container carries the label `nanoclaw.install=<install root>`,
 so orphans left by a crash are found by label, never by a name substring
-that would also match other people's containers (SPEC.md difference 13).
+that would also match other people's containers.
 The engine is Docker, or Podman through its Docker-compatible socket when
 `CONTAINER_RUNTIME=podman`; `DOCKER_HOST`, when set, names the socket for both.
 """

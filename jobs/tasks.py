@@ -1,4 +1,4 @@
-"""Scheduled task runs: a due task becomes one agent run for its group (SPEC 10.4).
+"""Scheduled task runs: a due task becomes one agent run for its group.
 
 Each task is queued with its due time as huey's ETA, so it starts on time; a
 stale job (the task moved, was paused, or already ran) finds it not due and
@@ -134,7 +134,7 @@ class TaskRun:
             index = len(texts) + len(errors)
             tx.append(t.AgentOutput(run_id=run_id, folder=group.folder, index=index, status=result.status,
                                     result=result.result, error=result.error, inputs=result.inputs))
-            if text:  # a task's session is never saved (SPEC 10.3)
+            if text:  # a task's session is never saved
                 outbound_id = f"{run_id}-{index}"
                 tx.append(t.OutboundQueued(outbound_id=outbound_id, chat_jid=task["chat_jid"], text=text,
                                            origin="task", run_id=run_id), key=f"out:{outbound_id}")

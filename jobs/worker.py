@@ -2,9 +2,9 @@
 
 Before consuming it recovers from the log (a previous worker may have died
 mid-run). While it runs, an idle agent gives up its slot when another group
-waits and every slot is taken, oldest idle first (SPEC.md difference 11). On
+waits and every slot is taken, oldest idle first. On
 SIGTERM running agents get the close sentinel and a bounded wait; what they
-did not answer is re-run after restart (difference 12).
+did not answer is re-run after restart.
 """
 
 from __future__ import annotations

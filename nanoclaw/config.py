@@ -2,11 +2,11 @@
 
 Every runtime path lives under the install root (`NANOCLAW_ROOT`, else the
 current directory) so tests and benchmarks run in throw-away roots; only the
-local chat socket is kept outside it, where no container's mount reaches. Values
-are typed and validated here, at start-up: a bad value is one clear error
-naming the key and what it accepts, never a silent fallback (SPEC.md,
-"Where Pro differs" item 6). Secrets read from `.env` stay in this object;
-they are never copied into `os.environ`, so no child process inherits them.
+local chat socket is kept outside it, where no container's mount reaches.
+Values are typed and validated here, at start-up: a bad value is one clear
+error naming the key and what it accepts, never a silent fallback. Secrets
+read from `.env` stay in this object; they are never copied into
+`os.environ`, so no child process inherits them.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ class ConfigError(Exception):
 
 
 def parse_dotenv(text: str) -> dict[str, str]:
-    """Parse `.env` text with v1's rules (SPEC 2.1).
+    """Parse `.env` text with v1's rules.
 
     Blank lines and `#` comments are skipped; the line splits at the first
     `=`; matching outer quotes are dropped; an empty value counts as absent;

@@ -1,7 +1,7 @@
 """The actions stage: authorizes each IPC request and applies it as events.
 
 Who asks is the folder the file appeared in, never a field inside it. Main may
-act for any group, others only for themselves (SPEC 9.3, 9.4); every refusal
+act for any group, others only for themselves; every refusal
 is an `IpcRejected`, committed with the checkpoint like every effect.
 """
 
@@ -85,7 +85,7 @@ class RegisterRequest(msgspec.Struct, rename={"requires_trigger": "requiresTrigg
     name: Text
     folder: Text
     trigger: Text
-    requires_trigger: bool = True  # pitfall 20 decided: absent means "needs the trigger", as at the CLI
+    requires_trigger: bool = True  # absent means "needs the trigger", as at the CLI
     container_config: ContainerSpec | None = None
 
 

@@ -1,6 +1,6 @@
 """The sender allowlist: who may trigger the assistant, or even be recorded.
 
-`~/.config/nanoclaw/sender-allowlist.json` (SPEC 5.5). In `trigger` mode
+`~/.config/nanoclaw/sender-allowlist.json`. In `trigger` mode
 everyone is recorded but only allowed senders can trigger; in `drop` mode
 messages from others are not recorded at all. A missing or broken file fails
 open. v1 reads the file on every check; we re-read it whenever its size or

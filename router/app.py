@@ -1,8 +1,8 @@
 """The router process: wires channels and stages together; decides nothing itself.
 
-Start-up order (DESIGN.md "Processes", after the runtime check and orphan
-cleanup done by `nanoclaw run`): channels connect (one without credentials
-is skipped; none at all is fatal), every stage replays what lies past its
+Start-up order, after `nanoclaw run` has checked the container runtime and
+removed orphans: channels connect (one without credentials is skipped; none
+at all is fatal), every stage replays what lies past its
 checkpoint, then the live loops wait for the log's wake-ups. Shutdown stops
 the loops and disconnects the channels.
 """

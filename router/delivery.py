@@ -3,7 +3,7 @@
 The `outbound` projection is the outbox: every row still `queued` is owed to
 a chat, so a restart resumes exactly where delivery stopped. Each chat has
 its own sender task, so a chat whose channel fails or hangs delays only its
-own replies (pitfall 33). A send is recorded as `OutboundSent` right after
+own replies. A send is recorded as `OutboundSent` right after
 it returns; a crash between the two resends the reply once, with the same
 outbound id, which a deduplicating channel absorbs.
 """
@@ -116,7 +116,7 @@ class Delivery:
 
 
 class Typing:
-    """Typing indicators from run events (SPEC 4.5): on at start and when piping, off at the end."""
+    """Typing indicators from run events: on at start and when piping, off at the end."""
 
     def __init__(self, log: EventLog, channels: list[Channel], on_db: RunOnDb):
         self.log = log

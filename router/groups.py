@@ -1,7 +1,7 @@
 """Registered groups: the rules for adding and removing them, and reading them.
 
 A group is one chat JID with one folder under `groups/`. Registration never
-silently replaces anything (SPEC.md "Where Pro differs" item 5): a folder in
+silently replaces anything: a folder in
 use by another JID, a second main group, a reserved or malformed folder name
 are clear errors. The check and the event are one transaction, so two
 registrations racing cannot both win.

@@ -15,7 +15,7 @@ from router.triggers import may_trigger, needs_trigger
 
 
 def is_conversation(event: t.MessageReceived) -> bool:
-    """Messages the agent sees: not the bot's own echoes, not empty (SPEC 3.3)."""
+    """Messages the agent sees: not the bot's own echoes, not empty."""
     return not event.is_bot_message and bool(event.content)
 
 
@@ -50,7 +50,7 @@ def outstanding_request(reader: Transaction, folder: str) -> Record | None:
 
 
 def message_wakes(event: t.MessageReceived, *, trigger: str, default_trigger: str, rules: Allowlist) -> bool:
-    """One message passes the trigger and its sender may trigger (SPEC 5.3)."""
+    """One message passes the trigger and its sender may trigger."""
     return may_trigger(content=event.content, is_from_me=event.is_from_me,
                        sender_allowed=rules.may_trigger(event.chat_jid, event.sender),
                        trigger=trigger, default_trigger=default_trigger)
@@ -58,7 +58,7 @@ def message_wakes(event: t.MessageReceived, *, trigger: str, default_trigger: st
 
 def window_wakes(records: list[Record], *, is_main: bool, requires_trigger: bool, trigger: str,
                  default_trigger: str, rules: Allowlist) -> bool:
-    """The pending window holds work the agent must take (SPEC 5.4 step 3)."""
+    """The pending window holds work the agent must take."""
     if not records:
         return False
     if not needs_trigger(is_main, requires_trigger):

@@ -2,7 +2,7 @@
 
 A message's idempotency key is its chat and platform message id, so a
 channel that redelivers cannot store it twice. Drop-mode senders of the
-allowlist are refused here, before anything is stored (SPEC 5.1, 5.5).
+allowlist are refused here, before anything is stored.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""What the agent reads and what the user gets back (SPEC 5.7 and 5.8).
+"""What the agent reads and what the user gets back.
 
 The prompt is v1's XML shape exactly: a timezone header, then one
 `<message>` line per chat message with escaped text and a US-English local

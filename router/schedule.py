@@ -1,8 +1,8 @@
-"""When a scheduled task is due: SPEC 10.2 with Pro's stricter rules.
+"""When a scheduled task is due: v1's schedule kinds, with Pro's stricter rules.
 
 Pure functions, so the IPC actions and the scheduler compute one answer. Unlike
 v1: 5-field cron in the task's zone, intervals in whole ms ("5m" is an error),
-naive `once` times in the configured zone, not the process's (pitfalls 49-51).
+naive `once` times in the configured zone, not the process's.
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ INPUT_FILE_MODE = 0o644  # the agent reads it; the folder is its own, so it can 
 
 
 def input_file_name() -> str:
-    """`<epoch ms>-<4 base36>.json`: name order is arrival order (SPEC 6.4)."""
+    """`<epoch ms>-<4 base36>.json`: name order is arrival order."""
     suffix = "".join(random.choices(_BASE36, k=4))
     return f"{int(time.time() * 1000)}-{suffix}.json"
 

@@ -2,7 +2,7 @@
 
 A trigger is literal text matched case-insensitively at the start of the
 trimmed message, followed by a JavaScript-style word boundary, which is
-ASCII-only (SPEC 5.3, pitfalls 1 to 6): `@Andyé` triggers, `@Andy_x` does
+ASCII-only: `@Andyé` triggers, `@Andy_x` does
 not. Main groups and groups registered without a trigger answer everything.
 """
 
@@ -50,5 +50,5 @@ def may_trigger(
     trigger: str,
     default_trigger: str,
 ) -> bool:
-    """A message triggers when it matches and its sender may trigger (SPEC 5.3)."""
+    """A message triggers when it matches and its sender may trigger."""
     return matches_trigger(content, trigger, default_trigger) and (is_from_me or sender_allowed)

@@ -55,7 +55,7 @@ class SoakConfig:
         return config
 
     def service_env(self) -> dict[str, str]:
-        # a window as large as any backlog: no message falls out of the prompt (SPEC keeps only the newest 10)
+        # a window as large as any backlog: no message falls out of the prompt
         return dict(MAX_CONCURRENT_CONTAINERS=str(self.max_containers), IDLE_TIMEOUT=str(self.idle_timeout_ms),
                     MAX_MESSAGES_PER_PROMPT="1000")
 

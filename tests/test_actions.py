@@ -1,4 +1,4 @@
-"""The IPC actions stage over a real log: SPEC 9.3/9.4 authorization, effects, snapshots."""
+"""The IPC actions stage over a real log: authorization, effects, snapshots."""
 
 from __future__ import annotations
 
@@ -88,7 +88,7 @@ def task_rows(kind: str, effect) -> list:
     ]
 
 
-# SPEC 9.3/9.4's whole matrix: (source folder, kind, payload, the one event the stage appends).
+# The whole authorization matrix: (source folder, kind, payload, the one event the stage appends).
 MATRIX = [
     row("message own chat", "main", "messages", message(MAIN), t.OutboundQueued),
     row("message another group", "main", "messages", message(FAMILY), t.OutboundQueued),

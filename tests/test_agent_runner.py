@@ -231,7 +231,7 @@ def test_unknown_input_fields_are_ignored(workspace):
     assert runner.wait() == 0
 
 
-# --- task scripts (SPEC 10.5) ---------------------------------------------------
+# --- task scripts ---------------------------------------------------
 
 def test_a_task_script_that_says_no_ends_the_run_without_waking_the_agent(workspace):
     task = request("summarise", isScheduledTask=True, script='echo \'{"wakeAgent": false}\'')

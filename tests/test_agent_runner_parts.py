@@ -164,7 +164,7 @@ def test_a_null_session_id_means_a_new_session():
         parse_input(json.dumps({**raw, "isMain": "yes"}).encode())
 
 
-# --- transcript archive (SPEC 12.4) ------------------------------------------------
+# --- transcript archive ------------------------------------------------
 
 def write_transcript(directory: Path, session: str) -> Path:
     entries = [

@@ -1,4 +1,4 @@
-"""The `nanoclaw` tools (SPEC 8.6): exact request files, replies and validation.
+"""The `nanoclaw` tools: exact request files, replies and validation.
 
 The tool functions are plain standard-library code, so most checks call
 them in-process; one test drives them through the scripted provider to show

@@ -1,4 +1,4 @@
-"""The prompt's exact shape and the output cleanup (SPEC 5.7, 5.8)."""
+"""The prompt's exact shape and the output cleanup."""
 
 from __future__ import annotations
 

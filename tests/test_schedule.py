@@ -1,4 +1,4 @@
-"""Next-run computation (SPEC 10.2) with Pro's rules: zones, strict values, fixed grids."""
+"""Next-run computation with Pro's rules: zones, strict values, fixed grids."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Graceful shutdown of `nanoclaw run`: agents are asked to finish, waited for a bounded time, then stopped.
 
-SPEC.md difference 12: SIGTERM or SIGINT sends the close sentinel to running
+Shutdown is graceful: SIGTERM or SIGINT sends the close sentinel to running
 containers; an agent busy past the grace period has its container stopped, so
 none outlives the service, and what it had not answered runs after restart.
 """

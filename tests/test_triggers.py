@@ -1,4 +1,4 @@
-"""v1's trigger rules as a table (SPEC 5.3, pitfalls 1 to 6)."""
+"""v1's trigger rules as a table."""
 
 from __future__ import annotations
 

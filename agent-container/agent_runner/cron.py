@@ -1,7 +1,7 @@
 """A 5-field cron syntax check for the scheduling tools.
 
 The image has no cron library and the runner only has to refuse what the
-host would refuse (SPEC 8.6): it validates, it never computes run times.
+host would refuse: it validates, it never computes run times.
 Accepted per field: `*`, numbers, names (months and weekdays), ranges
 `a-b`, steps `*/n` and `a-b/n` and `a/n`, and comma lists of those.
 """

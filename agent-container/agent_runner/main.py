@@ -1,4 +1,4 @@
-"""The runner's start-up and exit: SPEC 8.2 and 8.5 around a provider.
+"""The runner's start-up and exit, around a provider.
 
 Parses the request, prepares the inbox, builds the first prompt (task
 banner, piped messages, task script), hands over to the provider, and turns

@@ -1,4 +1,4 @@
-"""The pre-check script of a scheduled task (SPEC 10.5).
+"""The pre-check script of a scheduled task.
 
 A task may carry a bash script that decides whether the agent is worth
 waking at all (a cheap "anything new?" check). The script's last stdout

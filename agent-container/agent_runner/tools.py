@@ -3,7 +3,7 @@
 Implemented once, as plain functions (arguments in, reply text out), so the
 Claude provider's in-process MCP server and the scripted provider run the
 very same code. Tools only write requests into `ipc/messages/` or
-`ipc/tasks/`; the host decides what to do with them (SPEC 8.6, 9).
+`ipc/tasks/`; the host decides what to do with them.
 """
 
 from __future__ import annotations

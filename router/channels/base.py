@@ -23,7 +23,7 @@ class ChannelStartError(Exception):
 
 
 class InboundMessage(msgspec.Struct, frozen=True, kw_only=True):
-    """One message as a channel reports it (the fields of SPEC 3.1 `messages`)."""
+    """One message as a channel reports it (the fields of v1's `messages` table)."""
 
     chat_jid: str
     message_id: str

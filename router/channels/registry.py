@@ -1,7 +1,7 @@
 """Channels join this registry when their module is imported.
 
 A factory returns None when its credentials are missing; the router then
-skips that channel with a warning (SPEC 1.3, 4.2). The order of
+skips that channel with a warning. The order of
 registration is the order channels are tried when finding a JID's owner.
 Each channel also declares the settings it needs and the JID prefix it
 owns, so `nanoclaw doctor` can say which groups a missing key leaves
@@ -64,5 +64,5 @@ def create_channels(ctx: ChannelContext) -> list[Channel]:
 
 
 def owner_of(channels: list[Channel], jid: str) -> Channel | None:
-    """The first channel that owns the JID (SPEC 4.4)."""
+    """The first channel that owns the JID."""
     return next((c for c in channels if c.owns_jid(jid)), None)

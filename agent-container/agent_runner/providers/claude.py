@@ -5,7 +5,7 @@ every follow-up as soon as it lands in the inbox, so the CLI can take it in
 mid-turn. `_close` ends the stream; the SDK lets the current turn finish,
 closes the CLI's stdin and the message stream ends. Each ResultMessage is
 one output marker. If the CLI ends on its own, the session is resumed for
-the next message (SPEC 8.3, 8.5).
+the next message.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""How the runner configures the Claude Agent SDK (SPEC 8.3).
+"""How the runner configures the Claude Agent SDK.
 
 One place for every option the CLI subprocess gets: working directory,
 memory and system prompt, tools and permissions, the in-process `nanoclaw`
@@ -30,7 +30,7 @@ MCP_SERVER_VERSION = "1.0.0"
 AUTO_COMPACT_WINDOW = "165000"
 CLI_MAX_RETRIES = 2
 
-# SPEC 8.3's list; `Agent` is the newer CLI's name for `Task`. Skills are
+# v1's tool list; `Agent` is the newer CLI's name for `Task`. Skills are
 # switched on through the SDK's `skills` option, which allows `Skill`.
 BUILTIN_TOOLS = (
     "Bash", "Read", "Write", "Edit", "Glob", "Grep", "WebSearch", "WebFetch",

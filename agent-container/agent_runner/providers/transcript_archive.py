@@ -1,4 +1,4 @@
-"""Keeps a readable copy of a conversation before the SDK compacts it (SPEC 12.4).
+"""Keeps a readable copy of a conversation before the SDK compacts it.
 
 Compaction replaces the session's history with a summary; the user's group
 folder keeps the full exchange as `conversations/<date>-<name>.md`. Only the
