@@ -33,7 +33,8 @@ from router.heartbeat import HEARTBEAT_INTERVAL_S, read_beat, status_path
 
 STALE_BEAT_S = max(30.0, 10 * HEARTBEAT_INTERVAL_S)
 DOCKER_TIMEOUT_S = 5
-ERROR_TYPES = (t.AgentOutput, t.AgentRunFinished, t.OutboundFailed, t.IpcRejected, t.HostPathRefused)
+ERROR_TYPES = (t.AgentOutput, t.AgentRunFinished, t.OutboundFailed, t.IpcRejected, t.HostPathRefused,
+               t.BudgetReached)
 ERROR_PAGE = 200
 ERROR_PAGES = 10
 SHOW_ERRORS = 5
@@ -216,6 +217,10 @@ def _error_of(record) -> ErrorInfo | None:
         message, where = f"{event.status}{kind}: {event.error or 'no detail'}", event.folder
     elif isinstance(event, t.OutboundFailed):
         message, where = f"reply not delivered after {event.attempts} attempt(s): {event.reason}", event.chat_jid
+    elif isinstance(event, t.BudgetReached):
+        whose = "its own" if event.scope == "group" else "every group's"
+        message, where = (f"{whose} {event.period} budget of ${event.limit_usd:.2f} is used up "
+                          f"(${event.spent_usd:.2f}); no runs until {event.until}"), event.folder
     elif isinstance(event, t.HostPathRefused):
         message, where = f"refused to {event.operation} {event.path}: {event.reason}", event.folder
     else:

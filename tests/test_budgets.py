@@ -166,3 +166,13 @@ def test_a_cap_for_every_group_tells_each_chat_but_main_only_once(world, monkeyp
         assert AgentRun(settings, log).run(folder).startswith("budget reached")
     told = [o.chat_jid for o in of_type(log, t.OutboundQueued) if o.origin == "notice"]
     assert sorted(told) == ["local:me", "tg:fam", "tg:work"]  # main once, each group's chat once
+
+
+def test_a_reached_cap_is_listed_by_status_with_the_failures(settings, log):
+    from nanoclaw.status import recent_errors
+
+    log.append(t.BudgetReached(folder="family", scope="group", period="day", limit_usd=2.0, spent_usd=2.5,
+                               until="2026-12-02T00:00:00.000Z"))
+    [error] = recent_errors(log)
+    assert error.where == "family" and error.message == (
+        "its own day budget of $2.00 is used up ($2.50); no runs until 2026-12-02T00:00:00.000Z")
