@@ -30,8 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from jobs.containers import AgentInput, ContainerRunner, RunSpec  # noqa: E402
-from nanoclaw.config import load_settings  # noqa: E402
-from router.groups import ensure_group_files  # noqa: E402
+from base.config import load_settings  # noqa: E402
+from rules.groups import ensure_group_files  # noqa: E402
 
 
 def pct(values: list[float], q: float) -> float:

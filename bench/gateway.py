@@ -109,7 +109,7 @@ def main() -> int:
     from agent_runner.protocol import GatewayAccess
     from events import EventLog
     from jobs.gateway import API_SOCKET, Gateway
-    from nanoclaw.config import load_settings
+    from base.config import load_settings
 
     settings = load_settings()
     settings.ensure_dirs()

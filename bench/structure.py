@@ -41,7 +41,7 @@ def module_of(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def imports_of(tree: ast.AST, module: str) -> list[tuple[str, bool]]:
+def imports_of(tree: ast.AST, modules: set[str] | dict) -> list[tuple[str, bool]]:
     """(imported module, written inside a function) for every import of a host package."""
     found: list[tuple[str, bool]] = []
 
@@ -51,8 +51,11 @@ def imports_of(tree: ast.AST, module: str) -> list[tuple[str, bool]]:
             if isinstance(child, ast.Import):
                 found.extend((alias.name, in_function) for alias in child.names)
             elif isinstance(child, ast.ImportFrom) and child.level == 0 and child.module:
-                found.append((child.module, in_function))
-                found.extend((f"{child.module}.{alias.name}", in_function) for alias in child.names)
+                # `from pkg import module` depends on that module (Python runs pkg/__init__ first anyway,
+                # as for any import below a package); `from pkg import name` depends on pkg itself
+                for alias in child.names:
+                    below = f"{child.module}.{alias.name}"
+                    found.append((below if below in modules else child.module, in_function))
             visit(child, inner)
 
     visit(tree, False)
@@ -75,7 +78,7 @@ def static_figures() -> dict:
                 length = node.end_lineno - node.lineno + 1
                 if length > longest[1]:
                     longest = (f"{module}.{node.name}", length)
-        for name, inner in imports_of(tree, module):
+        for name, inner in imports_of(tree, modules):
             target = name if name in modules else (name.rsplit(".", 1)[0] if name.rsplit(".", 1)[0] in modules
                                                    else None)
             if target is None or target == module:
@@ -174,7 +177,7 @@ def traced_files() -> tuple[list[str], list[str]]:
     from bench.jobs import fresh_root
     from bench.e2e import wait_reply
     from router.channels.local_client import LocalChatClient
-    from router.groups import register_group
+    from rules.groups import register_group
     from tests.router_process import RouterProcess
 
     with tempfile.TemporaryDirectory(prefix="nanoclaw-bench-structure-") as tmp:

@@ -14,7 +14,7 @@ from typing import Iterable
 
 from events import types as t
 from events.log import EventLog, Record, Transaction
-from nanoclaw.faults import fault_point
+from base.faults import fault_point
 
 
 class Stage:

@@ -18,7 +18,7 @@ import msgspec
 
 from events import projections
 from events import types as t
-from events.timefmt import iso_now
+from base.timefmt import iso_now
 from events.wakeup import Waker
 
 BUSY_TIMEOUT_S = 30.0

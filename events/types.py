@@ -29,7 +29,7 @@ class Event(msgspec.Struct, tag_field="type", tag=True, frozen=True, kw_only=Tru
 
 
 class MountRequest(msgspec.Struct, frozen=True, kw_only=True):
-    """An extra host folder a group asks for (validated by jobs/mounts.py)."""
+    """An extra host folder a group asks for (validated by rules/mounts.py)."""
 
     host_path: str
     container_path: str | None = None
@@ -40,7 +40,7 @@ class ContainerConfig(msgspec.Struct, frozen=True, kw_only=True):
     """Per-group run settings: extra mounts, a hard timeout, the egress policy, spending caps.
 
     `egress` is the policy's text (`model-only`, `allow:<hosts>`, `open`);
-    None means the default of router/egress.py. The budgets are USD per UTC
+    None means the default of rules/egress.py. The budgets are USD per UTC
     day and month for this group's model calls; None means no cap.
     """
 
@@ -203,7 +203,7 @@ class AgentRunFinished(Event):
     duration_ms: int = 0
     had_output: bool = False
     cursor_rollback_to: int | None = None
-    error_kind: str | None = None   # router/failures.py's kind: credentials, rate_limit, api_error, ...
+    error_kind: str | None = None   # rules/failures.py's kind: credentials, rate_limit, api_error, ...
 
 
 # --- outbound --------------------------------------------------------------

@@ -21,29 +21,29 @@ from loguru import logger
 
 from events import EventLog, Transaction
 from events import types as t
-from events.timefmt import iso_now, to_iso
+from base.timefmt import iso_now, to_iso
 from jobs.containers import AgentInput, ContainerRunner, RunResult, RunSpec, container_name, request_close
 from jobs.liveness import this_worker
-from jobs.mounts import AllowlistLoader, validate_mounts
+from rules.mounts import AllowlistLoader, validate_mounts
 from jobs.output_parser import AgentResult
 from jobs.recovery import active_lock, active_runs, stopping, unanswered_from
 from jobs.sessions import session_to_resume
 from jobs.workspace import Mount, clear_input
-from nanoclaw.config import Settings
-from nanoclaw.faults import fault_point
-from router.allowlist import AllowlistFile
-from router.budgets import refuse_if_over
-from router.groups import Group, group_from_row
-from router.history import cursor_of, pending_messages, prompt_for, run_in_progress, window_wakes
-from router.egress import policy_of
-from router.failures import Kind, classify, retryable
-from router.notices import tell_failure
-from router.prompt import clean_output
-from router.refusals import recorder
-from router.snapshots import write_groups_snapshot, write_tasks_snapshot
+from base.config import Settings
+from base.faults import fault_point
+from rules.allowlist import AllowlistFile
+from rules.budgets import refuse_if_over
+from rules.groups import Group, group_from_row
+from rules.windows import cursor_of, pending_messages, prompt_for, run_in_progress, window_wakes
+from rules.egress import policy_of
+from rules.failures import Kind, classify, retryable
+from rules.notices import tell_failure
+from rules.prompt import clean_output
+from rules.refusals import recorder
+from rules.snapshots import write_groups_snapshot, write_tasks_snapshot
 
 MAX_RETRIES = 5
-UNRECORDED = "an agent output could not be recorded"  # router/failures.py calls this kind `storage`
+UNRECORDED = "an agent output could not be recorded"  # rules/failures.py calls this kind `storage`
 BASE_RETRY_S = 5.0
 # Runs whose agent finished a turn and waits for input: run id -> (since, folder).
 idle_since: dict[str, tuple[float, str]] = {}

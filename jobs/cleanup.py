@@ -21,9 +21,9 @@ from loguru import logger
 
 from events import EventLog
 from jobs.container_log import RUNS_DIR
-from nanoclaw.agent_paths import OnRefused, PathRefused, closing_fd, open_under, remove_entry, warn_refusal
-from nanoclaw.config import Settings
-from router.refusals import recorder
+from base.agent_paths import OnRefused, PathRefused, closing_fd, open_under, remove_entry, warn_refusal
+from base.config import Settings
+from rules.refusals import recorder
 
 DAY_S = 86_400
 INTERVAL_S = DAY_S

@@ -13,8 +13,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nanoclaw.agent_paths import closing_fd, create_file, open_under
-from nanoclaw.logs import mask_secrets
+from base.agent_paths import closing_fd, create_file, open_under
+from base.logs import mask_secrets
 
 RUNS_DIR = "runs"
 LOG_MODE = 0o600

@@ -27,18 +27,18 @@ from loguru import logger
 from requests.exceptions import RequestException
 
 from events import EventLog
-from events.timefmt import iso_now
+from base.timefmt import iso_now
 from events.types import Event
 from jobs import container_log
 from jobs.gateway import CONTAINER_DIR, Gateway, RunAccess, container_environment
 from jobs.output_parser import AgentResult, OutputParser
 from jobs.runtime import LABEL_GROUP, LABEL_INSTALL, LABEL_RUN, client
 from jobs.workspace import CONTAINER_HOME, Mount, base_mounts, container_user
-from nanoclaw.agent_paths import OnRefused, PathRefused, closing_fd, open_under, warn_refusal, write_file
-from nanoclaw.config import Settings
-from nanoclaw.faults import fault_point
-from router.egress import DEFAULT_EGRESS
-from router.refusals import recorder
+from base.agent_paths import OnRefused, PathRefused, closing_fd, open_under, warn_refusal, write_file
+from base.config import Settings
+from base.faults import fault_point
+from rules.egress import DEFAULT_EGRESS
+from rules.refusals import recorder
 from router.trigger_stage import INPUT_DIR
 
 IDLE_GRACE_MS = 30_000

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from loguru import logger
 
-from nanoclaw.config import Settings, read_dotenv
+from base.config import Settings, read_dotenv
 
 AUTH_KEYS = ("CLAUDE_CODE_OAUTH_TOKEN", "ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN")
 MISSING_HELP = ("set CLAUDE_CODE_OAUTH_TOKEN=... (from 'claude setup-token') or ANTHROPIC_API_KEY=... in {env}, "

@@ -11,7 +11,7 @@ from __future__ import annotations
 from events import Record, Transaction
 from events import types as t
 from events.consumer import Stage
-from events.timefmt import parse_iso
+from base.timefmt import parse_iso
 
 
 TASK_EVENTS = (t.TaskScheduled, t.TaskUpdated, t.TaskResumed, t.TaskRunFinished)

@@ -21,7 +21,7 @@ import h11
 from loguru import logger
 
 from jobs.egress_addresses import address_problem, connect_address
-from router.egress import EgressPolicy, format_endpoint, normalise_host, split_endpoint
+from rules.egress import EgressPolicy, format_endpoint, normalise_host, split_endpoint
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 CHUNK_BYTES = 65536

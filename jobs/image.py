@@ -26,7 +26,7 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from loguru import logger
 from requests.exceptions import RequestException
 
-from nanoclaw.config import DEFAULT_CONTAINER_IMAGE, load_settings
+from base.config import DEFAULT_CONTAINER_IMAGE, load_settings
 
 CLAUDE_AGENT_SDK_VERSION = "0.2.189"
 PYTHON_VERSION = "3.11"  # bookworm's python3, which runs the wheels in the image

@@ -17,7 +17,7 @@ import socket
 import threading
 from pathlib import Path
 
-from nanoclaw.config import Settings
+from base.config import Settings
 
 _leases: dict[Path, "WorkerLease"] = {}
 _leases_lock = threading.Lock()

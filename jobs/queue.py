@@ -14,7 +14,7 @@ from huey import SqliteHuey, crontab
 from loguru import logger
 
 from events import EventLog
-from nanoclaw.config import QUEUE_NAME, load_settings
+from base.config import QUEUE_NAME, load_settings
 
 settings = load_settings()
 huey = SqliteHuey(QUEUE_NAME, filename=str(settings.queue_path), results=False, utc=True)

@@ -22,10 +22,10 @@ from events import types as t
 from jobs.gateway import sweep_run_dirs
 from jobs.liveness import is_alive, known_worker, sweep
 from jobs.runtime import remove_orphans
-from nanoclaw.config import Settings
-from router.allowlist import AllowlistFile
-from router.groups import group_from_row
-from router.history import cursor_of, outstanding_request, pending_messages, run_in_progress, window_wakes
+from base.config import Settings
+from rules.allowlist import AllowlistFile
+from rules.groups import group_from_row
+from rules.windows import cursor_of, outstanding_request, pending_messages, run_in_progress, window_wakes
 
 # Run ids of the containers this process is running right now.
 active_runs: set[str] = set()
@@ -132,7 +132,7 @@ def _request_waiting_groups(tx: Transaction, settings: Settings, allowlist: Allo
 
 def _requests_without_runs(tx: Transaction) -> list[t.AgentRunRequested]:
     """Requests still waiting whose time has come: their job may have been lost."""
-    from events.timefmt import iso_now
+    from base.timefmt import iso_now
 
     now = iso_now()
     waiting = []

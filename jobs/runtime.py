@@ -17,7 +17,7 @@ from docker.errors import DockerException
 from loguru import logger
 from requests.exceptions import RequestException
 
-from nanoclaw.config import Settings
+from base.config import Settings
 
 RUNTIME_CHECK_TIMEOUT_S = 10
 LABEL_INSTALL = "nanoclaw.install"

@@ -17,7 +17,7 @@ from loguru import logger
 
 from events import EventLog, Transaction
 from events import types as t
-from events.timefmt import iso_now, parse_iso
+from base.timefmt import iso_now, parse_iso
 from jobs.agent import close_if_stopping, scripted_for
 from jobs.containers import AgentInput, ContainerRunner, RunSpec, container_name, request_close
 from jobs.liveness import this_worker
@@ -25,17 +25,17 @@ from jobs.output_parser import AgentResult
 from jobs.recovery import active_lock, active_runs, stopping
 from jobs.sessions import session_to_resume
 from jobs.workspace import clear_input
-from nanoclaw.config import Settings
-from nanoclaw.faults import fault_point
-from router.budgets import refuse_if_over
-from router.failures import classify
-from router.egress import policy_of
-from router.groups import group_from_row
-from router.history import cursor_of, pending_messages, run_in_progress
-from router.prompt import clean_output
-from router.schedule import ScheduleError, next_run_after_run
-from router.refusals import recorder
-from router.snapshots import write_groups_snapshot, write_tasks_snapshot
+from base.config import Settings
+from base.faults import fault_point
+from rules.budgets import refuse_if_over
+from rules.failures import classify
+from rules.egress import policy_of
+from rules.groups import group_from_row
+from rules.windows import cursor_of, pending_messages, run_in_progress
+from rules.prompt import clean_output
+from rules.schedule import ScheduleError, next_run_after_run
+from rules.refusals import recorder
+from rules.snapshots import write_groups_snapshot, write_tasks_snapshot
 
 TASK_CLOSE_AFTER_MS = 10_000
 BUSY_RETRY_S = 2.0

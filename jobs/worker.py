@@ -23,7 +23,7 @@ from jobs.containers import request_close
 from jobs.liveness import release_worker, this_worker
 from jobs.recovery import active_lock, active_runs, live_runs, reconcile, stopping
 from jobs.runtime import remove_orphans
-from nanoclaw.config import Settings
+from base.config import Settings
 
 SHUTDOWN_TIMEOUT_S = 20
 LEFTOVER_RECORD_S = 3.0

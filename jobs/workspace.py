@@ -6,7 +6,7 @@ mounted on its own (its group folder, its `.claude` home, and the IPC
 replaced from inside, so the host's paths to them stay real folders. What the
 host writes for the agent (the snapshots, the shipped skills) is mounted
 read-only. Main also sees the install read-only, without `.env`, `data/`,
-`store/` or `logs/`. Every host step here goes through nanoclaw.agent_paths.
+`store/` or `logs/`. Every host step here goes through base.agent_paths.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from nanoclaw.agent_paths import (OnRefused, PathRefused, closing_fd, create_file, ensure_own_dir, hand_over,
+from base.agent_paths import (OnRefused, PathRefused, closing_fd, create_file, ensure_own_dir, hand_over,
                                   open_file, open_under, unlink_in, warn_refusal)
-from nanoclaw.config import Settings
-from router.groups import MEMORY_FILE, ensure_global_memory, group_dir
-from router.snapshots import SNAPSHOTS_DIR
+from base.config import Settings
+from rules.groups import MEMORY_FILE, ensure_global_memory, group_dir
+from rules.snapshots import SNAPSHOTS_DIR
 from router.trigger_stage import INPUT_DIR
 
 CONTAINER_HOME = "/home/node"

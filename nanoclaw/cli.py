@@ -14,9 +14,9 @@ from events import EventDecodeError
 from events.rules import InvariantError
 from nanoclaw import (cli_backup, cli_chat, cli_events, cli_groups, cli_image, cli_service, cli_status, cli_tasks,
                       cli_usage, cli_why)
-from nanoclaw.config import ConfigError, load_settings
-from nanoclaw.logs import setup_logging
-from router.groups import GroupError
+from base.config import ConfigError, load_settings
+from base.logs import setup_logging
+from rules.groups import GroupError
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2

@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 from events.backup import BackupError, make_backup, restore
-from events.timefmt import iso_now
-from nanoclaw.config import Settings
+from base.timefmt import iso_now
+from base.config import Settings
 from nanoclaw.status import service_info
 
 BACKUPS_DIR = "backups"

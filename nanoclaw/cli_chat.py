@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 
 from events import EventLog
-from nanoclaw.config import Settings
+from base.config import Settings
 from router.channels.local import jid_name, socket_path
 from router.channels.local_client import ChatClientError, LocalChatClient
-from router.groups import find_group
+from rules.groups import find_group
 
 QUIET_AFTER_REPLY_S = 2.0
 DEFAULT_WAIT_S = 300.0
@@ -44,7 +44,7 @@ def resolve_jid(settings: Settings, group: str | None, jid: str | None) -> str:
 
 
 def _groups(log: EventLog):
-    from router.groups import list_groups
+    from rules.groups import list_groups
 
     return list_groups(log)
 

@@ -18,10 +18,10 @@ import msgspec
 
 from events import EventLog, Record, replay
 from events import types as t
-from events.timefmt import to_iso
+from base.timefmt import to_iso
 from nanoclaw import show
-from nanoclaw.config import Settings
-from router.groups import find_group
+from base.config import Settings
+from rules.groups import find_group
 
 DEFAULT_LIMIT = 20
 _RELATIVE = re.compile(r"^(\d+)\s*([smhd])$")

@@ -8,9 +8,9 @@ import sys
 from events import EventLog
 from events import types as t
 from nanoclaw import show
-from nanoclaw.config import Settings
-from router import groups
-from router.egress import DEFAULT_EGRESS, parse_policy, policy_of
+from base.config import Settings
+from rules import groups
+from rules.egress import DEFAULT_EGRESS, parse_policy, policy_of
 
 
 def egress_of(group: groups.Group) -> str:
@@ -71,7 +71,7 @@ def cmd_remove(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_set(settings: Settings, args: argparse.Namespace) -> int:
-    from jobs.mounts import AllowlistLoader, parse_mount_spec, validate_mounts
+    from rules.mounts import AllowlistLoader, parse_mount_spec, validate_mounts
 
     log = EventLog(settings.db_path, sync=settings.event_log_sync)
     try:

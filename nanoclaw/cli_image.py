@@ -10,7 +10,7 @@ import argparse
 import sys
 import time
 
-from nanoclaw.config import Settings
+from base.config import Settings
 
 
 def _progress(line: str) -> None:

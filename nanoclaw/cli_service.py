@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from nanoclaw.config import Settings
+from base.config import Settings
 from nanoclaw.service_manager import ServiceError, Systemd, SystemdMissing, foreground_instructions
 
 EXIT_FAILED = 1

@@ -14,9 +14,9 @@ from typing import TextIO
 import msgspec
 
 from events.health import RECOVERY_HINT, log_problem
-from events.timefmt import parse_iso
+from base.timefmt import parse_iso
 from nanoclaw import doctor, status
-from nanoclaw.config import Settings
+from base.config import Settings
 
 SHOW_GROUPS = 10
 LEVEL_WORDS = {"ok": "ok", "warn": "warn", "fail": "FAIL"}

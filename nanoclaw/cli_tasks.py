@@ -11,8 +11,8 @@ import argparse
 from events import EventLog
 from events import types as t
 from nanoclaw import show
-from nanoclaw.config import Settings
-from router.groups import GroupError
+from base.config import Settings
+from rules.groups import GroupError
 
 CHANGES = {"pause": (t.TaskPaused, ("active",)), "resume": (t.TaskResumed, ("paused",)),
            "cancel": (t.TaskCancelled, ("active", "paused", "completed"))}

@@ -9,9 +9,9 @@ from datetime import date
 
 from events import EventLog
 from nanoclaw import show
-from nanoclaw.config import Settings
-from nanoclaw.prices import PRICES_FILE, PriceError, PriceTable
-from nanoclaw.usage import usage_by, utc_day
+from base.config import Settings
+from rules.prices import PRICES_FILE, PriceError, PriceTable
+from rules.usage import usage_by, utc_day
 
 DAYS_RE = re.compile(r"^(\d{1,4})d$")
 DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")

@@ -13,7 +13,7 @@ import msgspec
 
 from events import EventLog
 from nanoclaw import why
-from nanoclaw.config import Settings
+from base.config import Settings
 
 
 def _tokens(tokens: why.Tokens) -> str:

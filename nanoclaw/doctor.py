@@ -20,12 +20,12 @@ from events import EventDecodeError, EventLog, replay
 from events.health import RECOVERY_HINT, log_problem
 from jobs import image
 from jobs.credentials import MISSING_HELP, credentials_source, upstream_auth, upstream_url
-from jobs.mounts import MountAllowlist
+from rules.mounts import MountAllowlist
 from jobs.runtime import RuntimeUnavailable, check_runtime, engine_name, start_hint
 from jobs.workspace import CONTAINER_UID, IPC_AGENT_DIRS, container_user
-from nanoclaw.config import Settings
+from base.config import Settings
 from nanoclaw.status import service_info
-from router import allowlist
+from rules import allowlist
 
 REPLAY_CHECK_MAX_EVENTS = 200_000
 SYSTEMD_UNIT = Path(".config") / "systemd" / "user" / "nanoclaw.service"
@@ -129,8 +129,8 @@ def check_chat_socket(settings: Settings) -> Check:
 
 
 def check_egress(log: EventLog | None) -> Check:
-    from router.egress import DEFAULT_EGRESS, policy_of
-    from router.groups import group_from_row
+    from rules.egress import DEFAULT_EGRESS, policy_of
+    from rules.groups import group_from_row
 
     rows = log.query("SELECT * FROM groups ORDER BY folder") if log else []
     policies = [f"{row['folder']} {policy_of(group_from_row(row).container_config)}" for row in rows]

@@ -15,7 +15,7 @@ import msgspec
 from events import EventLog, Record
 from events import types as t
 from jobs.agent import MAX_RETRIES
-from router.history import is_conversation
+from rules.windows import is_conversation
 
 EXCERPT_CHARS = 200
 SCAN_PAGE = 1000
@@ -77,7 +77,7 @@ class Run(msgspec.Struct, kw_only=True):
     duration_ms: int | None = None
     outputs: list[Output] = []     # the outputs that answered it
     replies: list[Reply] = []
-    notices: list[Reply] = []      # what the chats were told when it failed (router/notices.py)
+    notices: list[Reply] = []      # what the chats were told when it failed (rules/notices.py)
     model: Tokens = msgspec.field(default_factory=Tokens)  # every model call of the run
     then: str | None = None        # what the run's end asked for next
 

@@ -20,12 +20,12 @@ from jobs.credentials import warn_if_no_credentials
 from jobs.dispatcher import DispatcherStage
 from jobs.recovery import live_runs
 from jobs.runtime import RuntimeUnavailable, check_runtime, engine_name, remove_orphans, start_hint
-from nanoclaw.config import Settings
+from base.config import Settings
 from router.app import RouterApp
 from router.channels.base import ChannelStartError
 from router.channels.local import LocalChatError
 from router.channels.registry import NoChannelsError
-from router.groups import ensure_global_memory
+from rules.groups import ensure_global_memory
 from router.heartbeat import Heartbeat
 
 EXIT_FATAL = 1

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from nanoclaw.config import Settings
+from base.config import Settings
 from nanoclaw.systemd_unit import UNIT_NAME, UnitError, nanoclaw_command, render_unit, unit_file, unit_paths
 
 PID1_COMM = Path("/proc/1/comm")

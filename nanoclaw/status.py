@@ -20,15 +20,15 @@ from requests.exceptions import RequestException
 
 from events import EventLog
 from events import types as t
-from events.timefmt import iso_now, parse_iso
+from base.timefmt import iso_now, parse_iso
 from jobs.credentials import upstream_auth, upstream_url
 from jobs.gateway import runs_dir
 from jobs.runtime import LABEL_GROUP, LABEL_RUN, RuntimeUnavailable, client, engine_name, install_label
-from nanoclaw.config import QUEUE_NAME, Settings
-from nanoclaw.prices import PriceTable
-from nanoclaw.usage import Spend, spend
-from router.egress import DEFAULT_EGRESS, policy_of
-from router.groups import group_from_row
+from base.config import QUEUE_NAME, Settings
+from rules.prices import PriceTable
+from rules.usage import Spend, spend
+from rules.egress import DEFAULT_EGRESS, policy_of
+from rules.groups import group_from_row
 from router.heartbeat import HEARTBEAT_INTERVAL_S, read_beat, status_path
 
 STALE_BEAT_S = max(30.0, 10 * HEARTBEAT_INTERVAL_S)

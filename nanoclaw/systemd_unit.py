@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from nanoclaw.config import Settings
+from base.config import Settings
 
 TEMPLATE_PATH = Path(__file__).resolve().parent.parent / "systemd" / "nanoclaw.service"
 UNIT_NAME = "nanoclaw.service"

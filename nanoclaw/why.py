@@ -14,13 +14,13 @@ import msgspec
 
 from events import EventLog, Record
 from events import types as t
-from events.timefmt import iso_now, parse_iso
+from base.timefmt import iso_now, parse_iso
 from jobs.agent import MAX_RETRIES
-from nanoclaw.config import Settings
+from base.config import Settings
 from nanoclaw.message_runs import Reply, Run, RunTracer, Tokens, conversation, excerpt, run_events
-from router.allowlist import Allowlist, AllowlistFile
-from router.history import is_conversation, message_wakes, outstanding_request, run_in_progress
-from router.triggers import js_trim, matches_trigger, needs_trigger
+from rules.allowlist import Allowlist, AllowlistFile
+from rules.windows import is_conversation, message_wakes, outstanding_request, run_in_progress
+from rules.triggers import js_trim, matches_trigger, needs_trigger
 
 SHOW_OTHER_MATCHES = 20
 SEQ_RE = re.compile(r"\d+", re.ASCII)

@@ -21,10 +21,10 @@ from loguru import logger
 from events import Record, Transaction
 from events import types as t
 from events.consumer import Stage
-from nanoclaw.config import Settings
-from nanoclaw.faults import fault_point
-from router.groups import GroupError, group_dir, register_group
-from router.schedule import ScheduleError, first_run
+from base.config import Settings
+from base.faults import fault_point
+from rules.groups import GroupError, group_dir, register_group
+from rules.schedule import ScheduleError, first_run
 
 TASK_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 CONTEXT_MODES = ("group", "isolated")
@@ -125,7 +125,7 @@ def new_task_id() -> str:
 
 
 class _InTransaction:
-    """Lets router.groups.register_group run inside the stage's own transaction."""
+    """Lets rules.groups.register_group run inside the stage's own transaction."""
 
     def __init__(self, tx: Transaction):
         self.tx = tx

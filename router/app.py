@@ -17,15 +17,15 @@ from loguru import logger
 
 import router.channels  # noqa: F401  (registers the installed channels)
 from events import EventLog, consumer
-from nanoclaw.config import Settings
-from router.allowlist import AllowlistFile
+from base.config import Settings
+from rules.allowlist import AllowlistFile
 from router.channels import registry
 from router.channels.base import Channel, ChannelContext, InboundMessage
 from router.actions import ActionsStage
 from router.delivery import Delivery, Typing
 from router.inbound import GroupDirectory, Inbound
 from router.ipc import IpcWatcher
-from router.snapshots import write_all_tasks_snapshots, write_groups_snapshot
+from rules.snapshots import write_all_tasks_snapshots, write_groups_snapshot
 from router.trigger_stage import TriggerStage
 
 SAFETY_POLL_S = 5.0

@@ -17,7 +17,7 @@ from loguru import logger
 
 from events import EventLog
 from events import types as t
-from nanoclaw.faults import fault_point
+from base.faults import fault_point
 from router.channels.base import Channel
 from router.channels.registry import owner_of
 

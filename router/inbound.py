@@ -13,8 +13,8 @@ from loguru import logger
 
 from events import EventLog
 from events import types as t
-from nanoclaw.faults import fault_point
-from router.allowlist import AllowlistFile
+from base.faults import fault_point
+from rules.allowlist import AllowlistFile
 from router.channels.base import InboundMessage, RegisteredChat
 
 

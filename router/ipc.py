@@ -29,9 +29,9 @@ from watchdog.observers import Observer
 
 from events import EventLog
 from events import types as t
-from nanoclaw.agent_paths import NotRealDir, PathRefused, closing_fd, open_dir, open_file
-from nanoclaw.config import Settings
-from router.groups import GroupError, validate_folder
+from base.agent_paths import NotRealDir, PathRefused, closing_fd, open_dir, open_file
+from base.config import Settings
+from rules.groups import GroupError, validate_folder
 
 IPC_MAX_BYTES = 1 << 20
 RESCAN_S = 10.0

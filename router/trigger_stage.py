@@ -21,15 +21,15 @@ from loguru import logger
 from events import Record, Transaction
 from events import types as t
 from events.consumer import Stage
-from nanoclaw.agent_paths import PathRefused, closing_fd, open_under, write_file
-from nanoclaw.config import Settings
-from nanoclaw.faults import fault_point
-from router.allowlist import AllowlistFile
-from router.budgets import refuse_if_over
-from router.groups import group_from_row
-from router.history import cursor_of, message_wakes, outstanding_request, pending_messages, prompt_for
-from router.refusals import record_refusal
-from router.triggers import needs_trigger
+from base.agent_paths import PathRefused, closing_fd, open_under, write_file
+from base.config import Settings
+from base.faults import fault_point
+from rules.allowlist import AllowlistFile
+from rules.budgets import refuse_if_over
+from rules.groups import group_from_row
+from rules.windows import cursor_of, message_wakes, outstanding_request, pending_messages, prompt_for
+from rules.refusals import record_refusal
+from rules.triggers import needs_trigger
 
 _BASE36 = string.digits + string.ascii_lowercase
 INPUT_DIR = "input"

@@ -236,7 +236,7 @@ def gateway_in_front(api: StubAnthropicAPI, key: str, run_id: str = "stand-in-ru
     `runner_field()` for the request.
     """
     from jobs.gateway import Gateway
-    from nanoclaw.config import load_settings
+    from base.config import load_settings
 
     previous = {name: os.environ.get(name) for name in ("ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY")}
     os.environ.update(ANTHROPIC_BASE_URL=api.url, ANTHROPIC_API_KEY=key)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from events import EventLog
-from nanoclaw.config import Settings, load_settings
+from base.config import Settings, load_settings
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from jobs.egress_proxy import EgressDecision, EgressProxy
-from router.egress import parse_policy
+from rules.egress import parse_policy
 from tests.netns_host import NetnsHost, NetnsServer
 
 REMOTE_TIMEOUT_S = 10

@@ -14,7 +14,7 @@ import socket
 import threading
 from pathlib import Path
 
-from nanoclaw.config import Settings
+from base.config import Settings
 from router.channels.base import ChannelContext, InboundMessage, RegisteredChat
 from router.channels.local import LocalChannel
 

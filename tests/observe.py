@@ -6,7 +6,7 @@ import docker
 
 from events import EventLog
 from jobs.runtime import install_label
-from nanoclaw.config import Settings
+from base.config import Settings
 
 
 def of_type(log: EventLog, cls) -> list:

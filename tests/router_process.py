@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from nanoclaw.config import Settings
+from base.config import Settings
 from router.channels.local import socket_path
 
 

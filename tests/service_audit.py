@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 from events import EventLog, replay
 from events import types as t
-from nanoclaw.config import Settings
+from base.config import Settings
 from router.channels.local import jid_name
-from router.prompt import escape_xml
+from rules.prompt import escape_xml
 from tests.observe import our_containers
 
 

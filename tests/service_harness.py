@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 import uuid
 
-from nanoclaw.config import Settings
+from base.config import Settings
 from router.channels.local_client import ChatClientError, LocalChatClient
 from tests.router_process import RouterProcess
 

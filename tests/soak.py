@@ -18,9 +18,9 @@ import time
 from dataclasses import dataclass, field, fields
 
 from events import EventLog, replay
-from nanoclaw.config import Settings
+from base.config import Settings
 from router.channels.local_client import ChatClientError
-from router.groups import register_group
+from rules.groups import register_group
 from tests.router_process import RouterProcess
 from tests.service_audit import Audit, audit, unanswered
 from tests.service_harness import ChatUser, start_service

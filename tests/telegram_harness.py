@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 import pytest
 
 from events import EventLog
-from nanoclaw.config import load_settings
+from base.config import load_settings
 from router.app import RouterApp
 from tests.telegram_stub_api import TelegramStub
 from tests.observe import of_type  # noqa: F401  (the Telegram tests import it from here)

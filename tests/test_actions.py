@@ -13,8 +13,8 @@ from loguru import logger
 from events import consumer
 from events import types as t
 from router.actions import ActionsStage
-from router.groups import find_group, register_group
-from router.snapshots import snapshots_dir, write_all_tasks_snapshots, write_groups_snapshot, write_tasks_snapshot
+from rules.groups import find_group, register_group
+from rules.snapshots import snapshots_dir, write_all_tasks_snapshots, write_groups_snapshot, write_tasks_snapshot
 
 MAIN, FAMILY, WORK = "local:me", "tg:fam", "tg:work"
 STRANGER_JID = "tg:nobody"

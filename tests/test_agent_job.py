@@ -10,11 +10,11 @@ import pytest
 from events import types as t
 from jobs.agent import AgentRun
 from jobs.recovery import reconcile
-from nanoclaw.config import load_settings
+from base.config import load_settings
 from router.channels.base import InboundMessage
-from router.groups import register_group
+from rules.groups import register_group
 from router.inbound import Inbound
-from router.allowlist import AllowlistFile
+from rules.allowlist import AllowlistFile
 from tests.observe import of_type
 
 pytestmark = pytest.mark.docker
@@ -120,7 +120,7 @@ def test_an_error_before_any_reply_rolls_the_cursor_back_and_schedules_a_retry(w
     assert log.query("SELECT seq FROM cursors WHERE chat_jid = 'local:me'")[0][0] == 0
     retry = of_type(log, t.AgentRunRequested)[-1]
     assert (retry.reason, retry.attempt) == ("retry", 1)
-    from events.timefmt import parse_iso
+    from base.timefmt import parse_iso
     assert 4 <= parse_iso(retry.not_before).timestamp() - before <= 8  # 5 s for the first retry
 
 

@@ -16,8 +16,8 @@ from events.backup import BackupError, make_backup, verify
 from events.health import log_problem
 from jobs.worker import run_worker
 from nanoclaw import cli
-from nanoclaw.config import load_settings
-from router.groups import register_group
+from base.config import load_settings
+from rules.groups import register_group
 from tests.router_process import RouterProcess
 
 

@@ -1,4 +1,4 @@
-"""Spending caps (router/budgets.py): a group whose budget is used up starts no run, and is told once."""
+"""Spending caps (rules/budgets.py): a group whose budget is used up starts no run, and is told once."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from freezegun import freeze_time
 from events import types as t
 from jobs.agent import AgentRun
 from nanoclaw import cli
-from nanoclaw.config import load_settings
-from router.budgets import period_bounds, reached_cap
-from router.groups import find_group, update_group
+from base.config import load_settings
+from rules.budgets import period_bounds, reached_cap
+from rules.groups import find_group, update_group
 from tests.observe import of_type
 from tests.test_agent_job import say, world  # noqa: F401  (fixtures)
 
@@ -43,7 +43,7 @@ def test_a_period_ends_at_the_next_utc_midnight_or_first_of_the_month():
 
 
 def test_a_group_cap_counts_that_group_and_the_global_cap_every_group(settings, log, monkeypatch):
-    from router.groups import register_group
+    from rules.groups import register_group
 
     register_group(log, settings, jid="local:me", name="Me", folder="main", is_main=True)
     register_group(log, settings, jid="tg:fam", name="Family", folder="family")
@@ -59,7 +59,7 @@ def test_a_group_cap_counts_that_group_and_the_global_cap_every_group(settings, 
 
 
 def test_yesterdays_spend_does_not_count_against_today(settings, log):
-    from router.groups import register_group
+    from rules.groups import register_group
 
     register_group(log, settings, jid="tg:fam", name="Family", folder="family")
     update_group(log, "family", container_config=t.ContainerConfig(daily_budget_usd=1.0))
@@ -89,7 +89,7 @@ def test_a_group_over_its_budget_starts_no_run_is_told_once_and_runs_once_the_ca
 
 
 def test_groups_set_budget_refuses_a_negative_amount(settings, log, capsys):
-    from router.groups import register_group
+    from rules.groups import register_group
 
     register_group(log, settings, jid="tg:fam", name="Family", folder="family")
     assert cli.main(["groups", "set", "family", "--monthly-budget", "-3"]) == 1
@@ -116,8 +116,8 @@ def test_a_due_task_of_a_group_over_budget_does_not_run_and_stays_due(world):
 def test_follow_ups_are_not_piped_into_a_running_agent_once_its_group_is_over_budget(settings, log):
     """A container kept busy by follow-ups would otherwise answer them past the cap for as long as they come."""
     from events import consumer
-    from router.allowlist import AllowlistFile
-    from router.groups import register_group
+    from rules.allowlist import AllowlistFile
+    from rules.groups import register_group
     from router.inbound import Inbound
     from router.trigger_stage import TriggerStage
     from tests.test_trigger_stage import say as say_in, start_run
@@ -141,7 +141,7 @@ def test_follow_ups_are_not_piped_into_a_running_agent_once_its_group_is_over_bu
 
 
 def test_a_model_without_a_price_counts_at_the_dearest_price_so_it_is_no_way_past_a_cap(settings, log):
-    from router.groups import register_group
+    from rules.groups import register_group
 
     register_group(log, settings, jid="tg:fam", name="Family", folder="family")
     update_group(log, "family", container_config=t.ContainerConfig(daily_budget_usd=5.0))
@@ -158,7 +158,7 @@ def test_a_cap_for_every_group_tells_each_chat_but_main_only_once(world, monkeyp
     monkeypatch.setenv("DAILY_BUDGET_USD", "1")
     settings = load_settings()
     spend(log, "main", 1.5)
-    from router.groups import register_group
+    from rules.groups import register_group
 
     register_group(log, settings, jid="tg:work", name="Work", folder="work")
     for jid, folder in (("tg:fam", "family"), ("tg:work", "work")):

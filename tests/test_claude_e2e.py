@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from events import types as t
-from router.groups import register_group
+from rules.groups import register_group
 from tests.agent_stub_api import FINAL_TEXT, TOOL_TEXT, StubAnthropicAPI
 from tests.observe import of_type
 from tests.test_service_e2e import chatting, replies

@@ -3,7 +3,7 @@
 Through a real gateway, a stand-in API answers every call with 401, 429,
 529 or 500, or says nothing at all. The CLI's own retries are bounded
 (CLAUDE_CODE_MAX_RETRIES), so each case ends in an error output within
-seconds, and the host's classification (router/failures.py) reads the CLI's
+seconds, and the host's classification (rules/failures.py) reads the CLI's
 actual words: a refused key is `credentials` (never retried), the rest are
 worth another attempt.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from jobs.gateway import container_environment
-from router.failures import classify, retryable
+from rules.failures import classify, retryable
 from tests.agent_stub_api import RunnerContainer, StubAnthropicAPI, gateway_in_front, make_workspace
 
 pytestmark = pytest.mark.docker

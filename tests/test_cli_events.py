@@ -14,7 +14,7 @@ import pytest
 from events import types as t
 from nanoclaw.cli import main
 from nanoclaw.cli_events import UsageError, parse_since
-from router.groups import register_group
+from rules.groups import register_group
 
 
 def _message(n: int, chat: str) -> t.MessageReceived:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from loguru import logger
 
-from nanoclaw.config import ConfigError, load_settings, parse_dotenv
-from nanoclaw.logs import setup_logging
+from base.config import ConfigError, load_settings, parse_dotenv
+from base.logs import setup_logging
 
 
 def env_for(root: Path, **values: str) -> dict[str, str]:
@@ -129,7 +129,7 @@ def test_the_command_line_stops_with_one_clear_line_on_a_bad_setting(tmp_path):
 
 
 def test_failure_notices_are_on_by_default_and_off_or_a_clear_error(root, monkeypatch):
-    from nanoclaw.config import ConfigError, load_settings
+    from base.config import ConfigError, load_settings
 
     assert load_settings().failure_notices is True
     monkeypatch.setenv("FAILURE_NOTICES", "off")

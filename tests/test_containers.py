@@ -12,8 +12,8 @@ import pytest
 
 from jobs.containers import AgentInput, ContainerRunner, RunResult, RunSpec
 from jobs.runtime import remove_orphans
-from nanoclaw.config import load_settings
-from router.groups import ensure_group_files
+from base.config import load_settings
+from rules.groups import ensure_group_files
 
 pytestmark = pytest.mark.docker
 SECRET = "sk-ant-test-SECRET-1234567890"

@@ -21,10 +21,10 @@ from events import EventLog
 from events import types as t
 from jobs.agent import AgentRun
 from jobs.recovery import reconcile
-from nanoclaw.config import load_settings
-from router.allowlist import AllowlistFile
+from base.config import load_settings
+from rules.allowlist import AllowlistFile
 from router.channels.base import InboundMessage
-from router.groups import register_group
+from rules.groups import register_group
 from router.inbound import Inbound
 from tests.observe import of_type
 

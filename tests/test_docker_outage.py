@@ -15,9 +15,9 @@ import json
 import pytest
 
 from events import types as t
-from events.timefmt import parse_iso
+from base.timefmt import parse_iso
 from jobs.agent import BASE_RETRY_S
-from router.groups import register_group
+from rules.groups import register_group
 from tests.private_dockerd import PrivateDockerd
 from tests.service_audit import audit, our_containers, unanswered
 from tests.service_harness import ChatUser, start_service

@@ -11,7 +11,7 @@ import pytest
 
 from jobs.credentials import AUTH_KEYS
 from nanoclaw import cli, doctor
-from router.groups import register_group
+from rules.groups import register_group
 from tests.router_process import RouterProcess
 
 pytestmark = pytest.mark.docker
@@ -73,7 +73,7 @@ def test_credentials_from_a_claude_login_are_named_by_their_file(settings):
 
 
 def test_the_scripted_provider_needs_no_credentials(root, monkeypatch):
-    from nanoclaw.config import load_settings
+    from base.config import load_settings
 
     monkeypatch.setenv("AGENT_PROVIDER", "scripted")
     check = doctor.check_credentials(load_settings())
@@ -161,8 +161,8 @@ def test_with_the_image_built_the_service_running_and_the_unit_installed_all_is_
 
 def test_containment_shows_no_network_a_working_gateway_and_each_groups_egress(settings, log, monkeypatch):
     from events import types as t
-    from nanoclaw.config import load_settings
-    from router.groups import update_group
+    from base.config import load_settings
+    from rules.groups import update_group
 
     monkeypatch.setenv("ANTHROPIC_API_KEY", SECRET)
     register_group(log, settings, jid="local:fam", name="Fam", folder="family")
@@ -176,7 +176,7 @@ def test_containment_shows_no_network_a_working_gateway_and_each_groups_egress(s
 
 
 def test_a_docker_network_for_agents_is_named_as_the_unsafe_opt_out(settings, monkeypatch):
-    from nanoclaw.config import load_settings
+    from base.config import load_settings
 
     monkeypatch.setenv("CONTAINER_NETWORK", "bridge")
     check = doctor.check_network(load_settings())

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from router.egress import DEFAULT_EGRESS, normalise_host, parse_policy
+from rules.egress import DEFAULT_EGRESS, normalise_host, parse_policy
 
 
 def allowed(policy: str, host: str, port: int = 443) -> bool:

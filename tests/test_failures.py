@@ -1,4 +1,4 @@
-"""How a failed run is classified and what the person is told (router/failures.py, router/notices.py)."""
+"""How a failed run is classified and what the person is told (rules/failures.py, rules/notices.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 
 from events import types as t
 from jobs.agent import MAX_RETRIES, AgentRun
-from nanoclaw.config import load_settings
-from router.failures import classify, notice, retryable
+from base.config import load_settings
+from rules.failures import classify, notice, retryable
 from tests.observe import of_type
 from tests.test_agent_job import say, scripted, world  # noqa: F401  (fixtures)
 
@@ -106,7 +106,7 @@ def test_refused_credentials_are_not_retried_and_both_chats_are_told_once(world,
 @pytest.mark.docker
 def test_the_retries_in_between_are_silent_and_the_last_one_tells_that_it_gave_up(world, scripted, monkeypatch):
     _, log, inbound = world
-    monkeypatch.setattr("router.notices.NOTICE_INTERVAL_S", 0)
+    monkeypatch.setattr("rules.notices.NOTICE_INTERVAL_S", 0)
     settings = scripted({"main": {"turns": [[{"crash": 3}]]}})
     say(inbound, "local:me", "please answer")
     for _ in range(MAX_RETRIES + 1):
@@ -125,7 +125,7 @@ def test_notices_are_at_most_one_a_minute_per_chat_and_can_be_turned_off(world, 
         AgentRun(settings, log).run("main")
     assert len(notices(log)) == 1
     monkeypatch.setenv("FAILURE_NOTICES", "off")
-    monkeypatch.setattr("router.notices.NOTICE_INTERVAL_S", 0)
+    monkeypatch.setattr("rules.notices.NOTICE_INTERVAL_S", 0)
     say(inbound, "local:me", "third")
     AgentRun(load_settings(), log).run("main")
     assert len(notices(log)) == 1
@@ -148,7 +148,7 @@ def test_the_notice_that_it_gave_up_is_sent_even_within_a_minute_of_the_promise_
 
 @pytest.mark.docker
 def test_a_failed_task_run_is_sorted_into_its_kind_like_a_message_run(world, scripted):
-    from events.timefmt import iso_now
+    from base.timefmt import iso_now
     from jobs.tasks import TaskRun
 
     _, log, _ = world

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import textwrap
 
-HIT = "from nanoclaw.faults import fault_point; fault_point('here'); print('survived')"
+HIT = "from base.faults import fault_point; fault_point('here'); print('survived')"
 
 
 def _python(code: str, **env: str) -> subprocess.CompletedProcess:

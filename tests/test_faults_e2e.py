@@ -18,8 +18,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from events import types as t
-from events.timefmt import to_iso
-from router.groups import register_group
+from base.timefmt import to_iso
+from rules.groups import register_group
 from tests.service_audit import audit, our_containers, transcript_replies, unanswered
 from tests.service_harness import ChatUser, start_service
 from tests.waiting import eventually

@@ -25,7 +25,7 @@ from aiohttp import web
 from events import types as t
 from jobs.gateway import API_SOCKET, PROXY_SOCKET, Gateway
 from jobs.workspace import CONTAINER_UID
-from nanoclaw.config import load_settings
+from base.config import load_settings
 
 REAL_KEY = "sk-ant-real-key-never-in-a-box-8c1f"
 OAUTH_TOKEN = "sk-ant-oat01-real-oauth-token-3d9a"

@@ -10,8 +10,8 @@ import pytest
 
 from events import types as t
 from nanoclaw.cli import main
-from nanoclaw.config import load_settings
-from router.groups import GroupError, list_groups, register_group, remove_group, validate_folder
+from base.config import load_settings
+from rules.groups import GroupError, list_groups, register_group, remove_group, validate_folder
 
 
 @pytest.mark.parametrize("folder", ["main", "telegram_family", "a", "A-1_b", "x" * 64])

@@ -22,7 +22,7 @@ import pytest
 from events import types as t
 from router.channels.local import HANDSHAKE_TIMEOUT_S, MAX_CONNECTIONS, MAX_MESSAGE_BYTES
 from router.channels.local_client import LocalChatClient
-from router.groups import register_group
+from rules.groups import register_group
 from tests.observe import of_type
 from tests.router_process import RouterProcess
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from loguru import logger
 
-from nanoclaw.config import ConfigError, load_settings
+from base.config import ConfigError, load_settings
 from router.channels.local import LocalChatError
 from router.channels.local_client import ChatClientError, LocalChatClient
 from tests.local_chat_harness import ChannelInThread, RawPeer

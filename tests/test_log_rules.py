@@ -9,7 +9,7 @@ import pytest
 from events import types as t
 from events.rules import InvariantError
 from nanoclaw import cli
-from router.groups import register_group
+from rules.groups import register_group
 
 
 def group(folder: str, jid: str, *, main: bool = False) -> t.GroupRegistered:

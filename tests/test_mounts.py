@@ -14,7 +14,7 @@ import pytest
 from loguru import logger
 
 from events.types import MountRequest
-from jobs.mounts import (
+from rules.mounts import (
     DEFAULT_BLOCKED_PATTERNS,
     AllowlistLoader,
     MountAllowlist,
@@ -357,7 +357,7 @@ def test_validate_mounts_refuses_the_install_and_logs_why(home, logged):
 
 def test_groups_set_says_a_mount_of_the_install_will_be_refused(settings, log, capsys):
     from nanoclaw.cli import main
-    from router.groups import register_group
+    from rules.groups import register_group
 
     register_group(log, settings, jid="tg:-100", name="Family", folder="family")
     settings.config_dir.mkdir(parents=True)

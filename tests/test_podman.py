@@ -21,8 +21,8 @@ from docker.errors import ImageNotFound
 
 from jobs.containers import MEMORY_LIMIT, PIDS_LIMIT, AgentInput, ContainerRunner, RunResult, RunSpec
 from jobs.runtime import PODMAN_ROOTFUL_SOCKET, check_runtime, client, remove_orphans
-from nanoclaw.config import load_settings
-from router.groups import ensure_group_files
+from base.config import load_settings
+from rules.groups import ensure_group_files
 
 pytestmark = pytest.mark.docker
 REPO = Path(__file__).resolve().parents[1]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from router.prompt import PromptMessage, clean_output, display_time, escape_xml, format_prompt
+from rules.prompt import PromptMessage, clean_output, display_time, escape_xml, format_prompt
 
 
 def test_the_worked_example_of_the_spec():

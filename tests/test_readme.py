@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from events import types as t
-from router.groups import register_group
+from rules.groups import register_group
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()

@@ -6,7 +6,7 @@ from freezegun import freeze_time
 
 from events import types as t
 from jobs.agent import AgentRun, Plan
-from router.groups import register_group
+from rules.groups import register_group
 
 
 def plan_for(group, attempt: int) -> Plan:

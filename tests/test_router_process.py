@@ -14,7 +14,7 @@ import pytest
 
 from events import types as t
 from router.channels.local_client import ChatClientError, LocalChatClient
-from router.groups import register_group
+from rules.groups import register_group
 from tests.router_process import RouterProcess
 from tests.waiting import wait_for
 from tests.observe import of_type

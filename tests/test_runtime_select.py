@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from jobs.runtime import PODMAN_ROOTFUL_SOCKET, engine_url, podman_socket, start_hint
-from nanoclaw.config import ConfigError, load_settings
+from base.config import ConfigError, load_settings
 
 
 @pytest.fixture

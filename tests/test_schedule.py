@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 import pytest
 from freezegun import freeze_time
 
-from router.schedule import ScheduleError, first_run, next_run_after_run, validate
+from rules.schedule import ScheduleError, first_run, next_run_after_run, validate
 
 UTC = timezone.utc
 ISO_SHAPE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")

@@ -8,7 +8,7 @@ import pytest
 
 from events import types as t
 from router.channels.local_client import LocalChatClient
-from router.groups import register_group
+from rules.groups import register_group
 from tests.router_process import RouterProcess
 
 pytestmark = pytest.mark.docker

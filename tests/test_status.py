@@ -14,10 +14,10 @@ import pytest
 from huey import SqliteHuey
 
 from events import types as t
-from events.timefmt import iso_now
+from base.timefmt import iso_now
 from nanoclaw import cli, status
 from nanoclaw.cli_status import render
-from router.groups import register_group
+from rules.groups import register_group
 from router.heartbeat import ServiceBeat, status_path, write_beat
 from tests.router_process import RouterProcess
 

@@ -9,12 +9,12 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from events import types as t
-from events.timefmt import iso_now, parse_iso, to_iso
+from base.timefmt import iso_now, parse_iso, to_iso
 from jobs.tasks import TaskRun, due_tasks
 from nanoclaw.cli import main
-from nanoclaw.config import load_settings
+from base.config import load_settings
 from router.channels.local_client import LocalChatClient
-from router.groups import register_group
+from rules.groups import register_group
 from tests.router_process import RouterProcess
 from tests.observe import of_type
 
@@ -142,7 +142,7 @@ def test_a_due_task_goes_before_waiting_messages_which_are_answered_after_it(wor
     settings, log = world
     from jobs.agent import AgentRun
     from router.channels.base import InboundMessage
-    from router.allowlist import AllowlistFile
+    from rules.allowlist import AllowlistFile
     from router.inbound import Inbound
 
     schedule(log, "t1", prompt="the task")

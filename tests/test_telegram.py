@@ -13,10 +13,10 @@ import pytest
 from loguru import logger
 
 from events import types as t
-from nanoclaw.config import ConfigError, load_settings
+from base.config import ConfigError, load_settings
 from router.app import RouterApp
 from router.channels.base import ChannelStartError
-from router.groups import register_group
+from rules.groups import register_group
 from tests.telegram_harness import ALICE, BOB, keys_of, live_router, of_type, until
 from tests.telegram_harness import stub, tg_log, tg_settings  # noqa: F401  (fixtures)
 from tests.telegram_stub_api import BOT_USER, TOKEN, TelegramStub

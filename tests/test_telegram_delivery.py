@@ -6,7 +6,7 @@ import asyncio
 
 from events import types as t
 from router.channels import telegram
-from router.groups import register_group
+from rules.groups import register_group
 from tests.telegram_harness import ALICE, live_router, of_type, until
 from tests.telegram_harness import stub, tg_log, tg_settings  # noqa: F401  (fixtures)
 

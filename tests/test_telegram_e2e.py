@@ -7,7 +7,7 @@ import signal
 import pytest
 
 from events import types as t
-from router.groups import register_group
+from rules.groups import register_group
 from tests.router_process import RouterProcess
 from tests.telegram_harness import ALICE, of_type, stub  # noqa: F401  (fixture)
 from tests.waiting import wait_for

@@ -9,10 +9,10 @@ import pytest
 
 from events import consumer
 from events import types as t
-from router.allowlist import AllowlistFile
+from rules.allowlist import AllowlistFile
 from router.channels.base import InboundMessage
-from router.groups import register_group
-from router.history import cursor_of, pending_messages
+from rules.groups import register_group
+from rules.windows import cursor_of, pending_messages
 from router.inbound import Inbound
 from router.trigger_stage import TriggerStage
 

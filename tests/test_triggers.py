@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from router.allowlist import parse
-from router.triggers import js_trim, matches_trigger, may_trigger, needs_trigger
+from rules.allowlist import parse
+from rules.triggers import js_trim, matches_trigger, may_trigger, needs_trigger
 
 DEFAULT = "@Andy"
 

@@ -11,7 +11,7 @@ from freezegun import freeze_time
 from events import replay
 from events import types as t
 from nanoclaw import cli
-from nanoclaw.prices import DEFAULT_PRICES, PRICES_FILE, ModelPrice, PriceTable, Tokens
+from rules.prices import DEFAULT_PRICES, PRICES_FILE, ModelPrice, PriceTable, Tokens
 from nanoclaw.status import gather
 
 MILLION = 1_000_000

@@ -8,11 +8,11 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from events import types as t
-from events.timefmt import iso_now, to_iso
+from base.timefmt import iso_now, to_iso
 from nanoclaw import why
 from nanoclaw.cli import main
 from router.channels.local_client import LocalChatClient
-from router.groups import register_group
+from rules.groups import register_group
 from tests.test_service_e2e import chatting, replies, service_env, use_script  # noqa: F401  (a fixture)
 
 ME, FAM = "local:me", "local:fam"

@@ -14,13 +14,13 @@ from events import types as t
 from jobs.liveness import is_alive, release_worker, sweep, this_worker, workers_dir
 from jobs.recovery import reconcile
 from router.channels.local_client import LocalChatClient
-from router.groups import register_group
+from rules.groups import register_group
 from tests.router_process import RouterProcess
 from tests.test_service_e2e import our_containers, replies, use_script
 
 HOLD_LEASE = (
     "import sys, time\n"
-    "from nanoclaw.config import load_settings\n"
+    "from base.config import load_settings\n"
     "from jobs.liveness import this_worker\n"
     "print(this_worker(load_settings()), flush=True)\n"
     "time.sleep(120)\n"

@@ -15,7 +15,7 @@ from typing import Awaitable, Callable
 
 import msgspec
 
-from nanoclaw.config import Settings
+from base.config import Settings
 
 
 class ChannelStartError(Exception):

@@ -17,7 +17,7 @@ from telegram.constants import ChatAction
 from telegram.error import Conflict, InvalidToken, NetworkError, RetryAfter, TelegramError
 from telegram.request import HTTPXRequest
 
-from events.timefmt import to_iso
+from base.timefmt import to_iso
 from router.channels import registry
 from router.channels.base import Channel, ChannelContext, ChannelStartError
 from router.channels.telegram_inbound import PREFIX, chat_facts, chat_id_of, command_of, to_inbound

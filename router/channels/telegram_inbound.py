@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 from telegram import Chat, Message, MessageEntity, User
 
-from events.timefmt import to_iso
+from base.timefmt import to_iso
 from router.channels.base import InboundMessage
-from router.triggers import matches_trigger
+from rules.triggers import matches_trigger
 
 PREFIX = "tg:"
 GROUP_TYPES = (Chat.GROUP, Chat.SUPERGROUP)

@@ -19,11 +19,11 @@ from jobs import container_log
 from jobs.cleanup import run_cleanup
 from jobs.containers import request_close
 from jobs.workspace import base_mounts, clear_input, container_user
-from nanoclaw.agent_paths import PathRefused
-from nanoclaw.config import load_settings
-from router.groups import register_group
-from router.refusals import record_refusal, recorder
-from router.snapshots import write_groups_snapshot, write_tasks_snapshot
+from base.agent_paths import PathRefused
+from base.config import load_settings
+from rules.groups import register_group
+from rules.refusals import record_refusal, recorder
+from rules.snapshots import write_groups_snapshot, write_tasks_snapshot
 from router.trigger_stage import write_input_file
 
 

@@ -9,9 +9,9 @@ import pytest
 from events import types as t
 from jobs import workspace
 from jobs.workspace import prepare_claude_home, prepare_group_dir, prepare_ipc
-from nanoclaw.agent_paths import (MAX_DEPTH, PathRefused, closing_fd, create_file, hand_over, open_under,
+from base.agent_paths import (MAX_DEPTH, PathRefused, closing_fd, create_file, hand_over, open_under,
                                   remove_entry, unlink_in, write_file)
-from router.refusals import recorder
+from rules.refusals import recorder
 
 
 @pytest.fixture

@@ -22,8 +22,8 @@ import pytest
 from jobs.containers import AgentInput, ContainerRunner, RunSpec
 from jobs.gateway import API_SOCKET, CONTAINER_DIR, MAX_API_CONNECTIONS, Gateway
 from jobs.runtime import remove_orphans
-from nanoclaw.config import load_settings
-from router.groups import ensure_group_files
+from base.config import load_settings
+from rules.groups import ensure_group_files
 from tests.security.model_stand_in import StandIn
 from tests.waiting import wait_for
 

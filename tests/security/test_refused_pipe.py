@@ -11,10 +11,10 @@ from events import consumer
 from events import types as t
 from jobs.agent import AgentRun
 from jobs.runtime import LABEL_GROUP, LABEL_INSTALL
-from nanoclaw.config import load_settings
-from router.allowlist import AllowlistFile
+from base.config import load_settings
+from rules.allowlist import AllowlistFile
 from router.channels.base import InboundMessage
-from router.groups import register_group
+from rules.groups import register_group
 from router.inbound import Inbound
 from router.trigger_stage import TriggerStage
 from tests.observe import of_type

@@ -20,8 +20,8 @@ import docker
 import pytest
 
 from events import EventLog
-from nanoclaw.config import load_settings
-from router.groups import register_group
+from base.config import load_settings
+from rules.groups import register_group
 from tests.observe import our_containers
 from tests.router_process import RouterProcess
 from tests.test_service_e2e import use_script

@@ -3,7 +3,7 @@
 Every call an agent makes goes through the credential gateway and becomes a
 `ModelCalled` event; the `usage` projection sums them per UTC day, group and
 model. This module reads that table for `nanoclaw usage` and `status`, and
-prices it with nanoclaw/prices.py.
+prices it with rules/prices.py.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Literal
 import msgspec
 
 from events import EventLog
-from nanoclaw.prices import PriceTable, Tokens
+from rules.prices import PriceTable, Tokens
 
 By = Literal["group", "day", "model"]
 COLUMN = {"group": "folder", "day": "day", "model": "model"}

@@ -14,10 +14,10 @@ from typing import Any, Protocol, Sequence
 
 from loguru import logger
 
-from events.timefmt import iso_now
-from nanoclaw.agent_paths import closing_fd, ensure_own_dir, open_under, write_file
-from nanoclaw.config import Settings
-from router.groups import validate_folder
+from base.timefmt import iso_now
+from base.agent_paths import closing_fd, ensure_own_dir, open_under, write_file
+from base.config import Settings
+from rules.groups import validate_folder
 
 TASKS_SNAPSHOT = "current_tasks.json"
 GROUPS_SNAPSHOT = "available_groups.json"

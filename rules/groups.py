@@ -18,10 +18,10 @@ import msgspec
 from events import EventLog
 from events import types as t
 from events.rules import folder_problem
-from nanoclaw.agent_paths import OnRefused, PathRefused, closing_fd, create_file, open_under, read_text, warn_refusal
-from nanoclaw.config import DEFAULT_ASSISTANT_NAME, Settings
-from router.egress import parse_policy
-from router.refusals import record_refusal
+from base.agent_paths import OnRefused, PathRefused, closing_fd, create_file, open_under, read_text, warn_refusal
+from base.config import DEFAULT_ASSISTANT_NAME, Settings
+from rules.egress import parse_policy
+from rules.refusals import record_refusal
 
 MAX_JID_CHARS = 256
 MAX_NAME_CHARS = 200

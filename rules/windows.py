@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from events import Record, Transaction
 from events import types as t
-from router.allowlist import Allowlist
-from router.prompt import PromptMessage, format_prompt
-from router.triggers import may_trigger, needs_trigger
+from rules.allowlist import Allowlist
+from rules.prompt import PromptMessage, format_prompt
+from rules.triggers import may_trigger, needs_trigger
 
 
 def is_conversation(event: t.MessageReceived) -> bool:

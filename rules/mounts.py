@@ -20,7 +20,7 @@ import msgspec
 from loguru import logger
 
 from events.types import MountRequest
-from nanoclaw.config import Settings
+from base.config import Settings
 
 CONTAINER_EXTRA_DIR = "/workspace/extra"
 CLAUDE_LOGIN_DIR = ".claude"  # under home: Claude Code's login, with the real OAuth token

@@ -7,7 +7,7 @@ fix), never one per retry. A failure in another group is also reported to
 the main group, with what to do. Notices are ordinary outbound events with
 their own idempotency keys, at most one per chat per NOTICE_INTERVAL_S, except
 the one that ends a chain of retries, which the chat was promised. A
-spending cap reached is told once per cap and period (router/budgets.py).
+spending cap reached is told once per cap and period (rules/budgets.py).
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from loguru import logger
 
 from events import Transaction
 from events import types as t
-from events.timefmt import to_iso
-from nanoclaw.config import Settings
-from router.failures import Kind, notice
-from router.groups import Group
+from base.timefmt import to_iso
+from base.config import Settings
+from rules.failures import Kind, notice
+from rules.groups import Group
 
 NOTICE_INTERVAL_S = 60
 

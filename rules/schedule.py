@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadDateError, CroniterError, croniter
 
-from events.timefmt import parse_iso, to_iso
+from base.timefmt import parse_iso, to_iso
 
 SCHEDULE_TYPES = ("cron", "interval", "once")
 MAX_INTERVAL_MS = 10 * 366 * 86_400_000  # ten years: longer is a typo, and would overflow dates

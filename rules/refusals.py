@@ -12,7 +12,7 @@ from typing import Protocol
 from loguru import logger
 
 from events import types as t
-from nanoclaw.agent_paths import OnRefused, PathRefused
+from base.agent_paths import OnRefused, PathRefused
 
 
 class Writer(Protocol):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from loguru import logger
 
-from nanoclaw.config import Settings
+from base.config import Settings
 
 _LEVELS = {
     "trace": "TRACE",

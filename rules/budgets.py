@@ -3,7 +3,7 @@
 Caps are in USD per UTC day and month, for every group together
 (`DAILY_BUDGET_USD`, `MONTHLY_BUDGET_USD`) and for one group (`nanoclaw
 groups set FOLDER --daily-budget USD --monthly-budget USD`). Spend is the
-estimate of nanoclaw/prices.py over the `usage` projection of the gateway's
+estimate of rules/prices.py over the `usage` projection of the gateway's
 model calls; a model without a price counts at the dearest price in the
 table (the agent picks the model, so that is no way around a cap). A run is refused
 once spend has reached a cap (a run's own cost is not known before it
@@ -21,11 +21,11 @@ from loguru import logger
 
 from events import Transaction
 from events import types as t
-from nanoclaw.config import Settings
-from nanoclaw.prices import PriceTable
-from nanoclaw.usage import tokens_of
-from router.groups import Group
-from router.notices import tell_budget
+from base.config import Settings
+from rules.prices import PriceTable
+from rules.usage import tokens_of
+from rules.groups import Group
+from rules.notices import tell_budget
 
 
 @dataclass(frozen=True)
