@@ -352,6 +352,20 @@ class TaskRunFinished(Event):
     next_run: str | None = None
 
 
+class TaskRunRequested(Event):
+    """A task should run now (or at `not_before`): a run's end or a message run found it due.
+
+    The dispatcher turns it into the task's job; the job itself checks that
+    the task is still active and due, so a stale request does nothing.
+    """
+
+    STREAM: ClassVar[str] = "group_folder"
+    task_id: str
+    group_folder: str
+    reason: Literal["due", "before messages"] = "due"
+    not_before: str | None = None
+
+
 # --- sessions --------------------------------------------------------------
 
 
@@ -462,6 +476,7 @@ AnyEvent = (
     | TaskResumed
     | TaskCancelled
     | TaskRunFinished
+    | TaskRunRequested
     | SessionUpdated
     | SessionCleared
     | ModelCalled

@@ -34,19 +34,18 @@ from jobs.gateway import CONTAINER_DIR, Gateway, RunAccess, container_environmen
 from jobs.output_parser import AgentResult, OutputParser
 from jobs.runtime import LABEL_GROUP, LABEL_INSTALL, LABEL_RUN, client
 from jobs.workspace import CONTAINER_HOME, Mount, base_mounts, container_user
-from base.agent_paths import OnRefused, PathRefused, closing_fd, open_under, warn_refusal, write_file
+from base.agent_paths import OnRefused, PathRefused, warn_refusal
 from base.config import Settings
 from base.faults import fault_point
 from rules.egress import DEFAULT_EGRESS
 from rules.refusals import recorder
-from router.trigger_stage import INPUT_DIR
+from rules.ipc_folder import request_close
 
 IDLE_GRACE_MS = 30_000
 STDERR_TAIL_CHARS = 200
 PIDS_LIMIT = 512
 MEMORY_LIMIT = "2g"
 STOP_GRACE_S = 1
-CLOSE_SENTINEL = "_close"
 
 
 class AgentInput(msgspec.Struct, kw_only=True):
@@ -146,23 +145,6 @@ def hard_timeout_ms(settings: Settings, group_timeout_ms: int | None) -> int:
     """max(group or CONTAINER_TIMEOUT, IDLE_TIMEOUT + 30 s), as v1."""
     configured = group_timeout_ms or settings.container_timeout_ms
     return max(configured, settings.idle_timeout_ms + IDLE_GRACE_MS)
-
-
-def request_close(settings: Settings, folder: str, on_refused: OnRefused = warn_refusal) -> bool:
-    """Ask a group's running agent to finish: the `_close` sentinel, renamed over whatever the agent put there."""
-    shown = settings.ipc_dir / folder / INPUT_DIR / CLOSE_SENTINEL
-    try:
-        fd = open_under(settings.ipc_dir, (folder, INPUT_DIR))
-        if fd is None:
-            return False
-        with closing_fd(fd):
-            write_file(fd, CLOSE_SENTINEL, b"", shown=shown)
-        return True
-    except PathRefused as refused:
-        on_refused("ask the agent to finish", refused)
-    except OSError as exc:
-        logger.warning("could not write the close sentinel for {}: {}", folder, exc)
-    return False
 
 
 class _Capture:

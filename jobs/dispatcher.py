@@ -1,43 +1,72 @@
-"""The dispatcher stage: run requests in the log become huey jobs.
+"""The dispatcher stage: the one way from the event log to huey's queue.
 
-It runs in the service process beside the router's stages. A request's job
-is enqueued before the checkpoint moves, so a crash can at worst enqueue it
-twice, which the job shrugs off (it takes the group's lease or leaves).
-A retry's `not_before`, and a task's due time, become the job's ETA.
+It runs in the service process beside the router's stages, and nothing else
+enqueues. From the log: `AgentRunRequested` becomes `run_agent(folder)`,
+`TaskRunRequested` becomes `run_task(task_id)`, and a task's schedule
+events queue its job at its due time. A request's job is enqueued before
+the checkpoint moves, so a crash can at worst enqueue it twice, which the
+job shrugs off (it takes the group's lease or leaves). A `not_before`, and a
+task's due time, become the job's ETA.
+
+Huey can lose a job (it removes one from its queue before running it), so
+`redispatch` enqueues again what the log says is still waiting: each
+group's newest request that no run followed, once its time has come, and
+every due task. The service calls it at start, whenever its worker starts,
+and every 60 s; a job enqueued twice finds nothing to do the second time.
 """
 
 from __future__ import annotations
 
-from events import Record, Transaction
+from loguru import logger
+
+from base.timefmt import iso_now, parse_iso
+from events import EventLog, Record, Transaction
 from events import types as t
 from events.consumer import Stage
-from base.timefmt import parse_iso
-
+from jobs.queue import JobQueue
+from jobs.task_run import due_tasks
+from rules.windows import outstanding_request
 
 TASK_EVENTS = (t.TaskScheduled, t.TaskUpdated, t.TaskResumed, t.TaskRunFinished)
+REDISPATCH_S = 60.0
 
 
 class DispatcherStage(Stage):
     name = "dispatcher"
-    types = (t.AgentRunRequested, *TASK_EVENTS)
+    types = (t.AgentRunRequested, t.TaskRunRequested, *TASK_EVENTS)
+
+    def __init__(self, queue: JobQueue):
+        self.queue = queue
 
     def handle(self, tx: Transaction, record: Record) -> None:
-        from jobs.queue import run_agent
-
         event = record.event
         if isinstance(event, t.AgentRunRequested):
-            if event.not_before:
-                run_agent.schedule((event.folder,), eta=parse_iso(event.not_before))
-            else:
-                run_agent(event.folder)
+            self.queue.enqueue_agent(event.folder, parse_iso(event.not_before) if event.not_before else None)
+        elif isinstance(event, t.TaskRunRequested):
+            self.queue.enqueue_task(event.task_id, parse_iso(event.not_before) if event.not_before else None)
         else:
             self._queue_task(tx, event.task_id)  # type: ignore[attr-defined]
 
-    @staticmethod
-    def _queue_task(tx: Transaction, task_id: str) -> None:
+    def _queue_task(self, tx: Transaction, task_id: str) -> None:
         """Queue the task's run at its due time, as the projection says it is now."""
-        from jobs.queue import run_task
-
         rows = tx.query("SELECT status, next_run FROM tasks WHERE id = ?", (task_id,))
         if rows and rows[0]["status"] == "active" and rows[0]["next_run"]:
-            run_task.schedule((task_id,), eta=parse_iso(rows[0]["next_run"]))
+            self.queue.enqueue_task(task_id, parse_iso(rows[0]["next_run"]))
+
+    def redispatch(self, log: EventLog) -> dict[str, int]:
+        """Enqueue again what waits in the log, in case huey lost its job; returns counts."""
+        now = iso_now()
+        waiting = []
+        with log.transaction() as tx:
+            for (folder,) in tx.query("SELECT folder FROM groups"):
+                request = outstanding_request(tx, folder)
+                if request is not None and (request.event.not_before or "") <= now:
+                    waiting.append(folder)
+        tasks = due_tasks(log)
+        for folder in waiting:
+            self.queue.enqueue_agent(folder)
+        for task_id in tasks:
+            self.queue.enqueue_task(task_id)
+        if waiting or tasks:
+            logger.debug("dispatcher: enqueued again {} request(s) and {} due task(s)", len(waiting), len(tasks))
+        return {"requests": len(waiting), "tasks": len(tasks)}

@@ -17,13 +17,16 @@ import time
 from huey.consumer import Consumer
 from loguru import logger
 
+from events import types as t
 from events.health import RECOVERY_HINT, log_problem
-from jobs.agent import idle_since
-from jobs.containers import request_close
-from jobs.liveness import release_worker, this_worker
-from jobs.recovery import active_lock, active_runs, live_runs, reconcile, stopping
-from jobs.runtime import remove_orphans
 from base.config import Settings
+from events import EventLog
+from jobs.liveness import release_worker, this_worker
+from jobs.queue import JobQueue
+from jobs.recovery import live_runs, reconcile
+from jobs.run_state import RUNS
+from jobs.runtime import remove_orphans
+from rules.ipc_folder import request_close
 
 SHUTDOWN_TIMEOUT_S = 20
 LEFTOVER_RECORD_S = 3.0
@@ -35,9 +38,10 @@ EXIT_DAMAGED_LOG = 2        # as the service's: restarting cannot repair the fil
 class _Consumer(Consumer):
     """huey's consumer, asking running agents to finish before it waits for them."""
 
-    def __init__(self, huey, settings: Settings, supervised: bool = False, **options):
-        super().__init__(huey, **options)
-        self.settings = settings
+    def __init__(self, queue: JobQueue, supervised: bool = False, **options):
+        super().__init__(queue.huey, **options)
+        self.settings = queue.settings
+        self.log = queue.event_log()
         self.supervised = supervised
 
     def _set_signal_handlers(self) -> None:
@@ -48,9 +52,8 @@ class _Consumer(Consumer):
             signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def stop(self, graceful: bool = False) -> None:
-        stopping.set()
-        with active_lock:
-            mine = set(active_runs)
+        RUNS.stopping.set()
+        mine = RUNS.mine()
         if mine:
             logger.info("asking {} running agent(s) to finish", len(mine))
         for folder in self._folders_of(mine):
@@ -60,49 +63,51 @@ class _Consumer(Consumer):
 
     def _remove_leftovers(self) -> None:
         """After the bounded wait: stop what still runs, so no container outlives the worker."""
-        from jobs.queue import event_log
-
-        with active_lock:
-            left = set(active_runs)
+        left = RUNS.mine()
         if not left:
             return
         logger.warning("{} agent(s) did not finish within {} s; stopping their containers "
                        "(what they had not answered runs again after restart)", len(left), SHUTDOWN_TIMEOUT_S)
-        remove_orphans(self.settings, keep=lambda: live_runs(self.settings, event_log()) - left)
+        remove_orphans(self.settings, keep=lambda: live_runs(self.settings, self.log) - left)
         deadline = time.monotonic() + LEFTOVER_RECORD_S
-        while time.monotonic() < deadline and self._still_active(left):
+        while time.monotonic() < deadline and RUNS.any_of(left):
             time.sleep(0.05)  # their jobs record how they ended; recovery does it if they cannot
 
-    @staticmethod
-    def _still_active(run_ids: set[str]) -> bool:
-        with active_lock:
-            return bool(run_ids & active_runs)
-
-    @staticmethod
-    def _folders_of(run_ids: set[str]) -> set[str]:
+    def _folders_of(self, run_ids: set[str]) -> set[str]:
         """The groups of this worker's own runs: other workers' agents are theirs to close."""
-        from jobs.queue import event_log
-
-        rows = event_log().query("SELECT run_id, folder FROM runs WHERE state = 'running'")
+        rows = self.log.query("SELECT run_id, folder FROM runs WHERE state = 'running'")
         return {row["folder"] for row in rows if row["run_id"] in run_ids}
 
 
-def preempt_idle(settings: Settings, pending: int) -> str | None:
-    """Close the longest-idle agent when work waits and every slot is busy; returns its folder."""
-    with active_lock:
-        if pending <= 0 or len(active_runs) < settings.max_concurrent_containers or not idle_since:
-            return None
-        run_id, (_, folder) = min(idle_since.items(), key=lambda item: item[1][0])
-        idle_since.pop(run_id)
-    logger.info("{}: idle agent gives its slot to a waiting group", folder)
-    request_close(settings, folder)
-    return folder
+def preempt_idle(settings: Settings, log: EventLog, pending: int) -> str | None:
+    """Close the longest-idle agent when work waits and every slot is busy; returns its folder.
+
+    Idle means answered and handed nothing since: a run the router piped a
+    message into after its answer is working, whatever its idle mark says.
+    """
+    if pending <= 0:
+        return None
+    idle = RUNS.take_longest_idle(settings.max_concurrent_containers,
+                                  lambda run_id, idle: piped_since(log, run_id, idle.folder, idle.after_seq))
+    if idle is None:
+        return None
+    logger.info("{}: idle agent gives its slot to a waiting group", idle.folder)
+    request_close(settings, idle.folder)
+    return idle.folder
 
 
-def _preempt_loop(settings: Settings, huey, stop: threading.Event) -> None:
+def piped_since(log: EventLog, run_id: str, folder: str, seq: int) -> bool:
+    """Whether messages were piped into the run after `seq`."""
+    for record in log.read_since(seq, types=[t.MessagesPiped], streams=[folder], limit=None):
+        if record.event.run_id == run_id:  # type: ignore[attr-defined]
+            return True
+    return False
+
+
+def _preempt_loop(queue: JobQueue, stop: threading.Event) -> None:
     while not stop.wait(PREEMPT_CHECK_S):
         try:
-            preempt_idle(settings, huey.pending_count())
+            preempt_idle(queue.settings, queue.event_log(), queue.huey.pending_count())
         except Exception as exc:  # the monitor must outlive a bad moment of the queue
             logger.warning("idle preemption check failed: {}", exc)
 
@@ -126,22 +131,21 @@ def raise_open_files_limit() -> int:
 
 
 def run_worker(settings: Settings, *, supervised: bool = False) -> int:
-    from jobs.queue import event_log, huey
-
     logger.info("worker {} starting", this_worker(settings))  # its identity first: its runs carry it
     if (problem := log_problem(settings.db_path)) is not None:
         logger.critical("the event log {} {}; the worker does not start. To recover: {}", settings.db_path,
                         problem, RECOVERY_HINT)
         return EXIT_DAMAGED_LOG
     raise_open_files_limit()
-    reconcile(settings, event_log())
+    queue = JobQueue(settings)
+    reconcile(settings, queue.event_log())
     consumer = _Consumer(
-        huey, settings, supervised=supervised, workers=settings.max_concurrent_containers, worker_type="thread",
+        queue, supervised=supervised, workers=settings.max_concurrent_containers, worker_type="thread",
         initial_delay=0.01, max_delay=0.1, backoff=1.1, flush_locks=True, periodic=True,
         shutdown_timeout=SHUTDOWN_TIMEOUT_S, graceful_signal="TERM",
     )
     stop = threading.Event()
-    monitor = threading.Thread(target=_preempt_loop, args=(settings, huey, stop), daemon=True)
+    monitor = threading.Thread(target=_preempt_loop, args=(queue, stop), daemon=True)
     monitor.start()
     logger.info("worker consuming with {} slot(s)", settings.max_concurrent_containers)
     try:

@@ -17,16 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from base.agent_paths import (OnRefused, PathRefused, closing_fd, create_file, ensure_own_dir, hand_over,
-                                  open_file, open_under, unlink_in, warn_refusal)
+                                  open_file, open_under, warn_refusal)
 from base.config import Settings
 from rules.groups import MEMORY_FILE, ensure_global_memory, group_dir
 from rules.snapshots import SNAPSHOTS_DIR
-from router.trigger_stage import INPUT_DIR
+from rules.ipc_folder import AGENT_DIRS
 
 CONTAINER_HOME = "/home/node"
 CONTAINER_UID = 1000
 SKILLS_DIR = Path(__file__).resolve().parents[1] / "agent-container" / "skills"
-IPC_AGENT_DIRS = ("messages", "tasks", INPUT_DIR)
 EMPTY_DIR = "empty"
 CLAUDE_SETTINGS = {
     "env": {
@@ -92,8 +91,8 @@ def prepare_ipc(settings: Settings, folder: str, *, chown: bool, on_refused: OnR
     assert fd is not None
     with closing_fd(fd):
         hand_over(fd, (os.getuid(), os.getgid()), shown=base)  # an older layout gave it to the agent
-        for name in (*IPC_AGENT_DIRS, SNAPSHOTS_DIR):
-            _own_dir(fd, name, base / name, _agent_owner(chown) if name in IPC_AGENT_DIRS else None, on_refused)
+        for name in (*AGENT_DIRS, SNAPSHOTS_DIR):
+            _own_dir(fd, name, base / name, _agent_owner(chown) if name in AGENT_DIRS else None, on_refused)
     return base
 
 
@@ -180,29 +179,6 @@ def base_mounts(settings: Settings, folder: str, *, is_main: bool, chown: bool,
     mounts.append(Mount(str(home), f"{CONTAINER_HOME}/.claude", False))
     if SKILLS_DIR.is_dir():
         mounts.append(Mount(str(SKILLS_DIR), f"{CONTAINER_HOME}/.claude/skills", True))
-    mounts += [Mount(str(ipc / name), f"/workspace/ipc/{name}", False) for name in IPC_AGENT_DIRS]
+    mounts += [Mount(str(ipc / name), f"/workspace/ipc/{name}", False) for name in AGENT_DIRS]
     mounts.append(Mount(str(ipc / SNAPSHOTS_DIR), f"/workspace/ipc/{SNAPSHOTS_DIR}", True))
     return mounts
-
-
-def clear_input(settings: Settings, folder: str, on_refused: OnRefused = warn_refusal) -> None:
-    """Remove input left by an earlier container: the new run's prompt already holds it.
-
-    Only the names themselves go: a planted link is removed, never its target.
-    """
-    directory = settings.ipc_dir / folder / INPUT_DIR
-    try:
-        fd = open_under(settings.ipc_dir, (folder, INPUT_DIR))
-    except PathRefused as refused:
-        on_refused("clear the agent's input", refused)
-        return
-    if fd is None:
-        return
-    with closing_fd(fd):
-        for name in os.listdir(fd):
-            if name == "_close" or name.endswith((".json", ".tmp")):
-                try:
-                    unlink_in(fd, name, shown=directory / name)
-                except PathRefused as refused:
-                    on_refused("clear the agent's input", refused)
-

@@ -22,7 +22,8 @@ from jobs import image
 from jobs.credentials import MISSING_HELP, credentials_source, upstream_auth, upstream_url
 from rules.mounts import MountAllowlist
 from jobs.runtime import RuntimeUnavailable, check_runtime, engine_name, start_hint
-from jobs.workspace import CONTAINER_UID, IPC_AGENT_DIRS, container_user
+from jobs.workspace import CONTAINER_UID, container_user
+from rules.ipc_folder import AGENT_DIRS
 from base.config import Settings
 from nanoclaw.status import service_info
 from rules import allowlist
@@ -182,7 +183,7 @@ def check_ipc_owners(settings: Settings) -> Check:
     uid = CONTAINER_UID if chown else os.getuid()
     groups = sorted(p for p in settings.ipc_dir.iterdir() if p.is_dir() and p.name != "errors") \
         if settings.ipc_dir.is_dir() else []
-    wrong = [sub for group in groups for sub in (group / name for name in IPC_AGENT_DIRS)
+    wrong = [sub for group in groups for sub in (group / name for name in AGENT_DIRS)
              if sub.is_dir() and sub.stat().st_uid != uid and not sub.stat().st_mode & 0o002]
     if not wrong:
         return Check(name="ipc folders", level="ok",

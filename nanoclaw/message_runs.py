@@ -14,7 +14,7 @@ import msgspec
 
 from events import EventLog, Record
 from events import types as t
-from jobs.agent import MAX_RETRIES
+from jobs.message_run import MAX_RETRIES
 from rules.windows import is_conversation
 
 EXCERPT_CHARS = 200

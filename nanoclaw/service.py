@@ -11,13 +11,16 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+from functools import partial
+from typing import Callable
 
 from loguru import logger
 
 from events import EventLog
 from events.health import RECOVERY_HINT, log_problem
 from jobs.credentials import warn_if_no_credentials
-from jobs.dispatcher import DispatcherStage
+from jobs.dispatcher import REDISPATCH_S, DispatcherStage
+from jobs.queue import JobQueue
 from jobs.recovery import live_runs
 from jobs.runtime import RuntimeUnavailable, check_runtime, engine_name, remove_orphans, start_hint
 from base.config import Settings
@@ -71,8 +74,16 @@ async def _serve(settings: Settings, log: EventLog, with_worker: bool) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, _stopper(stop, signum))
-    worker = WorkerSupervisor() if with_worker else None
-    app = RouterApp(settings, log, extra_stages=[DispatcherStage()])
+    dispatcher = DispatcherStage(JobQueue(settings))
+    redispatch = partial(dispatcher.redispatch, log)
+    app = RouterApp(settings, log, extra_stages=[dispatcher], every=[(REDISPATCH_S, redispatch)])
+
+    def worker_started() -> None:
+        """A restarted worker may follow one that died holding jobs: enqueue again what waits."""
+        if app.live:  # at the service's start, the first round of the 60 s pass does it
+            asyncio.ensure_future(app.on_db(redispatch))
+
+    worker = WorkerSupervisor(on_start=worker_started) if with_worker else None
     heartbeat = _heartbeat(settings, app, stop, worker)
     heartbeat.start()
     if worker:
@@ -100,7 +111,8 @@ def _heartbeat(settings: Settings, app: RouterApp, stop: asyncio.Event, worker: 
 class WorkerSupervisor:
     """Keeps `nanoclaw worker` running as a child process; restarts it if it dies."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_start: Callable[[], object] | None = None) -> None:
+        self.on_start = on_start or (lambda: None)
         self.process: asyncio.subprocess.Process | None = None
         self._stopping = False
         self._watch: asyncio.Task | None = None
@@ -108,6 +120,7 @@ class WorkerSupervisor:
     async def start(self) -> None:
         self.process = await asyncio.create_subprocess_exec(*WORKER_COMMAND)
         logger.info("worker started (pid {})", self.process.pid)
+        self.on_start()
         self._watch = asyncio.create_task(self._supervise())
 
     async def _supervise(self) -> None:
@@ -122,6 +135,7 @@ class WorkerSupervisor:
             if not self._stopping:
                 self.process = await asyncio.create_subprocess_exec(*WORKER_COMMAND)
                 logger.info("worker restarted (pid {})", self.process.pid)
+                self.on_start()
 
     async def stop(self) -> None:
         self._stopping = True

@@ -15,7 +15,7 @@ import msgspec
 from events import EventLog, Record
 from events import types as t
 from base.timefmt import iso_now, parse_iso
-from jobs.agent import MAX_RETRIES
+from jobs.message_run import MAX_RETRIES
 from base.config import Settings
 from nanoclaw.message_runs import Reply, Run, RunTracer, Tokens, conversation, excerpt, run_events
 from rules.allowlist import Allowlist, AllowlistFile

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
+from typing import Callable
 
 from loguru import logger
 
@@ -34,7 +35,9 @@ SAFETY_POLL_S = 5.0
 class RouterApp:
     """Channels in, events out; replies back through the owning channel."""
 
-    def __init__(self, settings: Settings, log: EventLog, extra_stages: list[consumer.Stage] | None = None):
+    def __init__(self, settings: Settings, log: EventLog, extra_stages: list[consumer.Stage] | None = None,
+                 every: list[tuple[float, Callable[[], object]]] | None = None):
+        """`every`: (seconds, function) pairs run on the database thread once live, then at that interval."""
         self.settings = settings
         self.log = log
         self.allowlist = AllowlistFile(settings.sender_allowlist_path)
@@ -45,6 +48,7 @@ class RouterApp:
         self.actions = ActionsStage(settings, on_refresh_groups=self._refresh_groups,
                                     on_tasks_changed=partial(write_all_tasks_snapshots, settings))
         self.stages: list[consumer.Stage] = [self.trigger_stage, self.actions, *(extra_stages or [])]
+        self.every = every or []
         self.ipc = IpcWatcher(settings, log)
         self.channels: list[Channel] = []
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="router-db")
@@ -89,6 +93,7 @@ class RouterApp:
             *(asyncio.create_task(self._loop_stage(stage.name, partial(self._drain, stage))) for stage in self.stages),
             asyncio.create_task(self._loop_stage("delivery", self.delivery.dispatch)),
             asyncio.create_task(self._loop_stage("typing", self.typing.dispatch)),
+            *(asyncio.create_task(self._every(seconds, fn)) for seconds, fn in self.every),
         ]
         self.live = True
         logger.info("router live: {} channel(s), {} group(s)", len(self.channels),
@@ -142,6 +147,17 @@ class RouterApp:
                 logger.exception("stage {} failed; retrying after the next event", name)
             try:
                 await asyncio.wait_for(wake.wait(), SAFETY_POLL_S)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _every(self, seconds: float, fn: Callable[[], object]) -> None:
+        while not self._stop.is_set():
+            try:
+                await self.on_db(fn)
+            except Exception:
+                logger.exception("{} failed; trying again in {:.0f} s", getattr(fn, "__name__", fn), seconds)
+            try:
+                await asyncio.wait_for(self._stop.wait(), seconds)
             except asyncio.TimeoutError:
                 pass
 

@@ -10,56 +10,20 @@ decision, its events and the checkpoint commit together.
 
 from __future__ import annotations
 
-import json
-import random
-import string
-import time
-from pathlib import Path
-
 from loguru import logger
 
 from events import Record, Transaction
 from events import types as t
 from events.consumer import Stage
-from base.agent_paths import PathRefused, closing_fd, open_under, write_file
+from base.agent_paths import PathRefused
 from base.config import Settings
 from base.faults import fault_point
 from rules.allowlist import AllowlistFile
 from rules.budgets import refuse_if_over
-from rules.groups import group_from_row
-from rules.windows import cursor_of, message_wakes, outstanding_request, pending_messages, prompt_for
+from rules.groups import Group, group_from_row
+from rules.ipc_folder import write_input
+from rules.windows import cursor_of, outstanding_request, pending_messages, prompt_for, window_wakes
 from rules.refusals import record_refusal
-from rules.triggers import needs_trigger
-
-_BASE36 = string.digits + string.ascii_lowercase
-INPUT_DIR = "input"
-INPUT_FILE_MODE = 0o644  # the agent reads it; the folder is its own, so it can delete it
-
-
-def input_file_name() -> str:
-    """`<epoch ms>-<4 base36>.json`: name order is arrival order."""
-    suffix = "".join(random.choices(_BASE36, k=4))
-    return f"{int(time.time() * 1000)}-{suffix}.json"
-
-
-def write_input_file(settings: Settings, folder: str, text: str, name: str | None = None) -> Path:
-    """Atomically drop a follow-up message into a group's container input folder.
-
-    The folder is the agent's: it is opened without following links and the
-    file is made under a fresh temporary name, then renamed over whatever the
-    agent put at `name` (a planted link is replaced, never written through).
-    Raises PathRefused when that cannot be done safely. `name` is normally a
-    fresh one; a given name stands for one an agent predicted.
-    """
-    directory = settings.ipc_dir / folder / INPUT_DIR
-    name = name or input_file_name()
-    fd = open_under(settings.ipc_dir, (folder, INPUT_DIR), create=True)
-    assert fd is not None
-    with closing_fd(fd):
-        data = json.dumps({"type": "message", "text": text}).encode("utf-8")
-        write_file(fd, name, data, mode=INPUT_FILE_MODE, shown=directory / name)
-    return directory / name
-
 
 class TriggerStage(Stage):
     """Turns triggering messages into piped input or run requests."""
@@ -74,36 +38,31 @@ class TriggerStage(Stage):
     def handle_batch(self, tx: Transaction, records: list[Record]) -> None:
         jids = sorted({r.event.chat_jid for r in records})  # type: ignore[attr-defined]
         marks = ", ".join("?" * len(jids))
-        groups = {row["jid"]: row for row in tx.query(f"SELECT * FROM groups WHERE jid IN ({marks})", jids)}
-        woken: dict[str, object] = {}
+        groups = {row["jid"]: group_from_row(row)
+                  for row in tx.query(f"SELECT * FROM groups WHERE jid IN ({marks})", jids)}
+        rules = self.allowlist.current()
+        woken: dict[str, Group] = {}
         for record in records:
             event: t.MessageReceived = record.event  # type: ignore[assignment]
             group = groups.get(event.chat_jid)
-            if group is None or event.is_bot_message or group["jid"] in woken:
+            if group is None or event.is_bot_message or group.jid in woken:
                 continue
-            if self._wakes(group, event):
-                woken[group["jid"]] = group
+            if window_wakes([record], group, default_trigger=self.settings.trigger, rules=rules):
+                woken[group.jid] = group
+            elif rules.log_denied and not event.is_from_me and not rules.may_trigger(event.chat_jid, event.sender):
+                logger.debug("{} may not trigger the assistant in {} (sender allowlist)", event.sender,
+                             event.chat_jid)
         for group in woken.values():
             self._act(tx, group)
 
-    def _wakes(self, group, event: t.MessageReceived) -> bool:
-        if not needs_trigger(bool(group["is_main"]), bool(group["requires_trigger"])):
-            return True
-        rules = self.allowlist.current()
-        wakes = message_wakes(event, trigger=group["trigger"], default_trigger=self.settings.trigger, rules=rules)
-        if not wakes and rules.log_denied and not event.is_from_me \
-                and not rules.may_trigger(event.chat_jid, event.sender):
-            logger.debug("{} may not trigger the assistant in {} (sender allowlist)", event.sender, event.chat_jid)
-        return wakes
-
-    def _act(self, tx: Transaction, group) -> None:
-        jid, folder = group["jid"], group["folder"]
+    def _act(self, tx: Transaction, group: Group) -> None:
+        jid, folder = group.jid, group.folder
         running = tx.query(
             "SELECT run_id FROM runs WHERE folder = ? AND state = 'running' AND task_id IS NULL "
             "ORDER BY started_seq DESC LIMIT 1", (folder,))
         if running:
             # a cap is checked at a run's start; follow-ups piped in would keep one run going past it
-            if refuse_if_over(tx, self.settings, group_from_row(group)) is None:
+            if refuse_if_over(tx, self.settings, group) is None:
                 self._pipe(tx, running[0]["run_id"], jid, folder)
         elif outstanding_request(tx, folder) is None:
             fault_point("triggers-before-request")
@@ -115,7 +74,7 @@ class TriggerStage(Stage):
         if not pending:
             return
         try:
-            path = write_input_file(self.settings, folder, prompt_for(pending, self.settings.timezone))
+            path = write_input(self.settings, folder, prompt_for(pending, self.settings.timezone))
         except PathRefused as refused:
             # No MessagesPiped: the cursor stays, and the run's end asks for a new run that answers them.
             record_refusal(tx, folder, "pipe messages into the running agent", refused)

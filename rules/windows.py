@@ -7,9 +7,13 @@ cursor; this module is the one definition of that window.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from base.config import Settings
 from events import Record, Transaction
 from events import types as t
 from rules.allowlist import Allowlist
+from rules.groups import Group
 from rules.prompt import PromptMessage, format_prompt
 from rules.triggers import may_trigger, needs_trigger
 
@@ -56,15 +60,37 @@ def message_wakes(event: t.MessageReceived, *, trigger: str, default_trigger: st
                        trigger=trigger, default_trigger=default_trigger)
 
 
-def window_wakes(records: list[Record], *, is_main: bool, requires_trigger: bool, trigger: str,
-                 default_trigger: str, rules: Allowlist) -> bool:
-    """The pending window holds work the agent must take."""
+def window_wakes(records: list[Record], group: Group, *, default_trigger: str, rules: Allowlist) -> bool:
+    """The one rule for waking a group's agent: some message in `records` passes its trigger rules.
+
+    The trigger stage applies it to the messages just recorded, a message
+    run and recovery to the whole pending window.
+    """
     if not records:
         return False
-    if not needs_trigger(is_main, requires_trigger):
+    if not needs_trigger(group.is_main, group.requires_trigger):
         return True
-    return any(message_wakes(r.event, trigger=trigger, default_trigger=default_trigger, rules=rules)
+    return any(message_wakes(r.event, trigger=group.trigger, default_trigger=default_trigger, rules=rules)
                for r in records)
+
+
+@dataclass(frozen=True)
+class Window:
+    """The messages a run of the group would be handed now, and whether they wake its agent."""
+
+    cursor: int
+    records: list[Record]
+    wakes: bool
+
+    @property
+    def through_seq(self) -> int:
+        return self.records[-1].seq if self.records else self.cursor
+
+
+def pending_window(reader: Transaction, settings: Settings, group: Group, rules: Allowlist) -> Window:
+    cursor = cursor_of(reader, group.jid)
+    records = pending_messages(reader, group.jid, cursor, settings.max_messages_per_prompt)
+    return Window(cursor, records, window_wakes(records, group, default_trigger=settings.trigger, rules=rules))
 
 
 def cursor_of(reader: Transaction, chat_jid: str) -> int:

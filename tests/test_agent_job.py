@@ -8,7 +8,7 @@ import time
 import pytest
 
 from events import types as t
-from jobs.agent import AgentRun
+from jobs.message_run import MessageRun
 from jobs.recovery import reconcile
 from base.config import load_settings
 from router.channels.base import InboundMessage
@@ -48,7 +48,7 @@ def test_pending_messages_become_one_prompt_and_the_reply_is_queued(world):
     settings, log, inbound = world
     say(inbound, "local:me", "hello <there>")
     last = say(inbound, "local:me", "second & last")
-    outcome = AgentRun(settings, log).run("main")
+    outcome = MessageRun(settings, log).run("main")
     assert outcome == "success: ok"
     started = of_type(log, t.AgentRunStarted)[0]
     assert (started.from_seq, started.through_seq, started.message_count) == (0, last, 2)
@@ -65,21 +65,21 @@ def test_pending_messages_become_one_prompt_and_the_reply_is_queued(world):
 def test_a_second_job_for_a_busy_group_leaves_the_work_to_the_running_one(world):
     settings, log, inbound = world
     say(inbound, "local:me", "one")
-    first = threading.Thread(target=AgentRun(settings, log).run, args=("main",))
+    first = threading.Thread(target=MessageRun(settings, log).run, args=("main",))
     first.start()
     deadline = time.monotonic() + 60
     while not of_type(log, t.AgentRunStarted) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert AgentRun(settings, log).run("main") == "busy: the running agent takes these messages"
+    assert MessageRun(settings, log).run("main") == "busy: the running agent takes these messages"
     first.join(90)
     assert len(of_type(log, t.AgentRunStarted)) == 1
 
 
 def test_nothing_pending_and_no_trigger_mean_no_container(world):
     settings, log, inbound = world
-    assert AgentRun(settings, log).run("main") == "nothing pending"
+    assert MessageRun(settings, log).run("main") == "nothing pending"
     say(inbound, "tg:fam", "just chatting")
-    assert AgentRun(settings, log).run("family") == "no trigger in the pending messages"
+    assert MessageRun(settings, log).run("family") == "no trigger in the pending messages"
     assert of_type(log, t.AgentRunStarted) == []
 
 
@@ -90,7 +90,7 @@ def test_stale_input_files_from_an_earlier_container_are_removed_before_a_run(wo
     (inbox / "1-old.json").write_text('{"type": "message", "text": "stale"}')
     (inbox / "_close").touch()
     say(inbound, "local:me", "fresh")
-    AgentRun(settings, log).run("main")
+    MessageRun(settings, log).run("main")
     assert "stale" not in of_type(log, t.OutboundQueued)[0].text
 
 
@@ -114,7 +114,7 @@ def test_an_error_before_any_reply_rolls_the_cursor_back_and_schedules_a_retry(w
     settings = scripted({"main": {"turns": [[{"stderr": "model overloaded"}, {"crash": 2}]]}})
     say(inbound, "local:me", "please answer")
     before = time.time()
-    assert AgentRun(settings, log).run("main").startswith("error")
+    assert MessageRun(settings, log).run("main").startswith("error")
     finished = of_type(log, t.AgentRunFinished)[0]
     assert (finished.status, finished.had_output, finished.cursor_rollback_to) == ("error", False, 0)
     assert log.query("SELECT seq FROM cursors WHERE chat_jid = 'local:me'")[0][0] == 0
@@ -128,8 +128,8 @@ def test_the_retry_answers_the_same_messages(world, scripted):
     _, log, inbound = world
     settings = scripted({"main": [{"turns": [[{"crash": 2}]]}, {"turns": [[{"reply": "second time lucky"}]]}]})
     say(inbound, "local:me", "please answer")
-    AgentRun(settings, log).run("main")
-    assert AgentRun(settings, log).run("main") == "success: ok"
+    MessageRun(settings, log).run("main")
+    assert MessageRun(settings, log).run("main") == "success: ok"
     assert [o.text for o in of_type(log, t.OutboundQueued) if o.origin == "agent"] == ["second time lucky"]
     runs = of_type(log, t.AgentRunStarted)
     assert [r.attempt for r in runs] == [0, 1] and runs[0].through_seq == runs[1].through_seq
@@ -139,7 +139,7 @@ def test_an_error_after_a_reply_is_not_retried_so_nothing_is_answered_twice(worl
     _, log, inbound = world
     settings = scripted({"main": {"turns": [[{"reply": "partial answer"}, {"raise": "tool blew up"}]]}})
     say(inbound, "local:me", "please answer")
-    AgentRun(settings, log).run("main")
+    MessageRun(settings, log).run("main")
     finished = of_type(log, t.AgentRunFinished)[0]
     assert (finished.status, finished.had_output, finished.cursor_rollback_to) == ("error", True, None)
     assert [r.reason for r in of_type(log, t.AgentRunRequested)] == []
@@ -151,7 +151,7 @@ def test_a_stale_session_is_cleared_when_the_resume_fails(world, scripted):
     log.append(t.SessionUpdated(folder="main", session_id="scripted-gone"))
     settings = scripted({"main": {"turns": [[{"raise": "No conversation found with session ID scripted-gone"}]]}})
     say(inbound, "local:me", "hi")
-    AgentRun(settings, log).run("main")
+    MessageRun(settings, log).run("main")
     assert [c.reason[:14] for c in of_type(log, t.SessionCleared)] == ["stale session:"]
     assert log.query("SELECT count(*) FROM sessions")[0][0] == 0
 
@@ -161,7 +161,7 @@ def test_internal_blocks_are_removed_and_empty_replies_are_not_sent(world, scrip
     settings = scripted({"main": {"turns": [[{"reply": "<internal>thinking</internal>"},
                                              {"reply": "<internal>x</internal>Visible."}]]}})
     say(inbound, "local:me", "hi")
-    AgentRun(settings, log).run("main")
+    MessageRun(settings, log).run("main")
     assert [o.text for o in of_type(log, t.OutboundQueued)] == ["Visible."]
     assert len(of_type(log, t.AgentOutput)) >= 2
 
@@ -222,7 +222,7 @@ def test_a_follow_up_piped_the_moment_the_lease_shows_is_answered_not_swept_away
 
     log.waker.add_listener(pipe_at_once)
     try:
-        AgentRun(settings, log).run("main")
+        MessageRun(settings, log).run("main")
     finally:
         log.waker.remove_listener(pipe_at_once)
     assert len(of_type(log, t.MessagesPiped)) == 1
@@ -265,12 +265,12 @@ def test_a_session_of_the_other_provider_is_cleared_once_and_the_run_starts_fres
     settings, log, inbound = world
     log.append(t.SessionUpdated(folder="main", session_id="0b3f7c1e-1111-4222-8333-944455556666"))  # Claude's
     say(inbound, "local:me", "hi")
-    assert AgentRun(settings, log).run("main") == "success: ok"
+    assert MessageRun(settings, log).run("main") == "success: ok"
     [cleared] = of_type(log, t.SessionCleared)
     assert "not the scripted provider's" in cleared.reason
     assert of_type(log, t.AgentRunStarted)[0].session_id is None
     fresh = of_type(log, t.SessionUpdated)[-1].session_id
     assert fresh.startswith("scripted-")
     say(inbound, "local:me", "again")
-    AgentRun(settings, log).run("main")
+    MessageRun(settings, log).run("main")
     assert len(of_type(log, t.SessionCleared)) == 1 and of_type(log, t.AgentRunStarted)[1].session_id == fresh

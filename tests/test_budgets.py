@@ -8,7 +8,7 @@ import pytest
 from freezegun import freeze_time
 
 from events import types as t
-from jobs.agent import AgentRun
+from jobs.message_run import MessageRun
 from nanoclaw import cli
 from base.config import load_settings
 from rules.budgets import period_bounds, reached_cap
@@ -76,7 +76,7 @@ def test_a_group_over_its_budget_starts_no_run_is_told_once_and_runs_once_the_ca
     spend(log, "family", 2.5)
     say(inbound, "tg:fam", "@Andy are you there?")
     for _ in range(2):  # the 60 s pass would ask again and again
-        assert AgentRun(settings, log).run("family").startswith("budget reached: the day cap of $2.00 (group)")
+        assert MessageRun(settings, log).run("family").startswith("budget reached: the day cap of $2.00 (group)")
     assert of_type(log, t.AgentRunStarted) == []
     [reached] = of_type(log, t.BudgetReached)
     assert (reached.folder, reached.scope, reached.period, reached.limit_usd) == ("family", "group", "day", 2.0)
@@ -84,7 +84,7 @@ def test_a_group_over_its_budget_starts_no_run_is_told_once_and_runs_once_the_ca
     assert told["tg:fam"].startswith("I am not answering until ") and "this group's daily budget of $2.00" in told["tg:fam"]
     assert "nanoclaw groups set family --daily-budget USD" in told["local:me"]  # main learns how to raise it
     assert cli.main(["groups", "set", "family", "--daily-budget", "0"]) == 0  # no cap any more
-    assert AgentRun(settings, log).run("family") == "success: ok"
+    assert MessageRun(settings, log).run("family") == "success: ok"
     assert len(of_type(log, t.BudgetReached)) == 1
 
 
@@ -100,7 +100,7 @@ def test_groups_set_budget_refuses_a_negative_amount(settings, log, capsys):
 
 @pytest.mark.docker
 def test_a_due_task_of_a_group_over_budget_does_not_run_and_stays_due(world):
-    from jobs.tasks import TaskRun
+    from jobs.task_run import TaskRun
 
     settings, log, _ = world
     update_group(log, "main", container_config=t.ContainerConfig(monthly_budget_usd=1.0))
@@ -163,7 +163,7 @@ def test_a_cap_for_every_group_tells_each_chat_but_main_only_once(world, monkeyp
     register_group(log, settings, jid="tg:work", name="Work", folder="work")
     for jid, folder in (("tg:fam", "family"), ("tg:work", "work")):
         say(inbound, jid, "@Andy hello")
-        assert AgentRun(settings, log).run(folder).startswith("budget reached")
+        assert MessageRun(settings, log).run(folder).startswith("budget reached")
     told = [o.chat_jid for o in of_type(log, t.OutboundQueued) if o.origin == "notice"]
     assert sorted(told) == ["local:me", "tg:fam", "tg:work"]  # main once, each group's chat once
 

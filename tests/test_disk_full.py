@@ -19,7 +19,7 @@ from loguru import logger
 
 from events import EventLog
 from events import types as t
-from jobs.agent import AgentRun
+from jobs.message_run import MessageRun
 from jobs.recovery import reconcile
 from base.config import load_settings
 from rules.allowlist import AllowlistFile
@@ -76,7 +76,7 @@ def test_a_reply_made_while_the_disk_is_full_is_answered_again_once_space_return
     sink = logger.add(lines.append, level="ERROR", format="{message}")
     try:
         with pytest.raises(sqlite3.OperationalError, match="disk is full"):
-            AgentRun(settings, log).run("main")  # neither the output nor the run's end can be written
+            MessageRun(settings, log).run("main")  # neither the output nor the run's end can be written
     finally:
         logger.remove(sink)
     assert any("could not be recorded" in line and "will run again" in line for line in lines), lines
@@ -87,6 +87,6 @@ def test_a_reply_made_while_the_disk_is_full_is_answered_again_once_space_return
     [interrupted] = of_type(log, t.AgentRunFinished)
     assert (interrupted.status, interrupted.cursor_rollback_to) == ("interrupted", 0)
     scripts.write_text('{"main": {"turns": [[{"reply": "here it is"}]]}}')
-    assert AgentRun(load_settings(), log).run("main") == "success: ok"
+    assert MessageRun(load_settings(), log).run("main") == "success: ok"
     assert [o.text for o in of_type(log, t.OutboundQueued) if o.origin == "agent"] == ["here it is"]
     log.close()

@@ -3,7 +3,7 @@
 The service talks to a private Docker engine (tests/private_dockerd.py), so
 stopping it disturbs no one else. While it is down, a run that was in its
 container and a run asked for meanwhile both end in `AgentRunFinished`
-(error) and are retried with the backoff of jobs/agent.py (5 s, doubling);
+(error) and are retried with the backoff of jobs/message_run.py (5 s, doubling);
 once Docker is back the retries answer every message exactly once, and the
 container Docker stopped under the run is reaped by the 60 s pass.
 """
@@ -16,7 +16,7 @@ import pytest
 
 from events import types as t
 from base.timefmt import parse_iso
-from jobs.agent import BASE_RETRY_S
+from jobs.message_run import BASE_RETRY_S
 from rules.groups import register_group
 from tests.private_dockerd import PrivateDockerd
 from tests.service_audit import audit, our_containers, unanswered

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from events import types as t
-from jobs.agent import MAX_RETRIES, AgentRun
+from jobs.message_run import MAX_RETRIES, MessageRun
 from base.config import load_settings
 from rules.failures import classify, notice, retryable
 from tests.observe import of_type
@@ -81,7 +81,7 @@ def test_an_agent_error_ends_the_turn_at_once_and_the_chat_is_told_it_will_be_re
     settings = scripted({"main": {"turns": [[{"error": "API Error: 529 overloaded_error"}]]}})
     say(inbound, "local:me", "please answer")
     started = time.monotonic()
-    AgentRun(settings, log).run("main")
+    MessageRun(settings, log).run("main")
     assert time.monotonic() - started < 15
     [finished] = of_type(log, t.AgentRunFinished)
     assert (finished.status, finished.error_kind) == ("error", "rate_limit")
@@ -95,7 +95,7 @@ def test_refused_credentials_are_not_retried_and_both_chats_are_told_once(world,
     _, log, inbound = world
     settings = scripted({"family": {"turns": [[{"error": GATEWAY_401}]]}})
     say(inbound, "tg:fam", "@Andy hello")
-    AgentRun(settings, log).run("family")
+    MessageRun(settings, log).run("family")
     assert of_type(log, t.AgentRunFinished)[0].error_kind == "credentials"
     assert [r.reason for r in of_type(log, t.AgentRunRequested)] == []  # no retry can fix a refused key
     told = {o.chat_jid: o.text for o in notices(log)}
@@ -110,7 +110,7 @@ def test_the_retries_in_between_are_silent_and_the_last_one_tells_that_it_gave_u
     settings = scripted({"main": {"turns": [[{"crash": 3}]]}})
     say(inbound, "local:me", "please answer")
     for _ in range(MAX_RETRIES + 1):
-        AgentRun(settings, log).run("main")
+        MessageRun(settings, log).run("main")
     assert len(of_type(log, t.AgentRunFinished)) == MAX_RETRIES + 1
     texts = [o.text for o in notices(log)]
     assert len(texts) == 2 and "try again in 5 s" in texts[0] and "Your message is kept" in texts[1]
@@ -122,12 +122,12 @@ def test_notices_are_at_most_one_a_minute_per_chat_and_can_be_turned_off(world, 
     settings = scripted({"main": {"turns": [[{"error": GATEWAY_401}]]}})
     for text in ("first", "second"):
         say(inbound, "local:me", text)
-        AgentRun(settings, log).run("main")
+        MessageRun(settings, log).run("main")
     assert len(notices(log)) == 1
     monkeypatch.setenv("FAILURE_NOTICES", "off")
     monkeypatch.setattr("rules.notices.NOTICE_INTERVAL_S", 0)
     say(inbound, "local:me", "third")
-    AgentRun(load_settings(), log).run("main")
+    MessageRun(load_settings(), log).run("main")
     assert len(notices(log)) == 1
 
 
@@ -138,8 +138,8 @@ def test_the_notice_that_it_gave_up_is_sent_even_within_a_minute_of_the_promise_
     settings = scripted({"main": [{"turns": [[{"error": "API Error: 529 overloaded_error"}]]},
                                   {"turns": [[{"error": GATEWAY_401}]]}]})
     say(inbound, "local:me", "please answer")
-    AgentRun(settings, log).run("main")
-    AgentRun(settings, log).run("main")
+    MessageRun(settings, log).run("main")
+    MessageRun(settings, log).run("main")
     assert [f.error_kind for f in of_type(log, t.AgentRunFinished)] == ["rate_limit", "credentials"]
     texts = [o.text for o in notices(log)]
     assert len(texts) == 2 and "I will try again in 5 s" in texts[0]
@@ -149,7 +149,7 @@ def test_the_notice_that_it_gave_up_is_sent_even_within_a_minute_of_the_promise_
 @pytest.mark.docker
 def test_a_failed_task_run_is_sorted_into_its_kind_like_a_message_run(world, scripted):
     from base.timefmt import iso_now
-    from jobs.tasks import TaskRun
+    from jobs.task_run import TaskRun
 
     _, log, _ = world
     settings = scripted({"main": {"turns": [[{"error": GATEWAY_401}]]}})

@@ -5,19 +5,20 @@ from __future__ import annotations
 from freezegun import freeze_time
 
 from events import types as t
-from jobs.agent import AgentRun, Plan
+from jobs.message_run import MessageRun
+from jobs.run_lifecycle import Claim
 from rules.groups import register_group
 
 
-def plan_for(group, attempt: int) -> Plan:
-    return Plan(run_id=f"r{attempt}", group=group, container="c", from_seq=0, through_seq=1, prompt="p",
-                session_id=None, attempt=attempt)
+def plan_for(group, attempt: int) -> Claim:
+    return Claim(run_id=f"r{attempt}", group=group, reply_to=group.jid, container="c", from_seq=0, through_seq=1,
+                 prompt="p", session_id=None, attempt=attempt)
 
 
 @freeze_time("2026-11-25 12:00:00")
 def test_the_backoff_doubles_from_five_seconds_and_stops_after_five_retries(settings, log):
     group = register_group(log, settings, jid="local:me", name="Me", folder="main", is_main=True)
-    job = AgentRun(settings, log)
+    job = MessageRun(settings, log)
     for attempt in range(6):
         with log.transaction() as tx:
             job._retry(tx, plan_for(group, attempt), "internal")
@@ -32,5 +33,5 @@ def test_the_backoff_doubles_from_five_seconds_and_stops_after_five_retries(sett
 def test_refused_credentials_are_never_retried(settings, log):
     group = register_group(log, settings, jid="local:me", name="Me", folder="main", is_main=True)
     with log.transaction() as tx:
-        assert AgentRun(settings, log)._retry(tx, plan_for(group, 0), "credentials") is None
+        assert MessageRun(settings, log)._retry(tx, plan_for(group, 0), "credentials") is None
     assert log.read_since(0, types=[t.AgentRunRequested]) == []

@@ -156,9 +156,9 @@ def test_with_docker_down_status_still_shows_runs_from_the_log_and_says_docker_i
 
 
 def test_queue_depth_counts_waiting_and_scheduled_jobs_in_the_huey_file(settings):
-    from jobs.queue import huey as service_queue
+    from jobs.queue import JobQueue
 
-    assert status.QUEUE_NAME == service_queue.name
+    assert status.QUEUE_NAME == JobQueue(settings).huey.name
     assert status.queue_info(settings) == status.QueueInfo(pending=0, scheduled=0)
     queue = SqliteHuey(status.QUEUE_NAME, filename=str(settings.queue_path), results=False)
     job = queue.task()(lambda: None)

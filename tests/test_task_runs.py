@@ -10,7 +10,7 @@ import pytest
 
 from events import types as t
 from base.timefmt import iso_now, parse_iso, to_iso
-from jobs.tasks import TaskRun, due_tasks
+from jobs.task_run import TaskRun, due_tasks
 from nanoclaw.cli import main
 from base.config import load_settings
 from router.channels.local_client import LocalChatClient
@@ -118,7 +118,7 @@ def test_the_tasks_command_lists_pauses_resumes_and_cancels(world, capsys):
 
 def test_the_service_starts_a_task_on_time(world):
     settings, log = world
-    service = RouterProcess(settings, worker=True).wait_ready()
+    service = RouterProcess(settings, worker=True).wait_ready(timeout=60, worker_too=True)
     client = LocalChatClient(service.socket, "local:me")
     try:
         due = datetime.now(timezone.utc) + timedelta(seconds=3)
@@ -134,13 +134,15 @@ def test_the_service_starts_a_task_on_time(world):
     finally:
         client.close()
         service.stop(timeout=60)
-    assert 0 <= (started_at - due).total_seconds() < 1.0  # v1 could be up to 60 s late
+    # huey's scheduler looks at jobs with an ETA once a second; the rest is slack for a loaded machine
+    # (v1 polled every 60 s and could be up to a minute late)
+    assert 0 <= (started_at - due).total_seconds() < 2.0
     assert "ring ring" in reply
 
 
 def test_a_due_task_goes_before_waiting_messages_which_are_answered_after_it(world):
     settings, log = world
-    from jobs.agent import AgentRun
+    from jobs.message_run import MessageRun
     from router.channels.base import InboundMessage
     from rules.allowlist import AllowlistFile
     from router.inbound import Inbound
@@ -149,10 +151,10 @@ def test_a_due_task_goes_before_waiting_messages_which_are_answered_after_it(wor
     Inbound(log, AllowlistFile(settings.sender_allowlist_path)).message("test", InboundMessage(
         chat_jid="local:me", message_id="m1", sender="a", sender_name="A", content="a message",
         timestamp="2026-01-01T10:00:00.000Z"))
-    assert AgentRun(settings, log).run("main") == "tasks first"
+    assert MessageRun(settings, log).run("main") == "tasks first"
     TaskRun(settings, log).run("t1")
     assert of_type(log, t.AgentRunRequested)[-1].reason == "drain"
-    assert AgentRun(settings, log).run("main") == "success: ok"
+    assert MessageRun(settings, log).run("main") == "success: ok"
     texts = [o.text for o in of_type(log, t.OutboundQueued)]
     assert "the task" in texts[0] and "a message" in texts[1]
 
@@ -161,8 +163,8 @@ def test_the_service_keeps_an_interval_task_on_its_grid(world, monkeypatch):
     settings, log = world
     (settings.root / "scripts.json").write_text(json.dumps({"main": {"turns": [[{"reply": "tick"}, {"crash": 0}]]}}))
     monkeypatch.setenv("SCRIPTED_AGENT_FILE", str(settings.root / "scripts.json"))
-    first_due = datetime.now(timezone.utc) + timedelta(seconds=2)
-    with RouterProcess(settings, worker=True).wait_ready() as service:
+    with RouterProcess(settings, worker=True).wait_ready(timeout=60, worker_too=True) as service:
+        first_due = datetime.now(timezone.utc) + timedelta(seconds=2)
         schedule(log, "tick", kind="interval", value="4000", next_run=to_iso(first_due), prompt="tick")
         deadline = time.monotonic() + 60
         while len(of_type(log, t.TaskRunFinished)) < 2 and time.monotonic() < deadline:
@@ -170,15 +172,15 @@ def test_the_service_keeps_an_interval_task_on_its_grid(world, monkeypatch):
         service.stop(timeout=60)
     starts = [parse_iso(r.at) for r in log.read_since(0, types=[t.AgentRunStarted], limit=None)][:2]
     assert len(starts) == 2
-    for n, started in enumerate(starts):
-        assert 0 <= (started - (first_due + timedelta(seconds=4 * n))).total_seconds() < 1.0
+    for n, started in enumerate(starts):  # on the grid, each within huey's once-a-second look at its schedule
+        assert 0 <= (started - (first_due + timedelta(seconds=4 * n))).total_seconds() < 2.0
 
 
 def test_a_task_missed_while_the_service_was_down_runs_once_after_the_restart(world):
     settings, log = world
     schedule(log, "nightly", kind="cron", value="0 3 * * *",
              next_run=to_iso(datetime.now(timezone.utc) - timedelta(days=2)))  # two nights missed
-    with RouterProcess(settings, worker=True).wait_ready() as service:
+    with RouterProcess(settings, worker=True).wait_ready(timeout=60, worker_too=True) as service:
         deadline = time.monotonic() + 60
         while not of_type(log, t.TaskRunFinished) and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -187,3 +189,33 @@ def test_a_task_missed_while_the_service_was_down_runs_once_after_the_restart(wo
     assert len(of_type(log, t.TaskRunFinished)) == 1
     next_run = parse_iso(log.query("SELECT next_run FROM tasks WHERE id = 'nightly'")[0][0])
     assert next_run > datetime.now(timezone.utc) and (next_run.hour, next_run.minute) == (3, 0)
+
+
+def test_a_task_that_finds_its_group_busy_runs_when_that_run_ends_without_polling(world, monkeypatch):
+    """The task asks the idle agent to finish and leaves; the run's end asks for the task, before messages."""
+    import threading
+
+    from jobs.message_run import MessageRun
+    from tests.test_preemption import say
+    from rules.allowlist import AllowlistFile
+    from router.inbound import Inbound
+
+    settings, log = world
+    monkeypatch.setenv("IDLE_TIMEOUT", "60000")  # only the task's close request ends this run quickly
+    settings = load_settings()
+    say(Inbound(log, AllowlistFile(settings.sender_allowlist_path)), "a message", 900)
+    message_run = threading.Thread(target=MessageRun(settings, log).run, args=("main",))
+    message_run.start()
+    deadline = time.monotonic() + 60
+    while not of_type(log, t.OutboundQueued) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    schedule(log, "t1", prompt="the task")
+    started = time.monotonic()
+    assert TaskRun(settings, log).run("t1") == "busy: it runs when the current run ends"
+    message_run.join(60)
+    assert time.monotonic() - started < 30  # closed on request, not at the 60 s idle timeout
+    finished, requested = of_type(log, t.AgentRunFinished), of_type(log, t.TaskRunRequested)
+    assert [f.status for f in finished] == ["ok"]
+    assert [(r.task_id, r.reason) for r in requested] == [("t1", "due")]
+    assert of_type(log, t.AgentRunRequested) == []  # nothing is pending; the task goes first anyway
+    assert TaskRun(settings, log).run("t1") == "success: ok"

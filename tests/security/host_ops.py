@@ -17,14 +17,13 @@ from events import EventLog
 from events import types as t
 from jobs import container_log
 from jobs.cleanup import run_cleanup
-from jobs.containers import request_close
-from jobs.workspace import base_mounts, clear_input, container_user
+from jobs.workspace import base_mounts, container_user
 from base.agent_paths import PathRefused
 from base.config import load_settings
 from rules.groups import register_group
 from rules.refusals import record_refusal, recorder
 from rules.snapshots import write_groups_snapshot, write_tasks_snapshot
-from router.trigger_stage import write_input_file
+from rules.ipc_folder import clear_input, request_close, write_input
 
 
 def _record(settings, folder: str) -> container_log.RunRecord:
@@ -42,7 +41,7 @@ def prepare(settings, log, folder: str, is_main: bool = False) -> dict:
 
 def pipe(settings, log, folder: str, name: str | None = None) -> dict:
     try:
-        return {"file": str(write_input_file(settings, folder, "hello", name))}
+        return {"file": str(write_input(settings, folder, "hello", name))}
     except PathRefused as refused:  # what the trigger stage does with a refused pipe
         record_refusal(log, folder, "pipe messages into the running agent", refused)
         return {"refused": refused.reason}

@@ -9,7 +9,7 @@ import pytest
 
 from events import consumer
 from events import types as t
-from jobs.agent import AgentRun
+from jobs.message_run import MessageRun
 from jobs.runtime import LABEL_GROUP, LABEL_INSTALL
 from base.config import load_settings
 from rules.allowlist import AllowlistFile
@@ -38,7 +38,7 @@ def test_a_refused_pipe_is_answered_by_the_next_run(root, agent_image, monkeypat
     allowlist = AllowlistFile(settings.sender_allowlist_path)
     inbound, stage = Inbound(log, allowlist), TriggerStage(settings, allowlist)
     say(inbound, "first question", 1)
-    first = threading.Thread(target=AgentRun(settings, log).run, args=("main",))
+    first = threading.Thread(target=MessageRun(settings, log).run, args=("main",))
     first.start()
     wait_for(lambda: of_type(log, t.AgentOutput), timeout=90, what="the first answer")
     victim = tmp_path / "victim"
@@ -56,7 +56,7 @@ def test_a_refused_pipe_is_answered_by_the_next_run(root, agent_image, monkeypat
     first.join(60)
     assert [r.reason for r in of_type(log, t.AgentRunRequested)][-1] == "drain"
     monkeypatch.setenv("IDLE_TIMEOUT", "1000")  # the next run may end soon after its answer
-    assert AgentRun(load_settings(), log).run("main") == "success: ok"
+    assert MessageRun(load_settings(), log).run("main") == "success: ok"
     assert "second question" in of_type(log, t.OutboundQueued)[-1].text
     assert {e.operation for e in of_type(log, t.HostPathRefused)} >= {"pipe messages into the running agent",
                                                                       "use the folder"}
