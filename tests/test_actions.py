@@ -270,7 +270,7 @@ def test_update_task_recomputes_next_run(world, settings, change, next_run):
 
 @freeze_time("2026-01-15T10:00:00Z")
 def test_update_of_a_once_tasks_time_moves_its_next_run(world, settings):
-    """Pitfall 52 fixed: v1 left a once task's next_run where it was."""
+    """Moving a once task's time moves its next run too (v1 left next_run where it was)."""
     stage = ActionsStage(settings)
     _, [created] = submit(world, stage, "family", schedule(FAMILY, schedule_type="once",
                                                            schedule_value="2026-03-01T10:00"))

@@ -7,7 +7,7 @@ import pytest
 from rules.prompt import PromptMessage, clean_output, display_time, escape_xml, format_prompt
 
 
-def test_the_worked_example_of_the_spec():
+def test_two_messages_one_replying_to_the_other_make_the_exact_prompt():
     messages = [
         PromptMessage("Alice", "@Andy is 3 < 4?", "2024-01-01T18:30:00.000Z"),
         PromptMessage("Bob", "agreed", "2024-01-01T18:31:00.000Z", reply_to_message_id="42",

@@ -122,7 +122,7 @@ def test_once_naive_time_is_in_the_configured_zone():
 
 
 def test_once_ignores_the_host_process_zone(monkeypatch):
-    """Pitfall 49 fixed: only the configured (or task) zone matters, not the process TZ."""
+    """A naive once time is in the configured (or the task's) zone, never the process's TZ."""
     monkeypatch.setenv("TZ", "America/Los_Angeles")
     time.tzset()
     try:
