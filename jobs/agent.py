@@ -21,6 +21,7 @@ from loguru import logger
 
 from events import EventLog, Transaction
 from events import types as t
+from events.queries import Group, cursor_of, group_busy, group_from_row, pending_messages
 from base.timefmt import iso_now, to_iso
 from jobs.containers import AgentInput, ContainerRunner, RunResult, RunSpec, container_name, request_close
 from jobs.liveness import this_worker
@@ -33,8 +34,7 @@ from base.config import Settings
 from base.faults import fault_point
 from rules.allowlist import AllowlistFile
 from rules.budgets import refuse_if_over
-from rules.groups import Group, group_from_row
-from rules.windows import cursor_of, pending_messages, prompt_for, run_in_progress, window_wakes
+from rules.windows import prompt_for, window_wakes
 from rules.egress import policy_of
 from rules.failures import Kind, classify, retryable
 from rules.notices import tell_failure
@@ -126,7 +126,7 @@ class AgentRun:
         rows = tx.query("SELECT jid FROM groups WHERE folder = ?", (folder,))
         if not rows:
             return "no such group"
-        if run_in_progress(tx, folder):
+        if group_busy(tx, folder):
             return "busy: the running agent takes these messages"
         due = tx.query("SELECT id FROM tasks WHERE group_folder = ? AND status = 'active' AND next_run <= ? "
                        "ORDER BY next_run", (folder, iso_now()))

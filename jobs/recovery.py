@@ -19,13 +19,13 @@ from loguru import logger
 
 from events import EventLog, Transaction
 from events import types as t
+from events.queries import cursor_of, group_busy, group_from_row, outstanding_request, pending_messages
 from jobs.gateway import sweep_run_dirs
 from jobs.liveness import is_alive, known_worker, sweep
 from jobs.runtime import remove_orphans
 from base.config import Settings
 from rules.allowlist import AllowlistFile
-from rules.groups import group_from_row
-from rules.windows import cursor_of, outstanding_request, pending_messages, run_in_progress, window_wakes
+from rules.windows import window_wakes
 
 # Run ids of the containers this process is running right now.
 active_runs: set[str] = set()
@@ -120,7 +120,7 @@ def _request_waiting_groups(tx: Transaction, settings: Settings, allowlist: Allo
     count = 0
     for row in tx.query("SELECT * FROM groups"):
         group = group_from_row(row)
-        if run_in_progress(tx, group.folder) or outstanding_request(tx, group.folder) is not None:
+        if group_busy(tx, group.folder) or outstanding_request(tx, group.folder) is not None:
             continue
         pending = pending_messages(tx, group.jid, cursor_of(tx, group.jid), settings.max_messages_per_prompt)
         if window_wakes(pending, is_main=group.is_main, requires_trigger=group.requires_trigger,

@@ -17,6 +17,7 @@ from loguru import logger
 
 from events import EventLog, Transaction
 from events import types as t
+from events.queries import cursor_of, group_busy, group_from_row, pending_messages
 from base.timefmt import iso_now, parse_iso
 from jobs.agent import close_if_stopping, scripted_for
 from jobs.containers import AgentInput, ContainerRunner, RunSpec, container_name, request_close
@@ -30,8 +31,6 @@ from base.faults import fault_point
 from rules.budgets import refuse_if_over
 from rules.failures import classify
 from rules.egress import policy_of
-from rules.groups import group_from_row
-from rules.windows import cursor_of, pending_messages, run_in_progress
 from rules.prompt import clean_output
 from rules.schedule import ScheduleError, next_run_after_run
 from rules.refusals import recorder
@@ -88,7 +87,7 @@ class TaskRun:
         group = group_from_row(group_rows[0])
         if (over := refuse_if_over(tx, self.settings, group, task["chat_jid"])) is not None:
             return over  # still due: the 60 s pass queues it again
-        if run_in_progress(tx, group.folder):
+        if group_busy(tx, group.folder):
             # an idle message agent gives way to the task
             request_close(self.settings, group.folder, recorder(tx, group.folder))
             self._again_soon(task_id)

@@ -21,13 +21,13 @@ from loguru import logger
 from events import Record, Transaction
 from events import types as t
 from events.consumer import Stage
+from events.queries import cursor_of, group_from_row, outstanding_request, pending_messages
 from base.agent_paths import PathRefused, closing_fd, open_under, write_file
 from base.config import Settings
 from base.faults import fault_point
 from rules.allowlist import AllowlistFile
 from rules.budgets import refuse_if_over
-from rules.groups import group_from_row
-from rules.windows import cursor_of, message_wakes, outstanding_request, pending_messages, prompt_for
+from rules.windows import message_wakes, prompt_for
 from rules.refusals import record_refusal
 from rules.triggers import needs_trigger
 
