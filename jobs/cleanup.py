@@ -20,6 +20,7 @@ from pathlib import Path
 from loguru import logger
 
 from events import EventLog
+from events.queries import list_groups, session_ids
 from jobs.container_log import RUNS_DIR
 from base.agent_paths import OnRefused, PathRefused, closing_fd, open_under, remove_entry, warn_refusal
 from base.config import Settings
@@ -118,8 +119,8 @@ def _remove(doomed: Doomed) -> int:
 
 def run_cleanup(settings: Settings, log: EventLog, *, dry_run: bool = False) -> tuple[int, int]:
     """Delete what is old and unused; returns (items, bytes freed)."""
-    active = {row["session_id"] for row in log.query("SELECT session_id FROM sessions")}
-    folders = {row["folder"] for row in log.query("SELECT folder FROM groups")}
+    active = session_ids(log)
+    folders = {group.folder for group in list_groups(log)}
     record = {folder: recorder(log, folder) for folder in folders}
     doomed = candidates(settings, active, time.time(), record)
     freed = 0

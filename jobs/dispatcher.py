@@ -23,9 +23,8 @@ from base.timefmt import iso_now, parse_iso
 from events import EventLog, Record, Transaction
 from events import types as t
 from events.consumer import Stage
+from events.queries import due_tasks, list_groups, outstanding_request, task_by_id
 from jobs.queue import JobQueue
-from jobs.task_run import due_tasks
-from rules.windows import outstanding_request
 
 TASK_EVENTS = (t.TaskScheduled, t.TaskUpdated, t.TaskResumed, t.TaskRunFinished)
 REDISPATCH_S = 60.0
@@ -49,20 +48,20 @@ class DispatcherStage(Stage):
 
     def _queue_task(self, tx: Transaction, task_id: str) -> None:
         """Queue the task's run at its due time, as the projection says it is now."""
-        rows = tx.query("SELECT status, next_run FROM tasks WHERE id = ?", (task_id,))
-        if rows and rows[0]["status"] == "active" and rows[0]["next_run"]:
-            self.queue.enqueue_task(task_id, parse_iso(rows[0]["next_run"]))
+        task = task_by_id(tx, task_id)
+        if task is not None and task["status"] == "active" and task["next_run"]:
+            self.queue.enqueue_task(task_id, parse_iso(task["next_run"]))
 
     def redispatch(self, log: EventLog) -> dict[str, int]:
         """Enqueue again what waits in the log, in case huey lost its job; returns counts."""
         now = iso_now()
         waiting = []
         with log.transaction() as tx:
-            for (folder,) in tx.query("SELECT folder FROM groups"):
-                request = outstanding_request(tx, folder)
+            for group in list_groups(tx):
+                request = outstanding_request(tx, group.folder)
                 if request is not None and (request.event.not_before or "") <= now:
-                    waiting.append(folder)
-        tasks = due_tasks(log)
+                    waiting.append(group.folder)
+            tasks = due_tasks(tx, now)
         for folder in waiting:
             self.queue.enqueue_agent(folder)
         for task_id in tasks:

@@ -18,14 +18,14 @@ from loguru import logger
 from base.timefmt import iso_now, to_iso
 from events import Transaction
 from events import types as t
+from events.queries import due_tasks, group_busy, group_by_folder
 from jobs.run_lifecycle import Claim, Ending, Progress, RunLifecycle
 from jobs.sessions import session_to_resume
 from rules.allowlist import AllowlistFile
 from rules.budgets import refuse_if_over
 from rules.failures import Kind, retryable
-from rules.groups import group_from_row
 from rules.notices import tell_failure
-from rules.windows import pending_window, prompt_for, run_in_progress
+from rules.windows import pending_window, prompt_for
 
 MAX_RETRIES = 5
 BASE_RETRY_S = 5.0
@@ -39,18 +39,16 @@ class MessageRun(RunLifecycle):
         self.allowlist = AllowlistFile(self.settings.sender_allowlist_path)
 
     def claim(self, tx: Transaction, folder: str) -> Claim | str:
-        rows = tx.query("SELECT * FROM groups WHERE folder = ?", (folder,))
-        if not rows:
+        group = group_by_folder(tx, folder)
+        if group is None:
             return "no such group"
-        if run_in_progress(tx, folder):
+        if group_busy(tx, folder):
             return "busy: the running agent takes these messages"
-        due = tx.query("SELECT id FROM tasks WHERE group_folder = ? AND status = 'active' AND next_run <= ? "
-                       "ORDER BY next_run", (folder, iso_now()))
+        due = due_tasks(tx, iso_now(), folder)
         if due:  # tasks first: the task run asks for the messages again when it ends
-            for row in due:
-                tx.append(t.TaskRunRequested(task_id=row["id"], group_folder=folder, reason="before messages"))
+            for task_id in due:
+                tx.append(t.TaskRunRequested(task_id=task_id, group_folder=folder, reason="before messages"))
             return "tasks first"
-        group = group_from_row(rows[0])
         window = pending_window(tx, self.settings, group, self.allowlist.current())
         if not window.records:
             return "nothing pending"

@@ -17,6 +17,7 @@ from loguru import logger
 
 from events import EventLog, Transaction
 from events import types as t
+from events.queries import group_busy, list_groups, outstanding_request, running_runs
 from jobs.gateway import sweep_run_dirs
 from jobs.liveness import is_alive, known_worker, sweep
 from jobs.run_lifecycle import finish_interrupted
@@ -24,14 +25,13 @@ from jobs.run_state import RUNS
 from jobs.runtime import remove_orphans
 from base.config import Settings
 from rules.allowlist import AllowlistFile
-from rules.groups import group_from_row
-from rules.windows import outstanding_request, pending_window, run_in_progress
+from rules.windows import pending_window
 
 
 def live_runs(settings: Settings, log: EventLog | Transaction) -> set[str]:
     """Run ids that are really running: this process's own, and those of live workers."""
     mine = RUNS.mine()
-    running = log.query("SELECT run_id, worker FROM runs WHERE state = 'running'")
+    running = running_runs(log)
     alive = {worker: is_alive(settings, worker) for worker in {row["worker"] for row in running}}
     me = known_worker(settings)
     return mine | {row["run_id"] for row in running if row["worker"] != me and alive[row["worker"]]}
@@ -46,7 +46,7 @@ def reconcile(settings: Settings, log: EventLog) -> dict[str, int]:
     with log.transaction() as tx:
         # read inside the write transaction: a job registers its run before it commits AgentRunStarted
         alive = live_runs(settings, tx)
-        dead = [r for r in tx.query("SELECT * FROM runs WHERE state = 'running'") if r["run_id"] not in alive]
+        dead = [r for r in running_runs(tx) if r["run_id"] not in alive]
         for run in dead:
             finish_interrupted(tx, run)
         requested = _request_waiting_groups(tx, settings, allowlist)
@@ -59,9 +59,8 @@ def reconcile(settings: Settings, log: EventLog) -> dict[str, int]:
 def _request_waiting_groups(tx: Transaction, settings: Settings, allowlist: AllowlistFile) -> int:
     """A request for each group whose pending window wakes its agent and that nobody works on or waits for."""
     count = 0
-    for row in tx.query("SELECT * FROM groups"):
-        group = group_from_row(row)
-        if run_in_progress(tx, group.folder) or outstanding_request(tx, group.folder) is not None:
+    for group in list_groups(tx):
+        if group_busy(tx, group.folder) or outstanding_request(tx, group.folder) is not None:
             continue
         if pending_window(tx, settings, group, allowlist.current()).wakes:
             tx.append(t.AgentRunRequested(folder=group.folder, chat_jid=group.jid, reason="recovery"))

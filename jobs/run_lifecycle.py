@@ -24,6 +24,7 @@ from base.config import Settings
 from base.faults import fault_point
 from events import EventLog, Transaction
 from events import types as t
+from events.queries import Group, cursor_of, due_tasks, pending_messages, replies_queued_by_run
 from base.timefmt import iso_now
 from jobs.containers import AgentInput, ContainerRunner, RunResult, RunSpec, container_name
 from jobs.liveness import this_worker
@@ -32,13 +33,11 @@ from jobs.run_state import RUNS, WorkerRuns
 from jobs.workspace import Mount
 from rules.egress import policy_of
 from rules.failures import Kind, classify
-from rules.groups import Group
 from rules.ipc_folder import clear_input, request_close
 from rules.mounts import AllowlistLoader, validate_mounts
 from rules.prompt import clean_output
 from rules.refusals import recorder
 from rules.snapshots import write_groups_snapshot, write_tasks_snapshot
-from rules.windows import cursor_of, pending_messages
 
 UNRECORDED = "an agent output could not be recorded"  # rules/failures.py calls this kind `storage`
 
@@ -237,18 +236,17 @@ class RunLifecycle:
 
 def request_what_waits(tx: Transaction, group: Group) -> None:
     """After a run: the group's due tasks first, else its pending messages, as request events."""
-    due = tx.query("SELECT id FROM tasks WHERE group_folder = ? AND status = 'active' AND next_run <= ? "
-                   "ORDER BY next_run", (group.folder, iso_now()))
+    due = due_tasks(tx, iso_now(), group.folder)
     if due:
-        for row in due:
-            tx.append(t.TaskRunRequested(task_id=row["id"], group_folder=group.folder, reason="due"))
+        for task_id in due:
+            tx.append(t.TaskRunRequested(task_id=task_id, group_folder=group.folder, reason="due"))
     elif pending_messages(tx, group.jid, cursor_of(tx, group.jid), 1):
         tx.append(t.AgentRunRequested(folder=group.folder, chat_jid=group.jid, reason="drain"))
 
 
 def finish_interrupted(tx: Transaction, run) -> None:
     """A run whose worker died (a `runs` row): its end, rolling back only past what it answered."""
-    sent = tx.query("SELECT count(*) FROM outbound WHERE run_id = ?", (run["run_id"],))[0][0]
+    sent = replies_queued_by_run(tx, run["run_id"])
     rollback = run["from_seq"]
     if run["task_id"] is not None:
         rollback = None  # a task run was handed no messages

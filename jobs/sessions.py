@@ -15,6 +15,7 @@ from loguru import logger
 
 from events import Transaction
 from events import types as t
+from events.queries import session_of
 
 SCRIPTED_PREFIX = "scripted-"
 
@@ -33,10 +34,9 @@ def unusable_reason(provider: str, session_id: str) -> str | None:
 
 def session_to_resume(tx: Transaction, folder: str, provider: str) -> str | None:
     """The group's saved session if `provider` can resume it; an unusable one is cleared here, once."""
-    rows = tx.query("SELECT session_id FROM sessions WHERE folder = ?", (folder,))
-    if not rows:
+    session_id = session_of(tx, folder)
+    if session_id is None:
         return None
-    session_id = rows[0][0]
     reason = unusable_reason(provider, session_id)
     if reason is None:
         return session_id

@@ -19,15 +19,14 @@ from loguru import logger
 from base.timefmt import iso_now
 from events import Transaction
 from events import types as t
+from events.queries import cursor_of, group_busy, group_by_folder, task_by_id
 from jobs.containers import AgentInput
 from jobs.run_lifecycle import Claim, Ending, Progress, RunLifecycle
 from jobs.sessions import session_to_resume
 from rules.budgets import refuse_if_over
-from rules.groups import group_from_row
 from rules.ipc_folder import request_close
 from rules.refusals import recorder
 from rules.schedule import ScheduleError, next_run_after_run
-from rules.windows import cursor_of, run_in_progress
 
 TASK_CLOSE_AFTER_MS = 10_000
 SUMMARY_CHARS = 200
@@ -43,23 +42,22 @@ class TaskRun(RunLifecycle):
     stopping_note = "the worker is stopping: the 60 s pass queues it again"
 
     def claim(self, tx: Transaction, task_id: str) -> Claim | str:
-        rows = tx.query("SELECT * FROM tasks WHERE id = ?", (task_id,))
-        if not rows or rows[0]["status"] != "active":
+        row = task_by_id(tx, task_id)
+        if row is None or row["status"] != "active":
             return "not active"
-        task = dict(rows[0])
+        task = dict(row)
         if task["next_run"] is None or task["next_run"] > iso_now():
             return "not due"
-        group_rows = tx.query("SELECT * FROM groups WHERE folder = ?", (task["group_folder"],))
-        if not group_rows:
+        group = group_by_folder(tx, task["group_folder"])
+        if group is None:
             tx.append(t.TaskRunFinished(task_id=task_id, group_folder=task["group_folder"], status="error",
                                         error=f"Group not found: {task['group_folder']}",
                                         next_run=task["next_run"]))
             tx.append(t.TaskPaused(task_id=task_id, group_folder=task["group_folder"], by="scheduler"))
             return "group not found: task paused"
-        group = group_from_row(group_rows[0])
         if (over := refuse_if_over(tx, self.settings, group, task["chat_jid"])) is not None:
             return over  # still due: the 60 s pass queues it again
-        if run_in_progress(tx, group.folder):
+        if group_busy(tx, group.folder):
             # an idle message agent gives way to the task; the running run's end asks for it
             request_close(self.settings, group.folder, recorder(tx, group.folder))
             return "busy: it runs when the current run ends"
@@ -98,9 +96,3 @@ class TaskRun(RunLifecycle):
                     "error: " + ending.error if ending.error else "ok", upcoming or "never")
         return True
 
-
-def due_tasks(log) -> list[str]:
-    """Active tasks whose time has come (for the dispatcher's 60 s pass)."""
-    rows = log.query("SELECT id FROM tasks WHERE status = 'active' AND next_run IS NOT NULL AND next_run <= ? "
-                     "ORDER BY next_run", (iso_now(),))
-    return [row["id"] for row in rows]

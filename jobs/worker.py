@@ -19,6 +19,7 @@ from loguru import logger
 
 from events import types as t
 from events.health import RECOVERY_HINT, log_problem
+from events.queries import running_runs
 from base.config import Settings
 from events import EventLog
 from jobs.liveness import release_worker, this_worker
@@ -75,8 +76,7 @@ class _Consumer(Consumer):
 
     def _folders_of(self, run_ids: set[str]) -> set[str]:
         """The groups of this worker's own runs: other workers' agents are theirs to close."""
-        rows = self.log.query("SELECT run_id, folder FROM runs WHERE state = 'running'")
-        return {row["folder"] for row in rows if row["run_id"] in run_ids}
+        return {row["folder"] for row in running_runs(self.log) if row["run_id"] in run_ids}
 
 
 def preempt_idle(settings: Settings, log: EventLog, pending: int) -> str | None:

@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 
 from events import EventLog
+from events.queries import find_group, main_group
 from base.config import Settings
 from router.channels.local import jid_name, socket_path
 from router.channels.local_client import ChatClientError, LocalChatClient
-from rules.groups import find_group
 
 QUIET_AFTER_REPLY_S = 2.0
 DEFAULT_WAIT_S = 300.0
@@ -32,7 +32,7 @@ def resolve_jid(settings: Settings, group: str | None, jid: str | None) -> str:
             if found is None:
                 raise ChatClientError(f"no registered group {group!r}; see 'nanoclaw groups list'")
         else:
-            found = next((g for g in _groups(log) if g.is_main), None)
+            found = main_group(log)
             if found is None:
                 raise ChatClientError("no main group yet: nanoclaw groups add local:me --name Me --folder main --main")
     finally:
@@ -41,12 +41,6 @@ def resolve_jid(settings: Settings, group: str | None, jid: str | None) -> str:
         raise ChatClientError(f"group {found.folder!r} is {found.jid}, not a local chat; "
                               "register a local one with 'nanoclaw groups add local:NAME ...'")
     return found.jid
-
-
-def _groups(log: EventLog):
-    from rules.groups import list_groups
-
-    return list_groups(log)
 
 
 def one_shot(client: LocalChatClient, text: str, wait_s: float, out=sys.stdout) -> int:

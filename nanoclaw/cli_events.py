@@ -18,10 +18,10 @@ import msgspec
 
 from events import EventLog, Record, replay
 from events import types as t
+from events.queries import find_group, first_seq_at_or_after
 from base.timefmt import to_iso
 from nanoclaw import show
 from base.config import Settings
-from rules.groups import find_group
 
 DEFAULT_LIMIT = 20
 _RELATIVE = re.compile(r"^(\d+)\s*([smhd])$")
@@ -87,8 +87,7 @@ def select_records(log: EventLog, settings: Settings, args: argparse.Namespace) 
     after = args.after_seq
     if args.since:
         since = parse_since(args.since, settings.timezone)
-        row = log.query("SELECT min(seq) FROM events WHERE at >= ?", (since,))[0]
-        after = max(after or 0, (row[0] or log.last_seq() + 1) - 1)
+        after = max(after or 0, (first_seq_at_or_after(log, since) or log.last_seq() + 1) - 1)
     if after is not None:
         return log.read_since(after, limit=args.limit, **filters), filters
     newest = _newest(log, args.limit, filters)

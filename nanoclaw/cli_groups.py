@@ -7,13 +7,14 @@ import sys
 
 from events import EventLog
 from events import types as t
+from events import queries
 from nanoclaw import show
 from base.config import Settings
 from rules import groups
 from rules.egress import DEFAULT_EGRESS, parse_policy, policy_of
 
 
-def egress_of(group: groups.Group) -> str:
+def egress_of(group: queries.Group) -> str:
     return policy_of(group.container_config)
 
 
@@ -39,7 +40,7 @@ def cmd_add(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
     log = EventLog(settings.db_path, sync=settings.event_log_sync)
     try:
-        found = groups.list_groups(log)
+        found = queries.list_groups(log)
     finally:
         log.close()
     if args.json:
@@ -75,7 +76,7 @@ def cmd_set(settings: Settings, args: argparse.Namespace) -> int:
 
     log = EventLog(settings.db_path, sync=settings.event_log_sync)
     try:
-        current = groups.find_group(log, args.group)
+        current = queries.find_group(log, args.group)
         if current is None:
             raise groups.GroupError(f"no registered group has the JID or folder {args.group!r}")
         config = current.container_config or t.ContainerConfig()
@@ -118,7 +119,7 @@ def cmd_set(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _as_dict(group: groups.Group) -> dict:
+def _as_dict(group: queries.Group) -> dict:
     return {
         "jid": group.jid, "name": group.name, "folder": group.folder, "trigger": group.trigger,
         "requires_trigger": group.requires_trigger, "is_main": group.is_main,

@@ -10,6 +10,7 @@ import argparse
 
 from events import EventLog
 from events import types as t
+from events.queries import task_by_id, tasks_soonest_first
 from nanoclaw import show
 from base.config import Settings
 from rules.groups import GroupError
@@ -22,20 +23,19 @@ def change_task(log: EventLog, action: str, task_id: str) -> str:
     """Pause, resume or cancel a task; returns its group folder."""
     event_type, allowed = CHANGES[action]
     with log.transaction() as tx:
-        rows = tx.query("SELECT group_folder, status FROM tasks WHERE id = ?", (task_id,))
-        if not rows:
+        task = task_by_id(tx, task_id)
+        if task is None:
             raise GroupError(f"no task {task_id!r}; see 'nanoclaw tasks list'")
-        if rows[0]["status"] not in allowed:
-            raise GroupError(f"task {task_id} is {rows[0]['status']}; cannot {action} it")
-        tx.append(event_type(task_id=task_id, group_folder=rows[0]["group_folder"], by="cli"))
-    return rows[0]["group_folder"]
+        if task["status"] not in allowed:
+            raise GroupError(f"task {task_id} is {task['status']}; cannot {action} it")
+        tx.append(event_type(task_id=task_id, group_folder=task["group_folder"], by="cli"))
+    return task["group_folder"]
 
 
 def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
     log = EventLog(settings.db_path, sync=settings.event_log_sync)
     try:
-        sql = "SELECT * FROM tasks" + (" WHERE group_folder = ?" if args.group else "") + " ORDER BY next_run"
-        rows = log.query(sql, (args.group,) if args.group else ())
+        rows = tasks_soonest_first(log, args.group or None)
     finally:
         log.close()
     if args.json:

@@ -18,6 +18,7 @@ import msgspec
 
 from events import EventDecodeError, EventLog, replay
 from events.health import RECOVERY_HINT, log_problem
+from events.queries import list_groups
 from jobs import image
 from jobs.credentials import MISSING_HELP, credentials_source, upstream_auth, upstream_url
 from rules.mounts import MountAllowlist
@@ -131,10 +132,8 @@ def check_chat_socket(settings: Settings) -> Check:
 
 def check_egress(log: EventLog | None) -> Check:
     from rules.egress import DEFAULT_EGRESS, policy_of
-    from rules.groups import group_from_row
-
-    rows = log.query("SELECT * FROM groups ORDER BY folder") if log else []
-    policies = [f"{row['folder']} {policy_of(group_from_row(row).container_config)}" for row in rows]
+    groups = sorted(list_groups(log), key=lambda group: group.folder) if log else []
+    policies = [f"{group.folder} {policy_of(group.container_config)}" for group in groups]
     return Check(name="egress", level="ok",
                  detail=(", ".join(policies) or "no groups yet") + f" (default {DEFAULT_EGRESS}; loopback, "
                         "private and link-local addresses are never reached)")
@@ -148,10 +147,10 @@ def check_channels(settings: Settings, log: EventLog | None) -> Check:
     missing = [k for n in installed for k in registry.credentials_of(n) if not settings.secret(k)]
     detail = "ready: " + (", ".join(ready) or "none") + (f"; not set: {', '.join(missing)}" if missing else "")
     unreachable = []
-    for row in log.query("SELECT jid, folder FROM groups") if log else []:
-        channel = registry.channel_for_jid(row["jid"])
+    for group in list_groups(log) if log else []:
+        channel = registry.channel_for_jid(group.jid)
         if channel not in ready:
-            unreachable.append((row["folder"], row["jid"], channel))
+            unreachable.append((group.folder, group.jid, channel))
     if not ready:
         return Check(name="channels", level="fail", detail=detail, fix="set a channel's credentials in .env")
     if unreachable:

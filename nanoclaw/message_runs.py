@@ -14,8 +14,8 @@ import msgspec
 
 from events import EventLog, Record
 from events import types as t
+from events.queries import is_conversation, outbound_by_id
 from jobs.message_run import MAX_RETRIES
-from rules.windows import is_conversation
 
 EXCERPT_CHARS = 200
 SCAN_PAGE = 1000
@@ -231,9 +231,7 @@ class RunTracer:
 def reply_of(log: EventLog, record: Record) -> Reply:
     """A queued reply and what delivery did with it, from the `outbound` projection."""
     ev: t.OutboundQueued = record.event  # type: ignore[assignment]
-    rows = log.query("SELECT state, attempts, reason, done_at FROM outbound WHERE outbound_id = ?",
-                     (ev.outbound_id,))
-    row = rows[0] if rows else {"state": "queued", "attempts": 0, "reason": None, "done_at": None}
+    row = outbound_by_id(log, ev.outbound_id) or {"state": "queued", "attempts": 0, "reason": None, "done_at": None}
     return Reply(outbound_id=ev.outbound_id, queued_seq=record.seq, queued_at=record.at, state=row["state"],
                  attempts=row["attempts"], text=excerpt(ev.text), done_at=row["done_at"], reason=row["reason"])
 

@@ -20,6 +20,7 @@ from requests.exceptions import RequestException
 
 from events import EventLog
 from events import types as t
+from events.queries import list_groups, running_runs, upcoming_tasks
 from base.timefmt import iso_now, parse_iso
 from jobs.credentials import upstream_auth, upstream_url
 from jobs.gateway import runs_dir
@@ -28,7 +29,6 @@ from base.config import QUEUE_NAME, Settings
 from rules.prices import PriceTable
 from rules.usage import Spend, spend
 from rules.egress import DEFAULT_EGRESS, policy_of
-from rules.groups import group_from_row
 from router.heartbeat import HEARTBEAT_INTERVAL_S, read_beat, status_path
 
 STALE_BEAT_S = max(30.0, 10 * HEARTBEAT_INTERVAL_S)
@@ -166,14 +166,14 @@ def service_info(settings: Settings, now: float | None = None) -> ServiceInfo:
 def groups_info(log: EventLog) -> list[GroupInfo]:
     """Every registered group with its newest event, most recently active first."""
     groups = []
-    for row in log.query("SELECT * FROM groups"):
-        newest = [r for stream in (row["jid"], row["folder"])
+    for group in list_groups(log):
+        newest = [r for stream in (group.jid, group.folder)
                   for r in log.read_since(0, streams=[stream], limit=1, newest=True)]
         last = max(newest, key=lambda r: r.seq, default=None)
-        groups.append(GroupInfo(folder=row["folder"], name=row["name"], jid=row["jid"], is_main=bool(row["is_main"]),
+        groups.append(GroupInfo(folder=group.folder, name=group.name, jid=group.jid, is_main=group.is_main,
                                 last_activity_at=last.at if last else None, last_activity=last.type if last else None,
                                 last_activity_seq=last.seq if last else None,
-                                egress=policy_of(group_from_row(row).container_config)))
+                                egress=policy_of(group.container_config)))
     groups.sort(key=lambda g: (-(g.last_activity_seq or 0), g.folder))
     return groups
 
@@ -246,8 +246,7 @@ def recent_errors(log: EventLog, count: int = SHOW_ERRORS) -> list[ErrorInfo]:
 
 
 def next_tasks(log: EventLog, count: int = SHOW_TASKS) -> list[TaskInfo]:
-    rows = log.query("SELECT id, group_folder, schedule_type, schedule_value, next_run, prompt FROM tasks"
-                     " WHERE status = 'active' AND next_run IS NOT NULL ORDER BY next_run LIMIT ?", (count,))
+    rows = upcoming_tasks(log, count)
     return [TaskInfo(id=r["id"], group_folder=r["group_folder"], schedule=f"{r['schedule_type']} {r['schedule_value']}",
                      next_run=r["next_run"], prompt=r["prompt"]) for r in rows]
 
@@ -283,8 +282,7 @@ def docker_containers(settings: Settings) -> tuple[DockerInfo, list[dict] | None
 
 def containers_info(log: EventLog, listed: list[dict] | None, now: float) -> list[ContainerInfo]:
     """Running runs from the log, matched with Docker's containers by run label."""
-    runs = log.query("SELECT run_id, folder, container, started_seq, started_at FROM runs WHERE state = 'running'"
-                     " ORDER BY started_seq")
+    runs = running_runs(log)
     by_run = {(c.get("Labels") or {}).get(LABEL_RUN): c for c in listed or []}
     result = []
     for run in runs:

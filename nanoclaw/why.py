@@ -14,12 +14,13 @@ import msgspec
 
 from events import EventLog, Record
 from events import types as t
+from events.queries import group_busy, is_conversation, outstanding_request
 from base.timefmt import iso_now, parse_iso
 from jobs.message_run import MAX_RETRIES
 from base.config import Settings
 from nanoclaw.message_runs import Reply, Run, RunTracer, Tokens, conversation, excerpt, run_events
 from rules.allowlist import Allowlist, AllowlistFile
-from rules.windows import is_conversation, message_wakes, outstanding_request, run_in_progress
+from rules.windows import message_wakes
 from rules.triggers import js_trim, matches_trigger, needs_trigger
 
 SHOW_OTHER_MATCHES = 20
@@ -251,7 +252,7 @@ def _answered(replies: list[Reply]) -> tuple[str, bool]:
 
 def _due(log: EventLog, folder: str, now: str) -> str | None:
     """What the group is waiting for: a requested run, a retry at its time, or a run in progress."""
-    request = outstanding_request(log, folder)  # type: ignore[arg-type]
+    request = outstanding_request(log, folder)
     if request is not None:
         ev: t.AgentRunRequested = request.event  # type: ignore[assignment]
         if ev.reason != "retry":
@@ -259,6 +260,6 @@ def _due(log: EventLog, folder: str, now: str) -> str | None:
         if ev.not_before and parse_iso(ev.not_before) > parse_iso(now):
             return f"waiting: retry {ev.attempt} of {MAX_RETRIES} at {ev.not_before}"
         return f"waiting: retry {ev.attempt} of {MAX_RETRIES} was due at {ev.not_before}; no run has taken it yet"
-    if run_in_progress(log, folder):  # type: ignore[arg-type]
+    if group_busy(log, folder):
         return "waiting: another run of the group is in progress; it is handed over when that run ends"
     return None

@@ -21,6 +21,7 @@ from loguru import logger
 from events import Record, Transaction
 from events import types as t
 from events.consumer import Stage
+from events.queries import group_by_jid, main_group, task_by_id
 from base.config import Settings
 from base.faults import fault_point
 from rules.groups import GroupError, group_dir, register_group
@@ -196,7 +197,8 @@ class ActionsStage(Stage):
 
     @staticmethod
     def _is_main(tx: Transaction, folder: str) -> bool:
-        return bool(tx.query("SELECT 1 FROM groups WHERE folder = ? AND is_main = 1", (folder,)))
+        main = main_group(tx)
+        return main is not None and main.folder == folder
 
     @staticmethod
     def _unknown(request: Request, kind_of: object) -> str:
@@ -224,8 +226,8 @@ class ActionsStage(Stage):
             logger.exception("IPC actions: {} failed; the requests themselves are recorded", name)
 
     def _group_folder(self, tx: Transaction, jid: str) -> str | None:
-        rows = tx.query("SELECT folder FROM groups WHERE jid = ?", (jid,))
-        return rows[0]["folder"] if rows else None
+        group = group_by_jid(tx, jid)
+        return group.folder if group else None
 
     # --- messages ----------------------------------------------------------------------
 
@@ -277,21 +279,21 @@ class ActionsStage(Stage):
         if wanted:
             if not TASK_ID_RE.match(wanted):
                 raise Refusal(f"invalid taskId {wanted!r}: letters, digits, '.', '_', ':' or '-', up to 128")
-            if tx.query("SELECT 1 FROM tasks WHERE id = ?", (wanted,)):
+            if task_by_id(tx, wanted) is not None:
                 raise Refusal(f"task {wanted} already exists")
             return wanted
-        while tx.query("SELECT 1 FROM tasks WHERE id = ?", (task_id := new_task_id(),)):
+        while task_by_id(tx, task_id := new_task_id()) is not None:
             pass
         return task_id
 
     def _owned_task(self, request: Request, task_id: str) -> Any:
         """The task row, if it exists and the requester is main or its owner."""
-        rows = request.tx.query("SELECT * FROM tasks WHERE id = ?", (task_id,))
-        if not rows:
+        task = task_by_id(request.tx, task_id)
+        if task is None:
             raise Refusal(f"task {task_id} not found")
-        if not request.is_main and rows[0]["group_folder"] != request.folder:
-            raise Refusal(f"task {task_id} belongs to {rows[0]['group_folder']}, not {request.folder}")
-        return rows[0]
+        if not request.is_main and task["group_folder"] != request.folder:
+            raise Refusal(f"task {task_id} belongs to {task['group_folder']}, not {request.folder}")
+        return task
 
     def _task_state(self, request: Request, event_type: type[t.Event]) -> bool:
         """Pause, resume or cancel (resume keeps next_run: an overdue task runs at once)."""

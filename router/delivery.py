@@ -17,6 +17,7 @@ from loguru import logger
 
 from events import EventLog
 from events import types as t
+from events.queries import chats_with_queued_replies, next_queued_reply
 from base.faults import fault_point
 from router.channels.base import Channel
 from router.channels.registry import owner_of
@@ -53,7 +54,7 @@ class Delivery:
         if version == self._seen_version and not finished:
             return  # nothing queued since the last look, and every sender is still at work
         self._seen_version = version
-        chats = await self.on_db(self._queued_chats)
+        chats = await self.on_db(chats_with_queued_replies, self.log)
         for chat in chats:
             if chat not in self._chats:
                 task = asyncio.create_task(self._deliver_chat(chat), name=f"deliver {chat}")
@@ -65,20 +66,8 @@ class Delivery:
             task.cancel()
         await asyncio.gather(*self._chats.values(), return_exceptions=True)
 
-    def _queued_chats(self) -> list[str]:
-        rows = self.log.query(
-            "SELECT chat_jid, min(queued_seq) AS first FROM outbound WHERE state = 'queued' "
-            "GROUP BY chat_jid ORDER BY first")
-        return [row["chat_jid"] for row in rows]
-
-    def _next_for(self, chat: str):
-        rows = self.log.query(
-            "SELECT outbound_id, text FROM outbound WHERE state = 'queued' AND chat_jid = ? "
-            "ORDER BY queued_seq LIMIT 1", (chat,))
-        return rows[0] if rows else None
-
     async def _deliver_chat(self, chat: str) -> None:
-        while (item := await self.on_db(self._next_for, chat)) is not None:
+        while (item := await self.on_db(next_queued_reply, self.log, chat)) is not None:
             await self._deliver(chat, item["outbound_id"], item["text"])
 
     async def _deliver(self, chat: str, outbound_id: str, text: str) -> None:

@@ -13,6 +13,7 @@ from loguru import logger
 
 from events import EventLog
 from events import types as t
+from events.queries import list_groups
 from base.faults import fault_point
 from rules.allowlist import AllowlistFile
 from router.channels.base import InboundMessage, RegisteredChat
@@ -45,9 +46,7 @@ class GroupDirectory:
         self._checked = now
         signature = self.log.table_version("groups")
         if signature != self._signature:
-            rows = self.log.query("SELECT jid, name, folder, is_main FROM groups")
-            self._chats = {r["jid"]: RegisteredChat(r["jid"], r["name"], r["folder"], bool(r["is_main"]))
-                           for r in rows}
+            self._chats = {g.jid: RegisteredChat(g.jid, g.name, g.folder, g.is_main) for g in list_groups(self.log)}
             self._signature = signature
         return self._chats
 

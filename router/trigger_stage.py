@@ -15,14 +15,14 @@ from loguru import logger
 from events import Record, Transaction
 from events import types as t
 from events.consumer import Stage
+from events.queries import Group, cursor_of, groups_by_jid, message_run_to_pipe_into, outstanding_request, pending_messages
 from base.agent_paths import PathRefused
 from base.config import Settings
 from base.faults import fault_point
 from rules.allowlist import AllowlistFile
 from rules.budgets import refuse_if_over
-from rules.groups import Group, group_from_row
 from rules.ipc_folder import write_input
-from rules.windows import cursor_of, outstanding_request, pending_messages, prompt_for, window_wakes
+from rules.windows import prompt_for, window_wakes
 from rules.refusals import record_refusal
 
 class TriggerStage(Stage):
@@ -36,10 +36,7 @@ class TriggerStage(Stage):
         self.allowlist = allowlist
 
     def handle_batch(self, tx: Transaction, records: list[Record]) -> None:
-        jids = sorted({r.event.chat_jid for r in records})  # type: ignore[attr-defined]
-        marks = ", ".join("?" * len(jids))
-        groups = {row["jid"]: group_from_row(row)
-                  for row in tx.query(f"SELECT * FROM groups WHERE jid IN ({marks})", jids)}
+        groups = groups_by_jid(tx, {r.event.chat_jid for r in records})  # type: ignore[attr-defined]
         rules = self.allowlist.current()
         woken: dict[str, Group] = {}
         for record in records:
@@ -57,13 +54,11 @@ class TriggerStage(Stage):
 
     def _act(self, tx: Transaction, group: Group) -> None:
         jid, folder = group.jid, group.folder
-        running = tx.query(
-            "SELECT run_id FROM runs WHERE folder = ? AND state = 'running' AND task_id IS NULL "
-            "ORDER BY started_seq DESC LIMIT 1", (folder,))
-        if running:
+        run_id = message_run_to_pipe_into(tx, folder)
+        if run_id is not None:
             # a cap is checked at a run's start; follow-ups piped in would keep one run going past it
             if refuse_if_over(tx, self.settings, group) is None:
-                self._pipe(tx, running[0]["run_id"], jid, folder)
+                self._pipe(tx, run_id, jid, folder)
         elif outstanding_request(tx, folder) is None:
             fault_point("triggers-before-request")
             tx.append(t.AgentRunRequested(folder=folder, chat_jid=jid, reason="messages"))

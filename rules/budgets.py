@@ -21,10 +21,10 @@ from loguru import logger
 
 from events import Transaction
 from events import types as t
+from events.queries import Group, usage_since
 from base.config import Settings
 from rules.prices import PriceTable
 from rules.usage import tokens_of
-from rules.groups import Group
 from rules.notices import tell_budget
 
 
@@ -54,9 +54,7 @@ def period_bounds(period: str, now: datetime) -> tuple[str, str]:
 
 
 def spent_usd(tx: Transaction, prices: PriceTable, since_day: str, folder: str | None) -> float:
-    where, params = ("day >= ?", [since_day]) if folder is None else ("day >= ? AND folder = ?", [since_day, folder])
-    rows = tx.query(f"SELECT * FROM usage WHERE {where}", params)
-    return sum(prices.cost_at_most(row["model"], tokens_of(row)) for row in rows)
+    return sum(prices.cost_at_most(row["model"], tokens_of(row)) for row in usage_since(tx, since_day, folder))
 
 
 def reached_cap(tx: Transaction, settings: Settings, group: Group,

@@ -1,4 +1,4 @@
-"""Registered groups: the rules for adding and removing them, and reading them.
+"""Registered groups: the rules for adding, changing and removing them, and their files.
 
 A group is one chat JID with one folder under `groups/`. Registration never
 silently replaces anything: a folder in
@@ -10,13 +10,11 @@ registrations racing cannot both win.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
-
-import msgspec
 
 from events import EventLog
 from events import types as t
+from events.queries import Group, find_group, list_groups
 from events.rules import folder_problem
 from base.agent_paths import OnRefused, PathRefused, closing_fd, create_file, open_under, read_text, warn_refusal
 from base.config import DEFAULT_ASSISTANT_NAME, Settings
@@ -32,18 +30,6 @@ MEMORY_MAX_BYTES = 1 << 20
 
 class GroupError(Exception):
     """A registration request that cannot be carried out, and why."""
-
-
-@dataclass(frozen=True)
-class Group:
-    jid: str
-    name: str
-    folder: str
-    trigger: str
-    requires_trigger: bool
-    is_main: bool
-    container_config: t.ContainerConfig | None
-    added_at: str
 
 
 def validate_folder(folder: str) -> None:
@@ -65,33 +51,6 @@ def group_dir(settings: Settings, folder: str) -> Path:
     if path.parent != base:
         raise GroupError(f"folder {folder!r} resolves outside {base}")
     return path
-
-
-def group_from_row(row) -> Group:
-    """A `groups` projection row as a Group."""
-    config = row["container_config"]
-    return Group(
-        jid=row["jid"],
-        name=row["name"],
-        folder=row["folder"],
-        trigger=row["trigger"],
-        requires_trigger=bool(row["requires_trigger"]),
-        is_main=bool(row["is_main"]),
-        container_config=None if config is None else msgspec.json.decode(config, type=t.ContainerConfig),
-        added_at=row["added_at"],
-    )
-
-
-def list_groups(log: EventLog) -> list[Group]:
-    return [group_from_row(r) for r in log.query("SELECT * FROM groups ORDER BY is_main DESC, folder")]
-
-
-def find_group(log: EventLog, jid_or_folder: str) -> Group | None:
-    rows = log.query(
-        "SELECT * FROM groups WHERE jid = ? OR folder = ? ORDER BY jid = ? DESC LIMIT 1",
-        (jid_or_folder, jid_or_folder, jid_or_folder),
-    )
-    return group_from_row(rows[0]) if rows else None
 
 
 def register_group(
@@ -119,7 +78,7 @@ def register_group(
         is_main=is_main, container_config=container_config, registered_by=by,
     )
     with log.transaction() as tx:
-        _check_conflicts(tx.query("SELECT jid, folder, is_main FROM groups"), event)
+        _check_conflicts(list_groups(tx), event)
         tx.append(event)
 
     def refused(operation: str, problem: PathRefused) -> None:
@@ -132,29 +91,25 @@ def register_group(
     return group
 
 
-def _check_conflicts(rows, new: t.GroupRegistered) -> None:
-    for row in rows:
-        if row["jid"] == new.jid:
-            raise GroupError(f"{new.jid} is already registered (folder {row['folder']!r}); "
+def _check_conflicts(groups: list[Group], new: t.GroupRegistered) -> None:
+    for group in groups:
+        if group.jid == new.jid:
+            raise GroupError(f"{new.jid} is already registered (folder {group.folder!r}); "
                              "remove it first or change it with 'nanoclaw groups set'")
-        if row["folder"] == new.folder:
-            raise GroupError(f"folder {new.folder!r} is already used by {row['jid']}; "
+        if group.folder == new.folder:
+            raise GroupError(f"folder {new.folder!r} is already used by {group.jid}; "
                              "choose another folder")
-        if new.is_main and row["is_main"]:
-            raise GroupError(f"{row['jid']} (folder {row['folder']!r}) is already the main group; "
+        if new.is_main and group.is_main:
+            raise GroupError(f"{group.jid} (folder {group.folder!r}) is already the main group; "
                              "there is exactly one, remove it first")
 
 
 def remove_group(log: EventLog, jid_or_folder: str, *, by: str = "cli") -> Group:
     """Stop serving a group; its folder, memory and history stay on disk."""
     with log.transaction() as tx:
-        rows = tx.query(
-            "SELECT * FROM groups WHERE jid = ? OR folder = ? ORDER BY jid = ? DESC LIMIT 1",
-            (jid_or_folder, jid_or_folder, jid_or_folder),
-        )
-        if not rows:
+        group = find_group(tx, jid_or_folder)
+        if group is None:
             raise GroupError(f"no registered group has the JID or folder {jid_or_folder!r}")
-        group = group_from_row(rows[0])
         tx.append(t.GroupRemoved(jid=group.jid, folder=group.folder, removed_by=by))
     return group
 
@@ -181,13 +136,12 @@ def update_group(
         except ValueError as exc:
             raise GroupError(str(exc)) from exc
     with log.transaction() as tx:
-        rows = tx.query("SELECT * FROM groups WHERE jid = ? OR folder = ? ORDER BY jid = ? DESC LIMIT 1",
-                        (jid_or_folder, jid_or_folder, jid_or_folder))
-        if not rows:
+        current = find_group(tx, jid_or_folder)
+        if current is None:
             raise GroupError(f"no registered group has the JID or folder {jid_or_folder!r}")
-        jid = rows[0]["jid"]
+        jid = current.jid
         if trigger is not t.UNSET:
-            trigger = trigger.strip() or rows[0]["trigger"]
+            trigger = trigger.strip() or current.trigger
         tx.append(t.GroupUpdated(jid=jid, name=name if name is t.UNSET else name.strip(), trigger=trigger,
                                  requires_trigger=requires_trigger, container_config=container_config,
                                  updated_by=by))

@@ -18,10 +18,10 @@ from loguru import logger
 
 from events import Transaction
 from events import types as t
+from events.queries import Group, main_group, notice_queued_since
 from base.timefmt import to_iso
 from base.config import Settings
 from rules.failures import Kind, notice
-from rules.groups import Group
 
 NOTICE_INTERVAL_S = 60
 
@@ -36,11 +36,10 @@ def tell_failure(tx: Transaction, settings: Settings, group: Group, run_id: str,
     limit = first
     _queue(tx, group.jid, f"{run_id}-notice", notice(kind, final=final, retry_in_s=retry_in_s,
                                                      for_main=group.is_main), run_id, limit=limit)
-    if not group.is_main:
-        for row in tx.query("SELECT jid FROM groups WHERE is_main = 1"):
-            _queue(tx, row["jid"], f"{run_id}-notice-main",
-                   notice(kind, final=final, retry_in_s=retry_in_s, for_main=True, folder=group.folder), run_id,
-                   limit=limit)
+    if not group.is_main and (main := main_group(tx)) is not None:
+        _queue(tx, main.jid, f"{run_id}-notice-main",
+               notice(kind, final=final, retry_in_s=retry_in_s, for_main=True, folder=group.folder), run_id,
+               limit=limit)
 
 
 def tell_budget(tx: Transaction, settings: Settings, group: Group, reached: t.BudgetReached, chat_jid: str,
@@ -55,7 +54,7 @@ def tell_budget(tx: Transaction, settings: Settings, group: Group, reached: t.Bu
     setting = "DAILY_BUDGET_USD" if reached.period == "day" else "MONTHLY_BUDGET_USD"
     raise_it = (f" To raise it: nanoclaw groups set {group.folder} {flag} USD" if reached.scope == "group"
                 else f" To raise it: {setting} in .env, then restart")
-    mains = [row["jid"] for row in tx.query("SELECT jid FROM groups WHERE is_main = 1")]
+    mains = [main.jid] if (main := main_group(tx)) is not None else []
     if not settings.failure_notices:
         return
     _queue(tx, chat_jid, f"budget-{seq}", text + (raise_it + "." if chat_jid in mains else ""), None, limit=False)
@@ -69,9 +68,7 @@ def tell_budget(tx: Transaction, settings: Settings, group: Group, reached: t.Bu
 def _queue(tx: Transaction, jid: str, outbound_id: str, text: str, run_id: str | None, *,
            limit: bool = True) -> None:
     since = to_iso(datetime.now(timezone.utc) - timedelta(seconds=NOTICE_INTERVAL_S))
-    recent = limit and tx.query(
-        "SELECT 1 FROM outbound WHERE chat_jid = ? AND origin = 'notice' AND queued_at >= ? LIMIT 1", (jid, since))
-    if recent:
+    if limit and notice_queued_since(tx, jid, since):
         logger.info("{}: a failure notice was sent less than {} s ago; not another", jid, NOTICE_INTERVAL_S)
         return
     tx.append(t.OutboundQueued(outbound_id=outbound_id, chat_jid=jid, text=text, origin="notice", run_id=run_id),

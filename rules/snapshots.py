@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any
 
 from loguru import logger
 
+from events.queries import Reader, group_chats_seen, list_groups, tasks_newest_first
 from base.timefmt import iso_now
 from base.agent_paths import closing_fd, ensure_own_dir, open_under, write_file
 from base.config import Settings
@@ -24,14 +25,6 @@ GROUPS_SNAPSHOT = "available_groups.json"
 GROUP_SYNC_JID = "__group_sync__"
 SNAPSHOT_MODE = 0o644
 SNAPSHOTS_DIR = "snapshots"
-
-_TASK_COLUMNS = "id, group_folder, prompt, script, schedule_type, schedule_value, status, next_run"
-
-
-class Reader(Protocol):
-    """An EventLog or a Transaction: anything that can read the projections."""
-
-    def query(self, sql: str, params: Sequence | dict = ...) -> list: ...
 
 
 def snapshots_dir(settings: Settings, folder: str) -> Path:
@@ -56,10 +49,7 @@ def _write_json(settings: Settings, folder: str, name: str, value: Any) -> Path:
 
 def tasks_for(reader: Reader, folder: str, is_main: bool) -> list[dict[str, Any]]:
     """The task list a group sees, newest first: main all of them, others their own."""
-    where, params = ("", ()) if is_main else ("WHERE group_folder = ?", (folder,))
-    rows = reader.query(
-        f"SELECT {_TASK_COLUMNS} FROM tasks {where} ORDER BY created_at DESC, rowid DESC", params
-    )
+    rows = tasks_newest_first(reader, None if is_main else folder)
     return [
         {
             "id": row["id"],
@@ -79,13 +69,6 @@ def groups_for(reader: Reader, is_main: bool) -> list[dict[str, Any]]:
     """Group chats the channels have seen, newest activity first; only main gets any."""
     if not is_main:
         return []
-    rows = reader.query(
-        """SELECT c.jid, c.name, c.last_message_time,
-                  EXISTS (SELECT 1 FROM groups g WHERE g.jid = c.jid) AS registered
-           FROM chats c WHERE c.is_group = 1 AND c.jid != ?
-           ORDER BY c.last_message_time DESC, c.jid""",
-        (GROUP_SYNC_JID,),
-    )
     return [
         {
             "jid": row["jid"],
@@ -93,7 +76,7 @@ def groups_for(reader: Reader, is_main: bool) -> list[dict[str, Any]]:
             "lastActivity": row["last_message_time"],
             "isRegistered": bool(row["registered"]),
         }
-        for row in rows
+        for row in group_chats_seen(reader, except_jid=GROUP_SYNC_JID)
     ]
 
 
@@ -112,5 +95,5 @@ def write_groups_snapshot(settings: Settings, reader: Reader, folder: str, is_ma
 
 def write_all_tasks_snapshots(settings: Settings, reader: Reader) -> list[Path]:
     """After any task change: rewrite `current_tasks.json` for every registered group."""
-    rows = reader.query("SELECT folder, is_main FROM groups ORDER BY folder")
-    return [write_tasks_snapshot(settings, reader, row["folder"], bool(row["is_main"])) for row in rows]
+    groups = sorted(list_groups(reader), key=lambda group: group.folder)
+    return [write_tasks_snapshot(settings, reader, group.folder, group.is_main) for group in groups]

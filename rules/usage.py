@@ -14,6 +14,7 @@ from typing import Literal
 import msgspec
 
 from events import EventLog
+from events.queries import usage_since
 from rules.prices import PriceTable, Tokens
 
 By = Literal["group", "day", "model"]
@@ -49,10 +50,7 @@ def utc_day(offset_days: int = 0, now: datetime | None = None) -> str:
 
 def usage_by(log: EventLog, prices: PriceTable, by: By, since_day: str, folder: str | None = None) -> list[UsageRow]:
     """Rows of usage from `since_day` (UTC, inclusive), grouped by group, day or model."""
-    where, params = "WHERE day >= ?", [since_day]
-    if folder is not None:
-        where, params = where + " AND folder = ?", [*params, folder]
-    rows = log.query(f"SELECT * FROM usage {where} ORDER BY {COLUMN[by]}, day, folder, model", params)
+    rows = usage_since(log, since_day, folder, first_by=COLUMN[by])
     grouped: dict[str, list] = {}
     for row in rows:
         grouped.setdefault(row[COLUMN[by]] or "(unknown model)", []).append(row)
@@ -80,7 +78,7 @@ def _summed(key: str, rows: list, prices: PriceTable) -> UsageRow:
 def spend(log: EventLog, prices: PriceTable, now: datetime | None = None) -> Spend:
     """Today's and this month's estimated spend (UTC days), for `status`."""
     today = utc_day(now=now)
-    month_rows = log.query("SELECT * FROM usage WHERE day >= ?", (today[:8] + "01",))
+    month_rows = usage_since(log, today[:8] + "01")
     result = Spend(today_usd=0.0, month_usd=0.0, today_tokens=0, month_tokens=0)
     unpriced: set[str] = set()
     for row in month_rows:

@@ -1,8 +1,9 @@
-"""Reading a chat's messages back from the log: the pending window and its prompt.
+"""The rules over a chat's pending window: whether it wakes the agent, and its prompt.
 
 The router (when piping) and the agent-run job (when starting) both hand an
-agent the newest `MAX_MESSAGES_PER_PROMPT` messages after the group's
-cursor; this module is the one definition of that window.
+agent the newest `MAX_MESSAGES_PER_PROMPT` messages after the group's cursor
+(events/queries.py reads them); this module decides whether that window
+holds work for the agent and turns it into the prompt the agent reads.
 """
 
 from __future__ import annotations
@@ -13,44 +14,9 @@ from base.config import Settings
 from events import Record, Transaction
 from events import types as t
 from rules.allowlist import Allowlist
-from rules.groups import Group
+from events.queries import Group, cursor_of, pending_messages
 from rules.prompt import PromptMessage, format_prompt
 from rules.triggers import may_trigger, needs_trigger
-
-
-def is_conversation(event: t.MessageReceived) -> bool:
-    """Messages the agent sees: not the bot's own echoes, not empty."""
-    return not event.is_bot_message and bool(event.content)
-
-
-def pending_messages(reader: Transaction, chat_jid: str, after_seq: int, limit: int) -> list[Record]:
-    """The newest `limit` conversation messages after `after_seq`, oldest first."""
-    found: list[Record] = []
-    before: int | None = None
-    while len(found) < limit:
-        chunk = reader.read_since(after_seq, types=[t.MessageReceived], streams=[chat_jid],
-                                  limit=limit, before_seq=before, newest=True)
-        if not chunk:
-            break
-        found = [r for r in chunk if is_conversation(r.event)] + found
-        before = chunk[0].seq
-        if len(chunk) < limit:
-            break
-    return found[-limit:]
-
-
-def run_in_progress(reader: Transaction, folder: str) -> bool:
-    """True while the group holds its lease: a run started and not finished."""
-    return bool(reader.query("SELECT 1 FROM runs WHERE folder = ? AND state = 'running'", (folder,)))
-
-
-def outstanding_request(reader: Transaction, folder: str) -> Record | None:
-    """The group's newest run request that no run has started since, or None."""
-    last = reader.read_since(0, types=[t.AgentRunRequested], streams=[folder], limit=1, newest=True)
-    if not last:
-        return None
-    started = reader.query("SELECT max(started_seq) FROM runs WHERE folder = ?", (folder,))[0][0] or 0
-    return last[0] if last[0].seq > started else None
 
 
 def message_wakes(event: t.MessageReceived, *, trigger: str, default_trigger: str, rules: Allowlist) -> bool:
@@ -93,12 +59,8 @@ def pending_window(reader: Transaction, settings: Settings, group: Group, rules:
     return Window(cursor, records, window_wakes(records, group, default_trigger=settings.trigger, rules=rules))
 
 
-def cursor_of(reader: Transaction, chat_jid: str) -> int:
-    rows = reader.query("SELECT seq FROM cursors WHERE chat_jid = ?", (chat_jid,))
-    return rows[0][0] if rows else 0
-
-
 def prompt_for(records: list[Record], timezone: str) -> str:
+    """The window as the text the agent reads, times in the owner's `timezone`."""
     messages = []
     for record in records:
         ev: t.MessageReceived = record.event  # type: ignore[assignment]

@@ -13,7 +13,8 @@ from loguru import logger
 from events import consumer
 from events import types as t
 from router.actions import ActionsStage
-from rules.groups import find_group, register_group
+from events.queries import find_group
+from rules.groups import register_group
 from rules.snapshots import snapshots_dir, write_all_tasks_snapshots, write_groups_snapshot, write_tasks_snapshot
 
 MAIN, FAMILY, WORK = "local:me", "tg:fam", "tg:work"

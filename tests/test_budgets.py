@@ -12,7 +12,8 @@ from jobs.message_run import MessageRun
 from nanoclaw import cli
 from base.config import load_settings
 from rules.budgets import period_bounds, reached_cap
-from rules.groups import find_group, update_group
+from events.queries import find_group
+from rules.groups import update_group
 from tests.observe import of_type
 from tests.test_agent_job import say, world  # noqa: F401  (fixtures)
 

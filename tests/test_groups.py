@@ -11,7 +11,8 @@ import pytest
 from events import types as t
 from nanoclaw.cli import main
 from base.config import load_settings
-from rules.groups import GroupError, list_groups, register_group, remove_group, validate_folder
+from events.queries import list_groups
+from rules.groups import GroupError, register_group, remove_group, validate_folder
 
 
 @pytest.mark.parametrize("folder", ["main", "telegram_family", "a", "A-1_b", "x" * 64])

@@ -12,7 +12,7 @@ from events import types as t
 from rules.allowlist import AllowlistFile
 from router.channels.base import InboundMessage
 from rules.groups import register_group
-from rules.windows import cursor_of, pending_messages
+from events.queries import cursor_of, pending_messages
 from router.inbound import Inbound
 from router.trigger_stage import TriggerStage
 
