@@ -22,10 +22,10 @@ from loguru import logger
 from events import EventLog, Transaction
 from events import types as t
 from base.timefmt import iso_now, to_iso
-from jobs.containers import AgentInput, ContainerRunner, RunResult, RunSpec, container_name, request_close
+from jobs.containers import ContainerRunner, RunResult, RunSpec, container_name, request_close
+from jobs.contract import AgentInput, AgentResult
 from jobs.liveness import this_worker
 from rules.mounts import AllowlistLoader, validate_mounts
-from jobs.output_parser import AgentResult
 from jobs.recovery import active_lock, active_runs, stopping, unanswered_from
 from jobs.sessions import session_to_resume
 from jobs.workspace import Mount, clear_input

@@ -19,9 +19,9 @@ from events import EventLog, Transaction
 from events import types as t
 from base.timefmt import iso_now, parse_iso
 from jobs.agent import close_if_stopping, scripted_for
-from jobs.containers import AgentInput, ContainerRunner, RunSpec, container_name, request_close
+from jobs.containers import ContainerRunner, RunSpec, container_name, request_close
+from jobs.contract import AgentInput, AgentResult
 from jobs.liveness import this_worker
-from jobs.output_parser import AgentResult
 from jobs.recovery import active_lock, active_runs, stopping
 from jobs.sessions import session_to_resume
 from jobs.workspace import clear_input
