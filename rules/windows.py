@@ -7,6 +7,8 @@ cursor; this module is the one definition of that window.
 
 from __future__ import annotations
 
+import msgspec
+
 from events import Record, Transaction
 from events import types as t
 from rules.allowlist import Allowlist
@@ -73,13 +75,5 @@ def cursor_of(reader: Transaction, chat_jid: str) -> int:
 
 
 def prompt_for(records: list[Record], timezone: str) -> str:
-    messages = []
-    for record in records:
-        ev: t.MessageReceived = record.event  # type: ignore[assignment]
-        messages.append(PromptMessage(
-            sender_name=ev.sender_name, content=ev.content, timestamp=ev.timestamp,
-            reply_to_message_id=ev.reply_to_message_id,
-            reply_to_message_content=ev.reply_to_message_content,
-            reply_to_sender_name=ev.reply_to_sender_name,
-        ))
+    messages = [msgspec.convert(record.event, PromptMessage, from_attributes=True) for record in records]
     return format_prompt(messages, timezone)
