@@ -176,6 +176,12 @@ def test_every_field_a_channel_reports_is_recorded_with_the_channels_name(world,
     assert {name: getattr(event, name) for name in message.__struct_fields__} == msgspec.structs.asdict(message)
 
 
+def test_a_channels_message_has_the_fields_of_the_event_but_the_channel():
+    event = {f.name: f for f in msgspec.structs.fields(t.MessageReceived) if f.name != "channel"}
+    reported = {f.name: f for f in msgspec.structs.fields(InboundMessage)}
+    assert reported == event
+
+
 def test_chat_metadata_is_recorded_when_it_changes_only(world, log):
     inbound, _ = world
     for name in ("Family", "Family", "Family & friends"):
