@@ -25,6 +25,8 @@ DEFAULT_IDLE_TIMEOUT_MS = 1_800_000
 DEFAULT_CONTAINER_MAX_OUTPUT_BYTES = 10 * 1024 * 1024
 DEFAULT_MAX_MESSAGES_PER_PROMPT = 10
 DEFAULT_MAX_CONCURRENT_CONTAINERS = 5
+MIN_TIMEOUT_MS = 1_000  # a container timeout (the configured ones, or a group's own): one second ...
+MAX_TIMEOUT_MS = 7 * 86_400_000  # ... to seven days
 LOCAL_CHAT_SOCKET_NAME = "local-chat.sock"
 UNIX_SOCKET_PATH_MAX_BYTES = 107  # the kernel's sun_path holds 108 bytes, the last one a NUL
 INSTALL_KEY_HEX_CHARS = 12  # of sha256(install root): tells two installs' sockets apart
@@ -266,7 +268,6 @@ class Settings:
     root: Path
     home: Path
     assistant_name: str = DEFAULT_ASSISTANT_NAME
-    assistant_has_own_number: bool = False
     failure_notices: bool = True
     model_api_silence_s: int = 300            # the gateway gives up on a model answer silent this long
     daily_budget_usd: float | None = None      # every group together, per UTC day
@@ -372,16 +373,15 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     source = _Source(env, read_dotenv(root / ".env"))
     home = Path(env.get("HOME") or Path.home()).expanduser()
     container_timeout = source.integer(
-        "CONTAINER_TIMEOUT", DEFAULT_CONTAINER_TIMEOUT_MS, 1_000, 7 * 86_400_000, "milliseconds"
+        "CONTAINER_TIMEOUT", DEFAULT_CONTAINER_TIMEOUT_MS, MIN_TIMEOUT_MS, MAX_TIMEOUT_MS, "milliseconds"
     )
     idle_timeout = source.integer(
-        "IDLE_TIMEOUT", DEFAULT_IDLE_TIMEOUT_MS, 1_000, 7 * 86_400_000, "milliseconds"
+        "IDLE_TIMEOUT", DEFAULT_IDLE_TIMEOUT_MS, MIN_TIMEOUT_MS, MAX_TIMEOUT_MS, "milliseconds"
     )
     settings = Settings(
         root=root,
         home=home,
         assistant_name=_assistant_name(source),
-        assistant_has_own_number=(source.get("ASSISTANT_HAS_OWN_NUMBER") or "") == "true",
         failure_notices=source.choice("FAILURE_NOTICES", "on", ("on", "off")) == "on",
         model_api_silence_s=source.integer("MODEL_API_SILENCE_TIMEOUT", 300, 1, 3600, "seconds"),
         daily_budget_usd=source.dollars("DAILY_BUDGET_USD"),

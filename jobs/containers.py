@@ -31,7 +31,7 @@ from base.timefmt import iso_now
 from events.types import Event
 from jobs import container_log
 from jobs.gateway import CONTAINER_DIR, Gateway, RunAccess, container_environment
-from jobs.output_parser import AgentResult, OutputParser
+from jobs.contract import AgentInput, AgentResult, OutputParser
 from jobs.runtime import LABEL_GROUP, LABEL_INSTALL, LABEL_RUN, client
 from jobs.workspace import CONTAINER_HOME, Mount, base_mounts, container_user
 from base.agent_paths import OnRefused, PathRefused, warn_refusal
@@ -46,24 +46,6 @@ STDERR_TAIL_CHARS = 200
 PIDS_LIMIT = 512
 MEMORY_LIMIT = "2g"
 STOP_GRACE_S = 1
-
-
-class AgentInput(msgspec.Struct, kw_only=True):
-    """The one JSON document the agent runner reads on stdin."""
-
-    prompt: str
-    groupFolder: str
-    chatJid: str
-    isMain: bool
-    assistantName: str
-    sessionId: str | None = None
-    isScheduledTask: bool = False
-    script: str | None = None
-    provider: str = "claude"
-    scripted: dict | None = None
-    gateway: dict | None = None            # filled in by the runner once the run's gateway is open
-    timezone: str = "UTC"
-    verbose: bool = False
 
 
 @dataclass

@@ -1,16 +1,14 @@
-"""Building and checking the agent image (`agent-container/Dockerfile`).
+"""Building and checking the agent image (`agent-container/Dockerfile`) on Docker or Podman.
 
-The image build may have no PyPI, so the Claude Agent SDK and its
-dependencies are downloaded on the host first (`prepare_wheels`) and copied
-into the build context. The build uses the docker SDK's low-level API to
-stream progress; `check_image` runs the runner once in a locked-down
-container to prove the image works before anyone relies on it.
+The build may have no PyPI, so the SDK's wheels are downloaded on the host
+first (`prepare_wheels`) and copied into the context; progress streams from
+the docker SDK's low-level API. `check_image` runs the runner once, locked
+down, to prove the image works. Without settings, the engine is Docker.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import platform
 import socket
 import subprocess
@@ -22,11 +20,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 import docker
+import msgspec
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from loguru import logger
 from requests.exceptions import RequestException
 
-from base.config import DEFAULT_CONTAINER_IMAGE, load_settings
+from base.config import DEFAULT_CONTAINER_IMAGE, Settings, load_settings
+from jobs import runtime
+from jobs.contract import AgentInput, OutputParser
 
 CLAUDE_AGENT_SDK_VERSION = "0.2.189"
 PYTHON_VERSION = "3.11"  # bookworm's python3, which runs the wheels in the image
@@ -37,31 +38,25 @@ CONTEXT_DIR = Path(__file__).resolve().parent.parent / "agent-container"
 BUILD_TIMEOUT_S = 3600
 CHECK_TIMEOUT_S = 120
 SOURCE_LABEL = "nanoclaw.agent-source"
-OUTPUT_START = "---NANOCLAW_OUTPUT_START---"
-OUTPUT_END = "---NANOCLAW_OUTPUT_END---"
+DOCKER_DOWN = "Docker is not running: start it with 'sudo systemctl start docker' (or scripts/install.sh)"
 # Newest first: pip prefers the first platform a wheel matches.
 _MANYLINUX = ("manylinux_2_28", "manylinux_2_17", "manylinux2014")
-
-
-class DockerDown(Exception):
-    """The Docker engine does not answer."""
-
-    def __init__(self, detail: str = "") -> None:
-        message = "Docker is not running: start it with 'sudo systemctl start docker' (or scripts/install.sh)"
-        super().__init__(f"{message} ({detail})" if detail else message)
 
 
 class ImageBuildError(Exception):
     """The image could not be built, or does not pass its smoke test."""
 
 
-def _client(timeout: int = 60) -> docker.DockerClient:
+def _client(settings: Settings | None, timeout: int = 60) -> docker.DockerClient:
+    """A client for the configured engine (Docker when `settings` is None) that has answered a ping."""
     try:
-        engine = docker.from_env(timeout=timeout)
+        engine = runtime.client(settings, timeout=timeout)
         engine.ping()
         return engine
     except (DockerException, RequestException) as exc:
-        raise DockerDown(str(exc)) from exc
+        down = DOCKER_DOWN if runtime.engine_name(settings) == "Docker" else \
+            f"Podman does not answer: {runtime.start_hint(settings)}"
+        raise runtime.RuntimeUnavailable(f"{down} ({exc})") from exc
 
 
 # --- wheels ----------------------------------------------------------------
@@ -104,9 +99,9 @@ def prepare_wheels(context_dir: Path = CONTEXT_DIR) -> Path:
 
 # --- build -----------------------------------------------------------------
 
-def default_tag(target: str = "full") -> str:
+def default_tag(target: str = "full", settings: Settings | None = None) -> str:
     """`nanoclaw-agent:test` for the test target, else the configured CONTAINER_IMAGE."""
-    return IMAGE_TEST_TAG if target == "test" else load_settings().container_image
+    return IMAGE_TEST_TAG if target == "test" else (settings or load_settings()).container_image
 
 
 def build_image(
@@ -117,10 +112,15 @@ def build_image(
     on_progress: Callable[[str], None] | None = None,
     context_dir: Path = CONTEXT_DIR,
 ) -> str:
-    """Build `target` of the agent image as `tag`; returns the image id."""
+    """Build `target` of the agent image as `tag` in Docker; returns the image id.
+
+    Docker's, whatever CONTAINER_RUNTIME says: make-base.sh imports the
+    offline base image there, and a Podman install loads the built image
+    into Podman's storage itself (README, Service).
+    """
     tag = tag or default_tag(target)
     progress = on_progress or (lambda line: logger.debug("build: {}", line))
-    engine = _client(timeout=BUILD_TIMEOUT_S)
+    engine = _client(None, timeout=BUILD_TIMEOUT_S)
     try:
         _require_base(engine, base_image)
         prepare_wheels(context_dir)
@@ -169,8 +169,8 @@ def _follow_build(stream: Any, progress: Callable[[str], None]) -> str | None:
 
 # --- inspection ------------------------------------------------------------
 
-def image_exists(tag: str) -> bool:
-    engine = _client()
+def image_exists(tag: str, settings: Settings | None = None) -> bool:
+    engine = _client(settings)
     try:
         engine.images.get(tag)
         return True
@@ -178,18 +178,6 @@ def image_exists(tag: str) -> bool:
         return False
     finally:
         engine.close()
-
-
-def image_created_at(tag: str) -> float | None:
-    """The image's creation time (epoch seconds), or None when it is missing."""
-    engine = _client()
-    try:
-        created = engine.api.inspect_image(tag)["Created"]
-    except (ImageNotFound, NotFound):
-        return None
-    finally:
-        engine.close()
-    return _parse_docker_time(created)
 
 
 def _parse_docker_time(value: str) -> float:
@@ -213,14 +201,14 @@ def source_digest(context_dir: Path = CONTEXT_DIR) -> str:
     return digest.hexdigest()[:16]
 
 
-def image_is_stale(tag: str, context_dir: Path = CONTEXT_DIR) -> bool:
+def image_is_stale(tag: str, context_dir: Path = CONTEXT_DIR, settings: Settings | None = None) -> bool:
     """True when the image is missing or was built from other sources.
 
     Images built by `build_image` carry a digest of their sources, which
     survives a fresh clone's new file times; for others, any source file
     newer than the image counts as a change.
     """
-    engine = _client()
+    engine = _client(settings)
     try:
         attrs = engine.api.inspect_image(tag)
     except (ImageNotFound, NotFound):
@@ -236,41 +224,30 @@ def image_is_stale(tag: str, context_dir: Path = CONTEXT_DIR) -> bool:
 
 # --- smoke test ------------------------------------------------------------
 
-def check_image(tag: str | None = None) -> str:
+def check_image(tag: str | None = None, settings: Settings | None = None) -> str:
     """Run the runner once (scripted provider, no network, uid 1000); one-line summary."""
-    tag = tag or default_tag("full")
+    tag = tag or default_tag("full", settings)
     prompt = f"nanoclaw image check {int(time.time())}"
-    request = {
-        "prompt": prompt, "groupFolder": "image-check", "chatJid": "check@local", "isMain": False,
-        "assistantName": "Andy", "provider": "scripted",
+    request = AgentInput(
+        prompt=prompt, groupFolder="image-check", chatJid="check@local", isMain=False, provider="scripted",
         # Reply, then leave at once: no host is there to send `_close`.
-        "scripted": {"turns": [[{"reply_prompt": True}, {"crash": 0}]]},
-    }
+        scripted={"turns": [[{"reply_prompt": True}, {"crash": 0}]]},
+    )
     started = time.monotonic()
-    code, stdout, stderr = _run_once(tag, json.dumps(request).encode())
+    code, stdout, stderr = _run_once(tag, msgspec.json.encode(request), settings)
     elapsed = time.monotonic() - started
-    results = [json.loads(body) for body in _marker_bodies(stdout)]
-    if code != 0 or not any(r.get("result") == prompt for r in results):
+    results = OutputParser().feed(stdout)
+    if code != 0 or not any(r.result == prompt for r in results):
+        shown = stdout.decode("utf-8", "replace")
         raise ImageBuildError(
-            f"{tag} failed its check (exit {code}); stdout: {stdout[-300:]!r} stderr: {stderr[-300:]!r}"
+            f"{tag} failed its check (exit {code}); stdout: {shown[-300:]!r} stderr: {stderr[-300:]!r}"
         )
     return f"{tag}: runner answered in {elapsed:.1f}s (exit 0, {len(results)} output)"
 
 
-def _marker_bodies(stdout: str) -> list[str]:
-    bodies, rest = [], stdout
-    while OUTPUT_START in rest:
-        rest = rest.split(OUTPUT_START, 1)[1]
-        body, found, rest = rest.partition(OUTPUT_END)
-        if not found:
-            break
-        bodies.append(body.strip())
-    return bodies
-
-
-def _run_once(tag: str, payload: bytes) -> tuple[int, str, str]:
+def _run_once(tag: str, payload: bytes, settings: Settings | None) -> tuple[int, bytes, str]:
     """Create, feed stdin, start, wait, read logs, remove: (exit code, stdout, stderr)."""
-    engine = _client()
+    engine = _client(settings)
     container = None
     try:
         container = engine.containers.create(
@@ -288,7 +265,7 @@ def _run_once(tag: str, payload: bytes) -> tuple[int, str, str]:
         finally:
             timer.cancel()
             sock.close()
-        out = container.logs(stdout=True, stderr=False).decode("utf-8", "replace")
+        out = container.logs(stdout=True, stderr=False)
         err = container.logs(stdout=False, stderr=True).decode("utf-8", "replace")
         return code, out, err
     except ImageNotFound as exc:

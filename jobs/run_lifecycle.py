@@ -26,9 +26,9 @@ from events import EventLog, Transaction
 from events import types as t
 from events.queries import Group, cursor_of, due_tasks, pending_messages, replies_queued_by_run
 from base.timefmt import iso_now
-from jobs.containers import AgentInput, ContainerRunner, RunResult, RunSpec, container_name
+from jobs.containers import ContainerRunner, RunResult, RunSpec, container_name
+from jobs.contract import AgentInput, AgentResult
 from jobs.liveness import this_worker
-from jobs.output_parser import AgentResult
 from jobs.run_state import RUNS, WorkerRuns
 from jobs.workspace import Mount
 from rules.egress import policy_of

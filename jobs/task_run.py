@@ -20,7 +20,7 @@ from base.timefmt import iso_now
 from events import Transaction
 from events import types as t
 from events.queries import cursor_of, group_busy, group_by_folder, task_by_id
-from jobs.containers import AgentInput
+from jobs.contract import AgentInput
 from jobs.run_lifecycle import Claim, Ending, Progress, RunLifecycle
 from jobs.sessions import session_to_resume
 from rules.budgets import refuse_if_over

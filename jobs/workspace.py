@@ -4,9 +4,9 @@ The agent may rewrite anything it can write, so each folder it writes is
 mounted on its own (its group folder, its `.claude` home, and the IPC
 `messages`, `tasks` and `input` folders): a mount point cannot be renamed or
 replaced from inside, so the host's paths to them stay real folders. What the
-host writes for the agent (the snapshots, the shipped skills) is mounted
-read-only. Main also sees the install read-only, without `.env`, `data/`,
-`store/` or `logs/`. Every host step here goes through base.agent_paths.
+host writes for the agent (the snapshots) is mounted read-only. Main also
+sees the install read-only, without `.env`, `data/`, `store/` or `logs/`.
+Every host step here goes through base.agent_paths.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from rules.ipc_folder import AGENT_DIRS
 
 CONTAINER_HOME = "/home/node"
 CONTAINER_UID = 1000
-SKILLS_DIR = Path(__file__).resolve().parents[1] / "agent-container" / "skills"
 EMPTY_DIR = "empty"
 CLAUDE_SETTINGS = {
     "env": {
@@ -107,7 +106,7 @@ def _own_dir(parent_fd: int, name: str, shown: Path, owner: tuple[int, int] | No
 
 
 def prepare_claude_home(settings: Settings, folder: str, *, chown: bool, on_refused: OnRefused = warn_refusal) -> Path:
-    """`data/sessions/<folder>/.claude` with settings.json (and a mount point for the shipped skills)."""
+    """`data/sessions/<folder>/.claude` with settings.json."""
     home = settings.data_dir / "sessions" / folder / ".claude"
     owner = _agent_owner(chown)
     fd = open_under(settings.data_dir, ("sessions", folder, ".claude"), create=True)
@@ -120,8 +119,6 @@ def prepare_claude_home(settings: Settings, folder: str, *, chown: bool, on_refu
             create_file(fd, "settings.json", data, owner=owner, shown=home / "settings.json")
         except PathRefused as refused:
             on_refused("write the agent's settings", refused)
-        if SKILLS_DIR.is_dir():
-            _own_dir(fd, "skills", home / "skills", owner, on_refused)
     return home
 
 
@@ -177,8 +174,6 @@ def base_mounts(settings: Settings, folder: str, *, is_main: bool, chown: bool,
     mounts.append(Mount(str(group), "/workspace/group", False))
     mounts += global_mount(settings, is_main=is_main, chown=chown, on_refused=on_refused)
     mounts.append(Mount(str(home), f"{CONTAINER_HOME}/.claude", False))
-    if SKILLS_DIR.is_dir():
-        mounts.append(Mount(str(SKILLS_DIR), f"{CONTAINER_HOME}/.claude/skills", True))
     mounts += [Mount(str(ipc / name), f"/workspace/ipc/{name}", False) for name in AGENT_DIRS]
     mounts.append(Mount(str(ipc / SNAPSHOTS_DIR), f"/workspace/ipc/{SNAPSHOTS_DIR}", True))
     return mounts

@@ -22,7 +22,7 @@ def _progress(line: str) -> None:
 def cmd_build(settings: Settings, args: argparse.Namespace) -> int:
     from jobs import image
 
-    tag = args.tag or (image.IMAGE_TEST_TAG if args.target == "test" else settings.container_image)
+    tag = args.tag or image.default_tag(args.target, settings)
     try:
         if args.if_stale and not image.image_is_stale(tag):
             print(f"{tag} is up to date with agent-container/")
@@ -34,7 +34,7 @@ def cmd_build(settings: Settings, args: argparse.Namespace) -> int:
     try:
         image.build_image(target=args.target, tag=tag, base_image=args.base,
                           on_progress=_progress if not args.quiet else (lambda _: None))
-    except Exception as exc:  # DockerDown, ImageBuildError, a missing base: all end the same way
+    except Exception as exc:  # the engine down, ImageBuildError, a missing base: all end the same way
         print(f"nanoclaw: image build failed: {exc}", file=sys.stderr)
         return 1
     print(f"built {tag} in {time.monotonic() - started:.0f} s")
@@ -46,7 +46,7 @@ def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
 
     tag = args.tag or settings.container_image
     try:
-        print(image.check_image(tag))
+        print(image.check_image(tag, settings))
     except Exception as exc:
         print(f"nanoclaw: image check failed for {tag}: {exc}", file=sys.stderr)
         return 1

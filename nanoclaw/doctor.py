@@ -62,12 +62,12 @@ def check_image(settings: Settings, runtime_up: bool) -> Check:
     if not runtime_up:
         return Check(name="image", level="warn", detail=f"{tag} not checked: the runtime is down",
                      fix="start Docker, then run nanoclaw doctor again")
-    if not image.image_exists(tag):
+    if not image.image_exists(tag, settings):
         return Check(name="image", level="warn", detail=f"{tag} is not built: agents cannot run", fix=build)
-    if image.image_is_stale(tag):
+    if image.image_is_stale(tag, settings=settings):
         return Check(name="image", level="warn", detail=f"{tag} was built from older agent sources", fix=build)
     try:
-        return Check(name="image", level="ok", detail=image.check_image(tag))
+        return Check(name="image", level="ok", detail=image.check_image(tag, settings))
     except Exception as exc:  # any failure of the smoke run means the same: rebuild
         return Check(name="image", level="fail", detail=f"{tag} fails its smoke test: {exc}",
                      fix=f"{build}, then nanoclaw image check")

@@ -13,7 +13,7 @@ import string
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Annotated, Any, Callable, Iterator
+from typing import Annotated, Any, Callable, Iterator, get_args
 
 import msgspec
 from loguru import logger
@@ -22,14 +22,12 @@ from events import Record, Transaction
 from events import types as t
 from events.consumer import Stage
 from events.queries import group_by_jid, main_group, task_by_id
-from base.config import Settings
+from base.config import MAX_TIMEOUT_MS, MIN_TIMEOUT_MS, Settings
 from base.faults import fault_point
 from rules.groups import GroupError, group_dir, register_group
 from rules.schedule import ScheduleError, first_run
 
 TASK_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
-CONTEXT_MODES = ("group", "isolated")
-MIN_TIMEOUT_MS, MAX_TIMEOUT_MS = 1_000, 7 * 86_400_000
 _BASE36 = string.digits + string.ascii_lowercase
 _DONE = {t.TaskPaused: "paused", t.TaskResumed: "resumed", t.TaskCancelled: "cancelled"}
 
@@ -256,7 +254,7 @@ class ActionsStage(Stage):
             raise Refusal(f"{request.folder} may only schedule tasks for itself, not for {target_folder}")
         next_run = self._first_run(spec.schedule_type, spec.schedule_value, spec.timezone)
         task_id = self._task_id(request.tx, spec.task_id)
-        mode = spec.context_mode if spec.context_mode in CONTEXT_MODES else "isolated"
+        mode = spec.context_mode if spec.context_mode in get_args(t.ContextMode) else "isolated"
         request.tx.append(t.TaskScheduled(
             task_id=task_id, group_folder=target_folder, chat_jid=spec.target_jid, prompt=spec.prompt,
             schedule_type=spec.schedule_type, schedule_value=spec.schedule_value,  # type: ignore[arg-type]
@@ -363,6 +361,5 @@ class ActionsStage(Stage):
             return None
         if spec.timeout is not None and not MIN_TIMEOUT_MS <= spec.timeout <= MAX_TIMEOUT_MS:
             raise Refusal(f"invalid containerConfig.timeout {spec.timeout}: from 1 second to 7 days, in ms")
-        mounts = [t.MountRequest(host_path=m.host_path, container_path=m.container_path, readonly=m.readonly)
-                  for m in spec.additional_mounts]
+        mounts = [t.MountRequest(**msgspec.structs.asdict(m)) for m in spec.additional_mounts]
         return t.ContainerConfig(additional_mounts=mounts, timeout_ms=spec.timeout)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 
+import msgspec
 from loguru import logger
 
 from events import EventLog
@@ -87,14 +88,7 @@ class Inbound:
 
     @staticmethod
     def _event(channel: str, msg: InboundMessage) -> t.MessageReceived:
-        return t.MessageReceived(
-            chat_jid=msg.chat_jid, message_id=msg.message_id, sender=msg.sender,
-            sender_name=msg.sender_name, content=msg.content, timestamp=msg.timestamp, channel=channel,
-            is_from_me=msg.is_from_me, is_bot_message=msg.is_bot_message,
-            reply_to_message_id=msg.reply_to_message_id,
-            reply_to_message_content=msg.reply_to_message_content,
-            reply_to_sender_name=msg.reply_to_sender_name, thread_id=msg.thread_id,
-        )
+        return t.MessageReceived(channel=channel, **msgspec.structs.asdict(msg))
 
     def knows(self, chat_jid: str, name: str | None, channel: str | None, is_group: bool | None) -> bool:
         """True when this metadata was already recorded (no need to reach the database)."""

@@ -17,7 +17,7 @@ from events import types as t
 from events.queries import Group, find_group, list_groups
 from events.rules import folder_problem
 from base.agent_paths import OnRefused, PathRefused, closing_fd, create_file, open_under, read_text, warn_refusal
-from base.config import DEFAULT_ASSISTANT_NAME, Settings
+from base.config import DEFAULT_ASSISTANT_NAME, MAX_TIMEOUT_MS, MIN_TIMEOUT_MS, Settings
 from rules.egress import parse_policy
 from rules.refusals import record_refusal
 
@@ -128,7 +128,7 @@ def update_group(
     if name is not t.UNSET and not (0 < len(name.strip()) <= MAX_NAME_CHARS):
         raise GroupError(f"invalid name {name!r}: 1-{MAX_NAME_CHARS} characters")
     if container_config not in (t.UNSET, None) and container_config.timeout_ms is not None \
-            and not 1_000 <= container_config.timeout_ms <= 7 * 86_400_000:
+            and not MIN_TIMEOUT_MS <= container_config.timeout_ms <= MAX_TIMEOUT_MS:
         raise GroupError("invalid timeout: from 1 second to 7 days")
     if container_config not in (t.UNSET, None) and container_config.egress is not None:
         try:

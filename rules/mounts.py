@@ -93,10 +93,6 @@ class AllowlistLoader:
         self._allowlist: MountAllowlist | None = None
         self._failed = False
 
-    @classmethod
-    def for_settings(cls, settings: Settings) -> AllowlistLoader:
-        return cls(settings.mount_allowlist_path)
-
     def load(self) -> MountAllowlist | None:
         if self._allowlist is not None or self._failed:
             return self._allowlist

@@ -9,9 +9,10 @@ nothing remains.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import msgspec
 
 from base.timefmt import parse_iso
 
@@ -19,9 +20,8 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 _INTERNAL = re.compile(r"<internal>[\s\S]*?</internal>")
 
 
-@dataclass(frozen=True)
-class PromptMessage:
-    """The fields of a chat message that the prompt shows."""
+class PromptMessage(msgspec.Struct, frozen=True):
+    """The fields of a chat message that the prompt shows (a `MessageReceived` converts to it)."""
 
     sender_name: str
     content: str

@@ -15,7 +15,6 @@ from croniter import CroniterBadDateError, CroniterError, croniter
 
 from base.timefmt import parse_iso, to_iso
 
-SCHEDULE_TYPES = ("cron", "interval", "once")
 MAX_INTERVAL_MS = 10 * 366 * 86_400_000  # ten years: longer is a typo, and would overflow dates
 CRON_ALIASES = {
     "@yearly": "0 0 1 1 *",
@@ -160,8 +159,3 @@ def next_run_after_run(
         slots = max(1, (moment - start) // step + 1)
         return to_iso(start + slots * step)
     raise ScheduleError(f"unknown schedule_type {schedule_type!r} (use cron, interval or once)")
-
-
-def validate(schedule_type: str, value: str, tz: str) -> None:
-    """Raise ScheduleError unless the schedule can run in zone `tz`."""
-    first_run(schedule_type, value, tz=tz)

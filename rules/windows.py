@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import msgspec
+
 from base.config import Settings
 from events import Record, Transaction
 from events import types as t
@@ -61,13 +63,5 @@ def pending_window(reader: Transaction, settings: Settings, group: Group, rules:
 
 def prompt_for(records: list[Record], timezone: str) -> str:
     """The window as the text the agent reads, times in the owner's `timezone`."""
-    messages = []
-    for record in records:
-        ev: t.MessageReceived = record.event  # type: ignore[assignment]
-        messages.append(PromptMessage(
-            sender_name=ev.sender_name, content=ev.content, timestamp=ev.timestamp,
-            reply_to_message_id=ev.reply_to_message_id,
-            reply_to_message_content=ev.reply_to_message_content,
-            reply_to_sender_name=ev.reply_to_sender_name,
-        ))
+    messages = [msgspec.convert(record.event, PromptMessage, from_attributes=True) for record in records]
     return format_prompt(messages, timezone)

@@ -29,6 +29,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Iterator
 
+from jobs.contract import OUTPUT_END, OUTPUT_START
+
 SEND_TOOL = "mcp__nanoclaw__send_message"
 TOOL_TEXT = "hello from the stand-in"
 FINAL_TEXT = "Done."
@@ -257,8 +259,6 @@ def gateway_in_front(api: StubAnthropicAPI, key: str, run_id: str = "stand-in-ru
 # --- driving the runner ------------------------------------------------------
 
 AGENT_CONTAINER_DIR = Path(__file__).resolve().parent.parent / "agent-container"
-OUTPUT_START = "---NANOCLAW_OUTPUT_START---"
-OUTPUT_END = "---NANOCLAW_OUTPUT_END---"
 
 
 def make_workspace(root: Path) -> Path:

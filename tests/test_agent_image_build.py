@@ -17,12 +17,12 @@ from jobs import image
 from jobs.image import (
     CLAUDE_AGENT_SDK_VERSION,
     IMAGE_TEST_TAG,
-    DockerDown,
     ImageBuildError,
     build_image,
     image_exists,
     prepare_wheels,
 )
+from jobs.runtime import RuntimeUnavailable
 
 DOCKER_DOWN = "Docker is not running: start it with 'sudo systemctl start docker' (or scripts/install.sh)"
 
@@ -86,10 +86,10 @@ def test_docker_times_with_nanoseconds_parse():
 
 def test_docker_down_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
-    with pytest.raises(DockerDown) as caught:
+    with pytest.raises(RuntimeUnavailable) as caught:
         image_exists(IMAGE_TEST_TAG)
     assert str(caught.value).startswith(DOCKER_DOWN)
-    with pytest.raises(DockerDown):
+    with pytest.raises(RuntimeUnavailable):
         build_image(target="test", tag="nanoclaw-agent:never")
 
 

@@ -10,7 +10,8 @@ import time
 import docker
 import pytest
 
-from jobs.containers import AgentInput, ContainerRunner, RunResult, RunSpec
+from jobs.containers import ContainerRunner, RunResult, RunSpec
+from jobs.contract import AgentInput
 from jobs.runtime import remove_orphans
 from base.config import load_settings
 from rules.groups import ensure_group_files

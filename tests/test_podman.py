@@ -10,7 +10,9 @@ with its error, never a skip.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -19,7 +21,9 @@ import docker
 import pytest
 from docker.errors import ImageNotFound
 
-from jobs.containers import MEMORY_LIMIT, PIDS_LIMIT, AgentInput, ContainerRunner, RunResult, RunSpec
+from jobs.containers import MEMORY_LIMIT, PIDS_LIMIT, ContainerRunner, RunResult, RunSpec
+from jobs.contract import AgentInput
+from jobs.image import check_image, image_exists, image_is_stale
 from jobs.runtime import PODMAN_ROOTFUL_SOCKET, check_runtime, client, remove_orphans
 from base.config import load_settings
 from rules.groups import ensure_group_files
@@ -234,3 +238,17 @@ def test_docker_host_overrides_the_podman_socket(podman_settings, monkeypatch):
         assert not any("Podman" in c["Name"] for c in engine.version().get("Components", []))
     finally:
         engine.close()
+
+
+def test_the_image_check_runs_in_podman_when_the_runtime_is_podman(podman_settings, podman, podman_image):
+    only_in_podman = "nanoclaw-agent:podman-only"
+    podman.images.get(podman_image).tag("nanoclaw-agent", "podman-only")
+    try:
+        assert image_exists(only_in_podman, podman_settings) and not image_exists(only_in_podman)
+        assert not image_is_stale(only_in_podman, settings=podman_settings)
+        assert check_image(only_in_podman, podman_settings).startswith(f"{only_in_podman}: runner answered")
+        done = subprocess.run([sys.executable, "-m", "nanoclaw.cli", "image", "check", "--tag", only_in_podman],
+                              capture_output=True, text=True, env=dict(os.environ), timeout=300)
+        assert done.returncode == 0, done.stderr
+    finally:
+        podman.images.remove(only_in_podman)

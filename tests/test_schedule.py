@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 import pytest
 from freezegun import freeze_time
 
-from rules.schedule import ScheduleError, first_run, next_run_after_run, validate
+from rules.schedule import ScheduleError, first_run, next_run_after_run
 
 UTC = timezone.utc
 ISO_SHAPE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
@@ -179,11 +179,3 @@ def test_now_defaults_to_the_clock_and_output_has_the_log_shape():
     assert result == "2026-03-10T08:16:00.000Z"
     assert ISO_SHAPE.match(result)
     assert first_run("cron", "0 * * * *", tz="UTC") == "2026-03-10T09:00:00.000Z"
-
-
-def test_validate_accepts_good_values_and_raises_for_bad_ones():
-    validate("cron", "0 9 * * 1-5", "Europe/Berlin")
-    validate("interval", "60000", "UTC")
-    validate("once", "2030-01-01T00:00", "UTC")
-    with pytest.raises(ScheduleError):
-        validate("interval", "5m", "UTC")

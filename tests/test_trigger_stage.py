@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 
+import msgspec
 import pytest
 
 from events import consumer
@@ -161,6 +162,24 @@ def test_a_redelivered_message_is_stored_once(world, log):
                              timestamp="2026-01-01T10:00:00.000Z")
     assert inbound.message("test", message) == inbound.message("test", message)
     assert len(log.read_since(0, types=[t.MessageReceived])) == 1
+
+
+def test_every_field_a_channel_reports_is_recorded_with_the_channels_name(world, log):
+    inbound, _ = world
+    message = InboundMessage(chat_jid="tg:fam", message_id="43", sender="a", sender_name="A", content="yes",
+                             timestamp="2026-01-01T10:00:00.000Z", is_from_me=True, is_bot_message=True,
+                             reply_to_message_id="42", reply_to_message_content="hi", reply_to_sender_name="B",
+                             thread_id="7")
+    seq = inbound.message("telegram", message)
+    event = log.get(seq).event
+    assert (type(event), event.channel) == (t.MessageReceived, "telegram")
+    assert {name: getattr(event, name) for name in message.__struct_fields__} == msgspec.structs.asdict(message)
+
+
+def test_a_channels_message_has_the_fields_of_the_event_but_the_channel():
+    event = {f.name: f for f in msgspec.structs.fields(t.MessageReceived) if f.name != "channel"}
+    reported = {f.name: f for f in msgspec.structs.fields(InboundMessage)}
+    assert reported == event
 
 
 def test_chat_metadata_is_recorded_when_it_changes_only(world, log):

@@ -3,9 +3,9 @@
 The host sends one JSON object and closes stdin; the runner answers with
 any number of outputs, each three lines (start marker, one JSON line, end
 marker), flushed at once so the host can stream them. Everything else goes
-to stderr. No real credential ever arrives: the request carries only the
-run's gateway token (good for this run alone), and this module still keeps
-it out of every log line.
+to stderr. The host's half is jobs/contract.py, which this image cannot
+import; tests/test_contract.py keeps the two equal. No real credential ever
+arrives: only the run's gateway token, kept out of every log line.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import json
 import sys
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 OUTPUT_START = "---NANOCLAW_OUTPUT_START---"
 OUTPUT_END = "---NANOCLAW_OUTPUT_END---"
@@ -61,7 +61,7 @@ class RunnerInput:
 
 
 # stdin field name -> (attribute, accepted types, required)
-_FIELDS: dict[str, tuple[str, tuple[type, ...], bool]] = {
+INPUT_FIELDS: dict[str, tuple[str, tuple[type, ...], bool]] = {
     "prompt": ("prompt", (str,), True),
     "groupFolder": ("group_folder", (str,), True),
     "chatJid": ("chat_jid", (str,), True),
@@ -87,7 +87,7 @@ def parse_input(raw: bytes) -> RunnerInput:
     if not isinstance(data, dict):
         raise InputError("expected a JSON object")
     values: dict[str, Any] = {}
-    for key, (attr, types, required) in _FIELDS.items():
+    for key, (attr, types, required) in INPUT_FIELDS.items():
         if key not in data:
             if required:
                 raise InputError(f"missing field {key!r}")
@@ -114,6 +114,27 @@ def _gateway(raw: dict[str, Any]) -> GatewayAccess:
     if not all(isinstance(port, int) and not isinstance(port, bool) and 0 < port < 65536 for port in ports):
         raise InputError("field 'gateway' needs 'apiPort' and 'proxyPort' between 1 and 65535")
     return GatewayAccess(token, socket_dir, ports[0], ports[1])  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class RunnerOutput:
+    """One output as the host reads it; the optional fields are written only when set."""
+
+    status: Literal["success", "error"]
+    result: str | None = None
+    newSessionId: str | None = None
+    error: str | None = None
+    inputs: list[str] = field(default_factory=list)  # piped input files read since the previous output
+
+    def to_json(self) -> str:
+        payload: dict[str, Any] = {"status": self.status, "result": self.result}
+        if self.newSessionId:
+            payload["newSessionId"] = self.newSessionId
+        if self.error is not None:
+            payload["error"] = self.error
+        if self.inputs:
+            payload["inputs"] = self.inputs
+        return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
 
 
 class Redactor:
@@ -168,16 +189,9 @@ class Emitter:
     def error(self, message: str) -> None:
         self._write("error", None, redact(message))
 
-    def _write(self, status: str, result: str | None, error: str | None = None) -> None:
-        payload: dict[str, Any] = {"status": status, "result": result}
-        if self.session_id:
-            payload["newSessionId"] = self.session_id
-        if error is not None:
-            payload["error"] = error
+    def _write(self, status: Literal["success", "error"], result: str | None, error: str | None = None) -> None:
         inputs = self._inputs() if self._inputs else []
-        if inputs:
-            payload["inputs"] = inputs
-        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+        body = RunnerOutput(status, result, self.session_id, error, inputs).to_json()
         frame = f"{OUTPUT_START}\n{body}\n{OUTPUT_END}\n".encode("utf-8")
         with self._lock:
             self._stream.write(frame)

@@ -23,7 +23,7 @@ class ChannelStartError(Exception):
 
 
 class InboundMessage(msgspec.Struct, frozen=True, kw_only=True):
-    """One message as a channel reports it (the fields of v1's `messages` table)."""
+    """One message as a channel reports it: the fields of `MessageReceived` but the channel, which the router adds."""
 
     chat_jid: str
     message_id: str

@@ -7,7 +7,6 @@ import os
 import pytest
 
 from events import types as t
-from jobs import workspace
 from jobs.workspace import prepare_claude_home, prepare_group_dir, prepare_ipc
 from base.agent_paths import (MAX_DEPTH, PathRefused, closing_fd, create_file, hand_over, open_under,
                                   remove_entry, unlink_in, write_file)
@@ -117,17 +116,3 @@ def test_as_root_only_what_the_host_made_is_handed_to_the_agent(settings, log, v
     assert (home / "settings.json").stat().st_uid == 1000 and home.parent.stat().st_uid == 0
     [refusal] = [r.event for r in log.read_since(0, types=[t.HostPathRefused])]
     assert refusal.operation == "hand the file to the agent's user" and "symbolic link" in refusal.reason
-
-
-def test_shipped_skills_are_mounted_read_only_over_a_real_folder(settings, log, victim, tmp_path, monkeypatch):
-    skills = tmp_path / "skills"
-    (skills / "browse").mkdir(parents=True)
-    monkeypatch.setattr(workspace, "SKILLS_DIR", skills)
-    home = settings.data_dir / "sessions" / "family" / ".claude"
-    home.mkdir(parents=True)
-    (home / "skills").symlink_to(victim)  # a file here would make the mount fail; a link, mount elsewhere
-    mounts = workspace.base_mounts(settings, "family", is_main=False, chown=False, on_refused=recorder(log, "family"))
-    assert workspace.Mount(str(skills), "/home/node/.claude/skills", True) in mounts
-    assert (home / "skills").is_dir() and not (home / "skills").is_symlink()
-    targets = [m.target for m in mounts]
-    assert targets.index("/home/node/.claude") < targets.index("/home/node/.claude/skills")

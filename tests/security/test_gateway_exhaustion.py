@@ -19,7 +19,8 @@ import time
 import docker
 import pytest
 
-from jobs.containers import AgentInput, ContainerRunner, RunSpec
+from jobs.containers import ContainerRunner, RunSpec
+from jobs.contract import AgentInput
 from jobs.gateway import API_SOCKET, CONTAINER_DIR, MAX_API_CONNECTIONS, Gateway
 from jobs.runtime import remove_orphans
 from base.config import load_settings
