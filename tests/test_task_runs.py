@@ -10,7 +10,8 @@ import pytest
 
 from events import types as t
 from base.timefmt import iso_now, parse_iso, to_iso
-from jobs.task_run import TaskRun, due_tasks
+from events.queries import due_tasks
+from jobs.task_run import TaskRun
 from nanoclaw.cli import main
 from base.config import load_settings
 from router.channels.local_client import LocalChatClient
@@ -66,9 +67,9 @@ def test_a_cron_task_missed_during_downtime_runs_once_and_moves_to_the_next_slot
     settings, log = world
     three_hours_ago = to_iso(datetime.now(timezone.utc) - timedelta(hours=3))
     schedule(log, "hourly", kind="cron", value="0 * * * *", next_run=three_hours_ago)
-    assert due_tasks(log) == ["hourly"]
+    assert due_tasks(log, iso_now()) == ["hourly"]
     TaskRun(settings, log).run("hourly")
-    assert due_tasks(log) == []
+    assert due_tasks(log, iso_now()) == []
     next_run = parse_iso(log.query("SELECT next_run FROM tasks WHERE id = 'hourly'")[0][0])
     now = datetime.now(timezone.utc)
     assert now < next_run <= now + timedelta(hours=1) and next_run.minute == 0
