@@ -29,9 +29,9 @@ from loguru import logger
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from base.config import load_settings  # noqa: E402
 from jobs.containers import ContainerRunner, RunSpec  # noqa: E402
 from jobs.contract import AgentInput  # noqa: E402
-from base.config import load_settings  # noqa: E402
 from rules.groups import ensure_group_files  # noqa: E402
 
 

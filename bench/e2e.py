@@ -33,8 +33,8 @@ from bench.jobs import IMAGE, ONE_SHOT, fresh_root, pct  # noqa: E402
 from events import types as t  # noqa: E402
 from jobs.contract import OUTPUT_END  # noqa: E402
 from router.channels.local_client import LocalChatClient  # noqa: E402
-from rules.groups import register_group  # noqa: E402
 from router.heartbeat import read_beat, status_path  # noqa: E402
+from rules.groups import register_group  # noqa: E402
 from tests.router_process import RouterProcess  # noqa: E402
 
 PROMPT = "hello from the benchmark"

@@ -22,9 +22,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from events import EventLog, replay  # noqa: E402
+from events import EventLog, replay, types as t  # noqa: E402
 from events.log import WAL_AUTOCHECKPOINT_PAGES, connect  # noqa: E402
-from events import types as t  # noqa: E402
 from tests.history import synthetic_history  # noqa: E402
 
 

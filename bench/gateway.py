@@ -107,9 +107,10 @@ def main() -> int:
     logger.remove()  # the gateway's per-run debug lines would be timed too
     from agent_runner.forwarder import start_forwarders
     from agent_runner.protocol import GatewayAccess
+
+    from base.config import load_settings
     from events import EventLog
     from jobs.gateway import API_SOCKET, Gateway
-    from base.config import load_settings
 
     settings = load_settings()
     settings.ensure_dirs()

@@ -26,10 +26,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from base.config import load_settings  # noqa: E402
+from base.timefmt import parse_iso, to_iso  # noqa: E402
 from events import EventLog  # noqa: E402
 from events import types as t  # noqa: E402
-from base.timefmt import parse_iso, to_iso  # noqa: E402
-from base.config import load_settings  # noqa: E402
 from router.channels.local_client import LocalChatClient  # noqa: E402
 from rules.groups import register_group  # noqa: E402
 from tests.router_process import RouterProcess  # noqa: E402

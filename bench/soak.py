@@ -20,8 +20,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from events import EventLog  # noqa: E402
 from base.config import load_settings  # noqa: E402
+from events import EventLog  # noqa: E402
 from tests.soak import SoakConfig, run_soak  # noqa: E402
 
 IMAGE = "nanoclaw-agent:test"

@@ -174,8 +174,8 @@ SITECUSTOMIZE = textwrap.dedent('''
 def traced_files() -> tuple[list[str], list[str]]:
     """(files run for one message, files run in an idle stretch as long), repository-relative."""
     sys.path.insert(0, str(REPO))
-    from bench.jobs import fresh_root
     from bench.e2e import wait_reply
+    from bench.jobs import fresh_root
     from router.channels.local_client import LocalChatClient
     from rules.groups import register_group
     from tests.router_process import RouterProcess

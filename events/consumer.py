@@ -12,9 +12,9 @@ from __future__ import annotations
 import threading
 from typing import Iterable
 
+from base.faults import fault_point
 from events import types as t
 from events.log import EventLog, Record, Transaction
-from base.faults import fault_point
 
 
 class Stage:

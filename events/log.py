@@ -16,9 +16,8 @@ from typing import Iterable, Iterator, NamedTuple, Sequence
 
 import msgspec
 
-from events import projections
-from events import types as t
 from base.timefmt import iso_now
+from events import projections, types as t
 from events.wakeup import Waker
 
 BUSY_TIMEOUT_S = 30.0

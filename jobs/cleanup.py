@@ -19,11 +19,11 @@ from pathlib import Path
 
 from loguru import logger
 
+from base.agent_paths import OnRefused, PathRefused, closing_fd, open_under, remove_entry, warn_refusal
+from base.config import Settings
 from events import EventLog
 from events.queries import list_groups, session_ids
 from jobs.container_log import RUNS_DIR
-from base.agent_paths import OnRefused, PathRefused, closing_fd, open_under, remove_entry, warn_refusal
-from base.config import Settings
 from rules.refusals import recorder
 
 DAY_S = 86_400

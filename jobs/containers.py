@@ -26,20 +26,20 @@ from docker.utils.socket import frames_iter
 from loguru import logger
 from requests.exceptions import RequestException
 
-from events import EventLog
-from base.timefmt import iso_now
-from events.types import Event
-from jobs import container_log
-from jobs.gateway import CONTAINER_DIR, Gateway, RunAccess, container_environment
-from jobs.contract import AgentInput, AgentResult, OutputParser
-from jobs.runtime import LABEL_GROUP, LABEL_INSTALL, LABEL_RUN, client
-from jobs.workspace import CONTAINER_HOME, Mount, base_mounts, container_user
 from base.agent_paths import OnRefused, PathRefused, warn_refusal
 from base.config import Settings
 from base.faults import fault_point
+from base.timefmt import iso_now
+from events import EventLog
+from events.types import Event
+from jobs import container_log
+from jobs.contract import AgentInput, AgentResult, OutputParser
+from jobs.gateway import CONTAINER_DIR, Gateway, RunAccess, container_environment
+from jobs.runtime import LABEL_GROUP, LABEL_INSTALL, LABEL_RUN, client
+from jobs.workspace import CONTAINER_HOME, Mount, base_mounts, container_user
 from rules.egress import DEFAULT_EGRESS
-from rules.refusals import recorder
 from rules.ipc_folder import request_close
+from rules.refusals import recorder
 
 IDLE_GRACE_MS = 30_000
 STDERR_TAIL_CHARS = 200

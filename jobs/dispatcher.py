@@ -20,8 +20,7 @@ from __future__ import annotations
 from loguru import logger
 
 from base.timefmt import iso_now, parse_iso
-from events import EventLog, Record, Transaction
-from events import types as t
+from events import EventLog, Record, Transaction, types as t
 from events.consumer import Stage
 from events.queries import due_tasks, list_groups, outstanding_request, task_by_id
 from jobs.queue import JobQueue

@@ -32,12 +32,12 @@ import aiohttp
 from aiohttp import web
 from loguru import logger
 
+from base.config import Settings
 from events import types as t
 from jobs.credentials import upstream_auth, upstream_url
 from jobs.egress_proxy import EgressDecision, EgressProxy
 from jobs.model_api import MAX_REQUEST_BYTES, ModelApiForwarder, ModelCall
 from jobs.workspace import CONTAINER_UID, container_user
-from base.config import Settings
 from rules.egress import parse_policy
 
 CONTAINER_DIR = "/run/nanoclaw"       # where a run's socket folder appears in its container

@@ -16,8 +16,7 @@ from datetime import datetime, timedelta, timezone
 from loguru import logger
 
 from base.timefmt import iso_now, to_iso
-from events import Transaction
-from events import types as t
+from events import Transaction, types as t
 from events.queries import due_tasks, group_busy, group_by_folder
 from jobs.run_lifecycle import Claim, Ending, Progress, RunLifecycle
 from jobs.sessions import session_to_resume

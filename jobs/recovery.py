@@ -15,15 +15,14 @@ from __future__ import annotations
 
 from loguru import logger
 
-from events import EventLog, Transaction
-from events import types as t
+from base.config import Settings
+from events import EventLog, Transaction, types as t
 from events.queries import group_busy, list_groups, outstanding_request, running_runs
 from jobs.gateway import sweep_run_dirs
 from jobs.liveness import is_alive, known_worker, sweep
 from jobs.run_lifecycle import finish_interrupted
 from jobs.run_state import RUNS
 from jobs.runtime import remove_orphans
-from base.config import Settings
 from rules.allowlist import AllowlistFile
 from rules.windows import pending_window
 

@@ -22,10 +22,9 @@ from loguru import logger
 
 from base.config import Settings
 from base.faults import fault_point
-from events import EventLog, Transaction
-from events import types as t
-from events.queries import Group, cursor_of, due_tasks, pending_messages, replies_queued_by_run
 from base.timefmt import iso_now
+from events import EventLog, Transaction, types as t
+from events.queries import Group, cursor_of, due_tasks, pending_messages, replies_queued_by_run
 from jobs.containers import ContainerRunner, RunResult, RunSpec, container_name
 from jobs.contract import AgentInput, AgentResult
 from jobs.liveness import this_worker

@@ -13,8 +13,7 @@ import uuid
 
 from loguru import logger
 
-from events import Transaction
-from events import types as t
+from events import Transaction, types as t
 from events.queries import session_of
 
 SCRIPTED_PREFIX = "scripted-"

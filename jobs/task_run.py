@@ -17,8 +17,7 @@ from datetime import datetime, timezone
 from loguru import logger
 
 from base.timefmt import iso_now
-from events import Transaction
-from events import types as t
+from events import Transaction, types as t
 from events.queries import cursor_of, group_busy, group_by_folder, task_by_id
 from jobs.contract import AgentInput
 from jobs.run_lifecycle import Claim, Ending, Progress, RunLifecycle

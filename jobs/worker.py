@@ -17,11 +17,10 @@ import time
 from huey.consumer import Consumer
 from loguru import logger
 
-from events import types as t
+from base.config import Settings
+from events import EventLog, types as t
 from events.health import RECOVERY_HINT, log_problem
 from events.queries import running_runs
-from base.config import Settings
-from events import EventLog
 from jobs.liveness import release_worker, this_worker
 from jobs.queue import JobQueue
 from jobs.recovery import live_runs, reconcile

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from base.agent_paths import (OnRefused, PathRefused, closing_fd, create_file, ensure_own_dir, hand_over,
-                                  open_file, open_under, warn_refusal)
+                              open_file, open_under, warn_refusal)
 from base.config import Settings
 from rules.groups import MEMORY_FILE, ensure_global_memory, group_dir
-from rules.snapshots import SNAPSHOTS_DIR
 from rules.ipc_folder import AGENT_DIRS
+from rules.snapshots import SNAPSHOTS_DIR
 
 CONTAINER_HOME = "/home/node"
 CONTAINER_UID = 1000

@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from events import EventDecodeError
-from events.rules import InvariantError
-from nanoclaw import (cli_backup, cli_chat, cli_events, cli_groups, cli_image, cli_service, cli_status, cli_tasks,
-                      cli_usage, cli_why)
 from base.config import ConfigError, load_settings
 from base.logs import setup_logging
+from events import EventDecodeError
+from events.rules import InvariantError
+from nanoclaw import (cli_backup, cli_chat, cli_events, cli_groups, cli_image, cli_service, cli_status,
+                      cli_tasks, cli_usage, cli_why)
 from rules.groups import GroupError
 
 EXIT_ERROR = 1
@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The two long-running commands import their process's code when they run, so that every short
+# command (status, events, why, ...) starts without loading the router, huey and the channels.
 def _run(settings, args) -> int:
     from nanoclaw.service import run_service
 

@@ -6,9 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from events.backup import BackupError, make_backup, restore
-from base.timefmt import iso_now
 from base.config import Settings
+from base.timefmt import iso_now
+from events.backup import BackupError, make_backup, restore
 from nanoclaw.status import service_info
 
 BACKUPS_DIR = "backups"

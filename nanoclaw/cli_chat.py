@@ -12,9 +12,9 @@ import sys
 import time
 from pathlib import Path
 
+from base.config import Settings
 from events import EventLog
 from events.queries import find_group, main_group
-from base.config import Settings
 from router.channels.local import jid_name, socket_path
 from router.channels.local_client import ChatClientError, LocalChatClient
 

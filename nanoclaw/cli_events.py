@@ -16,12 +16,11 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 
-from events import EventLog, Record, replay
-from events import types as t
-from events.queries import find_group, first_seq_at_or_after
-from base.timefmt import to_iso
-from nanoclaw import show
 from base.config import Settings
+from base.timefmt import to_iso
+from events import EventLog, Record, replay, types as t
+from events.queries import find_group, first_seq_at_or_after
+from nanoclaw import show
 
 DEFAULT_LIMIT = 20
 _RELATIVE = re.compile(r"^(\d+)\s*([smhd])$")

@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from events import EventLog
-from events import types as t
-from events import queries
-from nanoclaw import show
 from base.config import Settings
+from events import EventLog, queries, types as t
+from nanoclaw import show
 from rules import groups
 from rules.egress import DEFAULT_EGRESS, parse_policy, policy_of
+from rules.mounts import AllowlistLoader, parse_mount_spec, validate_mounts
 
 
 def egress_of(group: queries.Group) -> str:
@@ -72,8 +71,6 @@ def cmd_remove(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_set(settings: Settings, args: argparse.Namespace) -> int:
-    from rules.mounts import AllowlistLoader, parse_mount_spec, validate_mounts
-
     log = EventLog(settings.db_path, sync=settings.event_log_sync)
     try:
         current = queries.find_group(log, args.group)

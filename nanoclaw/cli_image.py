@@ -11,6 +11,7 @@ import sys
 import time
 
 from base.config import Settings
+from jobs import image
 
 
 def _progress(line: str) -> None:
@@ -20,8 +21,6 @@ def _progress(line: str) -> None:
 
 
 def cmd_build(settings: Settings, args: argparse.Namespace) -> int:
-    from jobs import image
-
     tag = args.tag or image.default_tag(args.target, settings)
     try:
         if args.if_stale and not image.image_is_stale(tag):
@@ -42,8 +41,6 @@ def cmd_build(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
-    from jobs import image
-
     tag = args.tag or settings.container_image
     try:
         print(image.check_image(tag, settings))

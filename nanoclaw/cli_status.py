@@ -13,10 +13,10 @@ from typing import TextIO
 
 import msgspec
 
-from events.health import RECOVERY_HINT, log_problem
-from base.timefmt import parse_iso
-from nanoclaw import doctor, status
 from base.config import Settings
+from base.timefmt import parse_iso
+from events.health import RECOVERY_HINT, log_problem
+from nanoclaw import doctor, status
 
 SHOW_GROUPS = 10
 LEVEL_WORDS = {"ok": "ok", "warn": "warn", "fail": "FAIL"}

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import argparse
 
-from events import EventLog
-from events import types as t
+from base.config import Settings
+from events import EventLog, types as t
 from events.queries import task_by_id, tasks_soonest_first
 from nanoclaw import show
-from base.config import Settings
 from rules.groups import GroupError
 
 CHANGES = {"pause": (t.TaskPaused, ("active",)), "resume": (t.TaskResumed, ("paused",)),

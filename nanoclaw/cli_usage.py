@@ -7,9 +7,9 @@ import re
 import sys
 from datetime import date
 
+from base.config import Settings
 from events import EventLog
 from nanoclaw import show
-from base.config import Settings
 from rules.prices import PRICES_FILE, PriceError, PriceTable
 from rules.usage import usage_by, utc_day
 

@@ -11,9 +11,9 @@ from typing import TextIO
 
 import msgspec
 
+from base.config import Settings
 from events import EventLog
 from nanoclaw import why
-from base.config import Settings
 
 
 def _tokens(tokens: why.Tokens) -> str:

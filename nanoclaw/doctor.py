@@ -16,18 +16,20 @@ from typing import Callable, Literal
 
 import msgspec
 
+from base.config import Settings
 from events import EventDecodeError, EventLog, replay
 from events.health import RECOVERY_HINT, log_problem
 from events.queries import list_groups
 from jobs import image
 from jobs.credentials import MISSING_HELP, credentials_source, upstream_auth, upstream_url
-from rules.mounts import MountAllowlist
+from jobs.gateway import API_SOCKET, Gateway
 from jobs.runtime import RuntimeUnavailable, check_runtime, engine_name, start_hint
 from jobs.workspace import CONTAINER_UID, container_user
-from rules.ipc_folder import AGENT_DIRS
-from base.config import Settings
 from nanoclaw.status import service_info
 from rules import allowlist
+from rules.egress import DEFAULT_EGRESS, policy_of
+from rules.ipc_folder import AGENT_DIRS
+from rules.mounts import MountAllowlist
 
 REPLAY_CHECK_MAX_EVENTS = 200_000
 SYSTEMD_UNIT = Path(".config") / "systemd" / "user" / "nanoclaw.service"
@@ -97,8 +99,6 @@ def check_gateway(settings: Settings) -> Check:
     """Open a run socket as a run would, and see a wrong token refused."""
     import httpx
 
-    from jobs.gateway import API_SOCKET, Gateway
-
     gateway = Gateway(settings, lambda event: None)
     try:
         access = gateway.open_run(f"doctor-{os.getpid()}", "doctor", "model-only")
@@ -131,7 +131,6 @@ def check_chat_socket(settings: Settings) -> Check:
 
 
 def check_egress(log: EventLog | None) -> Check:
-    from rules.egress import DEFAULT_EGRESS, policy_of
     groups = sorted(list_groups(log), key=lambda group: group.folder) if log else []
     policies = [f"{group.folder} {policy_of(group.container_config)}" for group in groups]
     return Check(name="egress", level="ok",

@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from events import EventLog, Record
-from events import types as t
+from events import EventLog, Record, types as t
 from events.queries import is_conversation, outbound_by_id
 from jobs.message_run import MAX_RETRIES
 

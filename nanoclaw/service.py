@@ -16,6 +16,7 @@ from typing import Callable
 
 from loguru import logger
 
+from base.config import Settings
 from events import EventLog
 from events.health import RECOVERY_HINT, log_problem
 from jobs.credentials import warn_if_no_credentials
@@ -23,13 +24,12 @@ from jobs.dispatcher import REDISPATCH_S, DispatcherStage
 from jobs.queue import JobQueue
 from jobs.recovery import live_runs
 from jobs.runtime import RuntimeUnavailable, check_runtime, engine_name, remove_orphans, start_hint
-from base.config import Settings
 from router.app import RouterApp
 from router.channels.base import ChannelStartError
 from router.channels.local import LocalChatError
 from router.channels.registry import NoChannelsError
-from rules.groups import ensure_global_memory
 from router.heartbeat import Heartbeat
+from rules.groups import ensure_global_memory
 
 EXIT_FATAL = 1
 EXIT_DAMAGED_LOG = 2  # the unit's RestartPreventExitStatus: restarting cannot repair the file, a person can

@@ -18,18 +18,17 @@ from docker.errors import DockerException
 from huey.storage import SqliteStorage
 from requests.exceptions import RequestException
 
-from events import EventLog
-from events import types as t
-from events.queries import list_groups, running_runs, upcoming_tasks
+from base.config import QUEUE_NAME, Settings
 from base.timefmt import iso_now, parse_iso
+from events import EventLog, types as t
+from events.queries import list_groups, running_runs, upcoming_tasks
 from jobs.credentials import upstream_auth, upstream_url
 from jobs.gateway import runs_dir
 from jobs.runtime import LABEL_GROUP, LABEL_RUN, RuntimeUnavailable, client, engine_name, install_label
-from base.config import QUEUE_NAME, Settings
+from router.heartbeat import HEARTBEAT_INTERVAL_S, read_beat, status_path
+from rules.egress import DEFAULT_EGRESS, policy_of
 from rules.prices import PriceTable
 from rules.usage import Spend, spend
-from rules.egress import DEFAULT_EGRESS, policy_of
-from router.heartbeat import HEARTBEAT_INTERVAL_S, read_beat, status_path
 
 STALE_BEAT_S = max(30.0, 10 * HEARTBEAT_INTERVAL_S)
 DOCKER_TIMEOUT_S = 5

@@ -12,16 +12,15 @@ import re
 
 import msgspec
 
-from events import EventLog, Record
-from events import types as t
-from events.queries import group_busy, is_conversation, outstanding_request
-from base.timefmt import iso_now, parse_iso
-from jobs.message_run import MAX_RETRIES
 from base.config import Settings
+from base.timefmt import iso_now, parse_iso
+from events import EventLog, Record, types as t
+from events.queries import group_busy, is_conversation, outstanding_request
+from jobs.message_run import MAX_RETRIES
 from nanoclaw.message_runs import Reply, Run, RunTracer, Tokens, conversation, excerpt, run_events
 from rules.allowlist import Allowlist, AllowlistFile
-from rules.windows import message_wakes
 from rules.triggers import js_trim, matches_trigger, needs_trigger
+from rules.windows import message_wakes
 
 SHOW_OTHER_MATCHES = 20
 SEQ_RE = re.compile(r"\d+", re.ASCII)

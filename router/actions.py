@@ -18,12 +18,11 @@ from typing import Annotated, Any, Callable, Iterator, get_args
 import msgspec
 from loguru import logger
 
-from events import Record, Transaction
-from events import types as t
-from events.consumer import Stage
-from events.queries import group_by_jid, main_group, task_by_id
 from base.config import MAX_TIMEOUT_MS, MIN_TIMEOUT_MS, Settings
 from base.faults import fault_point
+from events import Record, Transaction, types as t
+from events.consumer import Stage
+from events.queries import group_by_jid, main_group, task_by_id
 from rules.groups import GroupError, group_dir, register_group
 from rules.schedule import ScheduleError, first_run
 

@@ -17,17 +17,17 @@ from typing import Callable
 from loguru import logger
 
 import router.channels  # noqa: F401  (registers the installed channels)
-from events import EventLog, consumer
 from base.config import Settings
-from rules.allowlist import AllowlistFile
+from events import EventLog, consumer
+from router.actions import ActionsStage
 from router.channels import registry
 from router.channels.base import Channel, ChannelContext, InboundMessage
-from router.actions import ActionsStage
 from router.delivery import Delivery, Typing
 from router.inbound import GroupDirectory, Inbound
 from router.ipc import IpcWatcher
-from rules.snapshots import write_all_tasks_snapshots, write_groups_snapshot
 from router.trigger_stage import TriggerStage
+from rules.allowlist import AllowlistFile
+from rules.snapshots import write_all_tasks_snapshots, write_groups_snapshot
 
 SAFETY_POLL_S = 5.0
 

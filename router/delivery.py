@@ -15,10 +15,9 @@ from typing import Awaitable, Callable
 
 from loguru import logger
 
-from events import EventLog
-from events import types as t
-from events.queries import chats_with_queued_replies, next_queued_reply
 from base.faults import fault_point
+from events import EventLog, types as t
+from events.queries import chats_with_queued_replies, next_queued_reply
 from router.channels.base import Channel
 from router.channels.registry import owner_of
 

@@ -16,8 +16,8 @@ from typing import Callable, Literal
 import msgspec
 from loguru import logger
 
-from base.timefmt import iso_now
 from base.config import Settings
+from base.timefmt import iso_now
 
 HEARTBEAT_INTERVAL_S = 2.0
 CHANGE_CHECK_S = 0.2  # a change of state, channels or worker is written at once, not at the next beat

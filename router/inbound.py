@@ -12,12 +12,11 @@ import time
 import msgspec
 from loguru import logger
 
-from events import EventLog
-from events import types as t
-from events.queries import list_groups
 from base.faults import fault_point
-from rules.allowlist import AllowlistFile
+from events import EventLog, types as t
+from events.queries import list_groups
 from router.channels.base import InboundMessage, RegisteredChat
+from rules.allowlist import AllowlistFile
 
 
 def message_key(chat_jid: str, message_id: str) -> str:

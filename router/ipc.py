@@ -27,10 +27,9 @@ from loguru import logger
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from events import EventLog
-from events import types as t
 from base.agent_paths import NotRealDir, PathRefused, closing_fd, open_dir, open_file
 from base.config import Settings
+from events import EventLog, types as t
 from rules.groups import GroupError, validate_folder
 
 IPC_MAX_BYTES = 1 << 20

@@ -12,18 +12,19 @@ from __future__ import annotations
 
 from loguru import logger
 
-from events import Record, Transaction
-from events import types as t
-from events.consumer import Stage
-from events.queries import Group, cursor_of, groups_by_jid, message_run_to_pipe_into, outstanding_request, pending_messages
 from base.agent_paths import PathRefused
 from base.config import Settings
 from base.faults import fault_point
+from events import Record, Transaction, types as t
+from events.consumer import Stage
+from events.queries import (Group, cursor_of, groups_by_jid, message_run_to_pipe_into, outstanding_request,
+                            pending_messages)
 from rules.allowlist import AllowlistFile
 from rules.budgets import refuse_if_over
 from rules.ipc_folder import write_input
-from rules.windows import prompt_for, window_wakes
 from rules.refusals import record_refusal
+from rules.windows import prompt_for, window_wakes
+
 
 class TriggerStage(Stage):
     """Turns triggering messages into piped input or run requests."""

@@ -19,13 +19,12 @@ from datetime import datetime, timedelta, timezone
 
 from loguru import logger
 
-from events import Transaction
-from events import types as t
-from events.queries import Group, usage_since
 from base.config import Settings
+from events import Transaction, types as t
+from events.queries import Group, usage_since
+from rules.notices import tell_budget
 from rules.prices import PriceTable
 from rules.usage import tokens_of
-from rules.notices import tell_budget
 
 
 @dataclass(frozen=True)

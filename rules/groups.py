@@ -12,12 +12,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from events import EventLog
-from events import types as t
+from base.agent_paths import (OnRefused, PathRefused, closing_fd, create_file, open_under, read_text,
+                              warn_refusal)
+from base.config import DEFAULT_ASSISTANT_NAME, MAX_TIMEOUT_MS, MIN_TIMEOUT_MS, Settings
+from events import EventLog, types as t
 from events.queries import Group, find_group, list_groups
 from events.rules import folder_problem
-from base.agent_paths import OnRefused, PathRefused, closing_fd, create_file, open_under, read_text, warn_refusal
-from base.config import DEFAULT_ASSISTANT_NAME, MAX_TIMEOUT_MS, MIN_TIMEOUT_MS, Settings
 from rules.egress import parse_policy
 from rules.refusals import record_refusal
 

@@ -21,7 +21,8 @@ from pathlib import Path
 
 from loguru import logger
 
-from base.agent_paths import OnRefused, PathRefused, closing_fd, open_under, unlink_in, warn_refusal, write_file
+from base.agent_paths import (OnRefused, PathRefused, closing_fd, open_under, unlink_in, warn_refusal,
+                              write_file)
 from base.config import Settings
 
 MESSAGES_DIR = "messages"

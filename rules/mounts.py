@@ -19,8 +19,8 @@ from typing import Annotated
 import msgspec
 from loguru import logger
 
-from events.types import MountRequest
 from base.config import Settings
+from events.types import MountRequest
 
 CONTAINER_EXTRA_DIR = "/workspace/extra"
 CLAUDE_LOGIN_DIR = ".claude"  # under home: Claude Code's login, with the real OAuth token

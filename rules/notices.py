@@ -16,11 +16,10 @@ from datetime import datetime, timedelta, timezone
 
 from loguru import logger
 
-from events import Transaction
-from events import types as t
-from events.queries import Group, main_group, notice_queued_since
-from base.timefmt import to_iso
 from base.config import Settings
+from base.timefmt import to_iso
+from events import Transaction, types as t
+from events.queries import Group, main_group, notice_queued_since
 from rules.failures import Kind, notice
 
 NOTICE_INTERVAL_S = 60

@@ -11,8 +11,8 @@ from typing import Protocol
 
 from loguru import logger
 
-from events import types as t
 from base.agent_paths import OnRefused, PathRefused
+from events import types as t
 
 
 class Writer(Protocol):

@@ -14,10 +14,10 @@ from typing import Any
 
 from loguru import logger
 
-from events.queries import Reader, group_chats_seen, list_groups, tasks_newest_first
-from base.timefmt import iso_now
 from base.agent_paths import closing_fd, ensure_own_dir, open_under, write_file
 from base.config import Settings
+from base.timefmt import iso_now
+from events.queries import Reader, group_chats_seen, list_groups, tasks_newest_first
 from rules.groups import validate_folder
 
 TASKS_SNAPSHOT = "current_tasks.json"

@@ -13,10 +13,9 @@ from dataclasses import dataclass
 import msgspec
 
 from base.config import Settings
-from events import Record, Transaction
-from events import types as t
-from rules.allowlist import Allowlist
+from events import Record, Transaction, types as t
 from events.queries import Group, cursor_of, pending_messages
+from rules.allowlist import Allowlist
 from rules.prompt import PromptMessage, format_prompt
 from rules.triggers import may_trigger, needs_trigger
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from events import EventLog
-from events import consumer
-from events import types as t
+from events import EventLog, consumer, types as t
 
 
 def write_batches(db: str, writer: str, batches: int, size: int) -> None:

@@ -237,8 +237,8 @@ def gateway_in_front(api: StubAnthropicAPI, key: str, run_id: str = "stand-in-ru
     RunAccess: its socket folder to mount at /run/nanoclaw, and
     `runner_field()` for the request.
     """
-    from jobs.gateway import Gateway
     from base.config import load_settings
+    from jobs.gateway import Gateway
 
     previous = {name: os.environ.get(name) for name in ("ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY")}
     os.environ.update(ANTHROPIC_BASE_URL=api.url, ANTHROPIC_API_KEY=key)

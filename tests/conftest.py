@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from events import EventLog
 from base.config import Settings, load_settings
+from events import EventLog
 
 
 @pytest.fixture

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import docker
 
+from base.config import Settings
 from events import EventLog
 from jobs.runtime import install_label
-from base.config import Settings
 
 
 def of_type(log: EventLog, cls) -> list:

@@ -13,10 +13,8 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 
-
-from events import EventLog, replay
-from events import types as t
 from base.config import Settings
+from events import EventLog, replay, types as t
 from router.channels.local import jid_name
 from rules.prompt import escape_xml
 from tests.observe import our_containers

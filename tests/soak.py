@@ -17,8 +17,8 @@ import threading
 import time
 from dataclasses import dataclass, field, fields
 
-from events import EventLog, replay
 from base.config import Settings
+from events import EventLog, replay
 from router.channels.local_client import ChatClientError
 from rules.groups import register_group
 from tests.router_process import RouterProcess

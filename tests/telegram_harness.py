@@ -13,11 +13,11 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from events import EventLog
 from base.config import load_settings
+from events import EventLog
 from router.app import RouterApp
-from tests.telegram_stub_api import TelegramStub
 from tests.observe import of_type  # noqa: F401  (the Telegram tests import it from here)
+from tests.telegram_stub_api import TelegramStub
 
 ALICE = TelegramStub.user(42, "Alice", "Smith", username="alice")
 BOB = TelegramStub.user(43, "Bob")

@@ -10,12 +10,12 @@ import pytest
 from freezegun import freeze_time
 from loguru import logger
 
-from events import consumer
-from events import types as t
-from router.actions import ActionsStage
+from events import consumer, types as t
 from events.queries import find_group
+from router.actions import ActionsStage
 from rules.groups import register_group
-from rules.snapshots import snapshots_dir, write_all_tasks_snapshots, write_groups_snapshot, write_tasks_snapshot
+from rules.snapshots import (snapshots_dir, write_all_tasks_snapshots, write_groups_snapshot,
+                             write_tasks_snapshot)
 
 MAIN, FAMILY, WORK = "local:me", "tg:fam", "tg:work"
 STRANGER_JID = "tg:nobody"

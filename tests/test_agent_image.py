@@ -18,18 +18,8 @@ import docker
 import pytest
 
 from jobs.image import IMAGE_TEST_TAG, build_image, check_image, image_is_stale
-from tests.agent_stub_api import (
-    SLOW_MARKER,
-    FAIL_MARKER,
-    FINAL_TEXT,
-    SEND_TOOL,
-    TOOL_TEXT,
-    RunnerContainer,
-    StubAnthropicAPI,
-    gateway_in_front,
-    make_workspace,
-    parse_outputs,
-)
+from tests.agent_stub_api import (FAIL_MARKER, FINAL_TEXT, SEND_TOOL, SLOW_MARKER, TOOL_TEXT, RunnerContainer,
+                                  StubAnthropicAPI, gateway_in_front, make_workspace, parse_outputs)
 
 pytestmark = pytest.mark.docker
 

@@ -14,14 +14,8 @@ import docker
 import pytest
 
 from jobs import image
-from jobs.image import (
-    CLAUDE_AGENT_SDK_VERSION,
-    IMAGE_TEST_TAG,
-    ImageBuildError,
-    build_image,
-    image_exists,
-    prepare_wheels,
-)
+from jobs.image import (CLAUDE_AGENT_SDK_VERSION, IMAGE_TEST_TAG, ImageBuildError, build_image, image_exists,
+                        prepare_wheels)
 from jobs.runtime import RuntimeUnavailable
 
 DOCKER_DOWN = "Docker is not running: start it with 'sudo systemctl start docker' (or scripts/install.sh)"

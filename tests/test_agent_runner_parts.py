@@ -19,12 +19,11 @@ import pytest
 from tests.agent_stub_api import AGENT_CONTAINER_DIR, pipe_message, request_close
 
 sys.path.insert(0, str(AGENT_CONTAINER_DIR))
-from agent_runner import inbox as inbox_module  # noqa: E402
 from agent_runner import task_script  # noqa: E402
+from agent_runner import inbox as inbox_module  # noqa: E402
 from agent_runner.inbox import Inbox  # noqa: E402
 from agent_runner.protocol import Emitter, InputError, parse_input  # noqa: E402
 from agent_runner.providers.transcript_archive import archive_transcript  # noqa: E402
-
 
 # --- inbox ----------------------------------------------------------------------
 

@@ -10,13 +10,12 @@ import threading
 
 import pytest
 
-from events import EventLog
-from events import types as t
+from base.config import load_settings
+from events import EventLog, types as t
 from events.backup import BackupError, make_backup, verify
 from events.health import log_problem
 from jobs.worker import run_worker
 from nanoclaw import cli
-from base.config import load_settings
 from rules.groups import register_group
 from tests.router_process import RouterProcess
 

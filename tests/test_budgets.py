@@ -7,12 +7,12 @@ from datetime import datetime, timezone
 import pytest
 from freezegun import freeze_time
 
+from base.config import load_settings
 from events import types as t
+from events.queries import find_group
 from jobs.message_run import MessageRun
 from nanoclaw import cli
-from base.config import load_settings
 from rules.budgets import period_bounds, reached_cap
-from events.queries import find_group
 from rules.groups import update_group
 from tests.observe import of_type
 from tests.test_agent_job import say, world  # noqa: F401  (fixtures)
@@ -117,10 +117,10 @@ def test_a_due_task_of_a_group_over_budget_does_not_run_and_stays_due(world):
 def test_follow_ups_are_not_piped_into_a_running_agent_once_its_group_is_over_budget(settings, log):
     """A container kept busy by follow-ups would otherwise answer them past the cap for as long as they come."""
     from events import consumer
-    from rules.allowlist import AllowlistFile
-    from rules.groups import register_group
     from router.inbound import Inbound
     from router.trigger_stage import TriggerStage
+    from rules.allowlist import AllowlistFile
+    from rules.groups import register_group
     from tests.test_trigger_stage import say as say_in, start_run
 
     register_group(log, settings, jid="local:me", name="Me", folder="main", is_main=True)

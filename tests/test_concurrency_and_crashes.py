@@ -10,8 +10,7 @@ import threading
 from collections import defaultdict
 from pathlib import Path
 
-from events import EventLog, consumer
-from events import types as t
+from events import EventLog, consumer, types as t
 from tests._writers import EchoStage, write_batches
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,10 +10,10 @@ import time
 import docker
 import pytest
 
+from base.config import load_settings
 from jobs.containers import ContainerRunner, RunResult, RunSpec
 from jobs.contract import AgentInput
 from jobs.runtime import remove_orphans
-from base.config import load_settings
 from rules.groups import ensure_group_files
 
 pytestmark = pytest.mark.docker

@@ -17,15 +17,14 @@ import time
 import pytest
 from loguru import logger
 
-from events import EventLog
-from events import types as t
+from base.config import load_settings
+from events import EventLog, types as t
 from jobs.message_run import MessageRun
 from jobs.recovery import reconcile
-from base.config import load_settings
-from rules.allowlist import AllowlistFile
 from router.channels.base import InboundMessage
-from rules.groups import register_group
 from router.inbound import Inbound
+from rules.allowlist import AllowlistFile
+from rules.groups import register_group
 from tests.observe import of_type
 
 pytestmark = pytest.mark.docker

@@ -5,8 +5,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from events import consumer
-from events import types as t
+from events import consumer, types as t
 from jobs.dispatcher import DispatcherStage
 from jobs.queue import JobQueue
 from rules.groups import register_group

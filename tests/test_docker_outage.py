@@ -14,15 +14,15 @@ import json
 
 import pytest
 
-from events import types as t
 from base.timefmt import parse_iso
+from events import types as t
 from jobs.message_run import BASE_RETRY_S
 from rules.groups import register_group
+from tests.observe import of_type
 from tests.private_dockerd import PrivateDockerd
 from tests.service_audit import audit, our_containers, unanswered
 from tests.service_harness import ChatUser, start_service
 from tests.waiting import eventually
-from tests.observe import of_type
 
 pytestmark = pytest.mark.docker
 

@@ -160,8 +160,8 @@ def test_with_the_image_built_the_service_running_and_the_unit_installed_all_is_
 
 
 def test_containment_shows_no_network_a_working_gateway_and_each_groups_egress(settings, log, monkeypatch):
-    from events import types as t
     from base.config import load_settings
+    from events import types as t
     from rules.groups import update_group
 
     monkeypatch.setenv("ANTHROPIC_API_KEY", SECRET)

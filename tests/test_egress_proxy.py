@@ -8,9 +8,8 @@ import time
 import pytest
 
 from jobs.egress_proxy import EgressDecision
-from tests.egress_harness import (  # noqa: F401 (fixtures)
-    REMOTE_TIMEOUT_S, client, curl, host_listener, never_accepted, read_to_end, remote, serve,
-)  # fmt: skip
+from tests.egress_harness import (REMOTE_TIMEOUT_S, client, curl,  # noqa: F401 (fixtures); fmt: skip
+                                  host_listener, never_accepted, read_to_end, remote, serve)
 
 
 def test_an_allowed_get_reaches_the_remote_host_in_origin_form(serve, remote):

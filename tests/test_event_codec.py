@@ -9,8 +9,7 @@ import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
-from events import EventDecodeError, EventLog
-from events import types as t
+from events import EventDecodeError, EventLog, types as t
 from events.rules import RESERVED_FOLDERS
 
 _json_scalar = st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=20)

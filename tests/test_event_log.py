@@ -11,8 +11,7 @@ import time
 import pytest
 import sqlite_utils
 
-from events import EventLog
-from events import types as t
+from events import EventLog, types as t
 
 
 def message(n: int, chat: str = "local:me", text: str | None = None) -> t.MessageReceived:

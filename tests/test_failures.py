@@ -6,9 +6,9 @@ import time
 
 import pytest
 
+from base.config import load_settings
 from events import types as t
 from jobs.message_run import MAX_RETRIES, MessageRun
-from base.config import load_settings
 from rules.failures import classify, notice, retryable
 from tests.observe import of_type
 from tests.test_agent_job import say, scripted, world  # noqa: F401  (fixtures)

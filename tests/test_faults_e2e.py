@@ -17,13 +17,13 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from events import types as t
 from base.timefmt import to_iso
+from events import types as t
 from rules.groups import register_group
+from tests.observe import of_type
 from tests.service_audit import audit, our_containers, transcript_replies, unanswered
 from tests.service_harness import ChatUser, start_service
 from tests.waiting import eventually
-from tests.observe import of_type
 
 pytestmark = pytest.mark.docker
 

@@ -22,10 +22,10 @@ import httpx
 import pytest
 from aiohttp import web
 
+from base.config import load_settings
 from events import types as t
 from jobs.gateway import API_SOCKET, PROXY_SOCKET, Gateway
 from jobs.workspace import CONTAINER_UID
-from base.config import load_settings
 
 REAL_KEY = "sk-ant-real-key-never-in-a-box-8c1f"
 OAUTH_TOKEN = "sk-ant-oat01-real-oauth-token-3d9a"

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import os
-
 import json
+import os
 
 import pytest
 
-from events import types as t
-from nanoclaw.cli import main
 from base.config import load_settings
+from events import types as t
 from events.queries import list_groups
+from nanoclaw.cli import main
 from rules.groups import GroupError, register_group, remove_group, validate_folder
 
 

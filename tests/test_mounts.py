@@ -14,17 +14,9 @@ import pytest
 from loguru import logger
 
 from events.types import MountRequest
-from rules.mounts import (
-    DEFAULT_BLOCKED_PATTERNS,
-    AllowlistLoader,
-    MountAllowlist,
-    Rejection,
-    ValidatedMount,
-    default_allowlist_path,
-    parse_mount_spec,
-    validate_mount,
-    validate_mounts,
-)
+from rules.mounts import (DEFAULT_BLOCKED_PATTERNS, AllowlistLoader, MountAllowlist, Rejection,
+                          ValidatedMount, default_allowlist_path, parse_mount_spec, validate_mount,
+                          validate_mounts)
 
 CUSTOM_PATTERNS = ["secret", "password"]
 PROJECTS = {"path": "~/projects", "allowReadWrite": True}

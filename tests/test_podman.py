@@ -21,11 +21,11 @@ import docker
 import pytest
 from docker.errors import ImageNotFound
 
+from base.config import load_settings
 from jobs.containers import MEMORY_LIMIT, PIDS_LIMIT, ContainerRunner, RunResult, RunSpec
 from jobs.contract import AgentInput
 from jobs.image import check_image, image_exists, image_is_stale
 from jobs.runtime import PODMAN_ROOTFUL_SOCKET, check_runtime, client, remove_orphans
-from base.config import load_settings
 from rules.groups import ensure_group_files
 
 pytestmark = pytest.mark.docker

@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 from freezegun import freeze_time
 
-from events import queries as q
-from events import types as t
+from events import queries as q, types as t
 from events.projections import TABLES
 
 REPO = Path(__file__).resolve().parents[1]

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 from freezegun import freeze_time
 
-from events import EventLog, projections, replay
-from events import types as t
+from events import EventLog, projections, replay, types as t
 from tests.history import synthetic_history
 
 

@@ -15,9 +15,9 @@ import pytest
 from events import types as t
 from router.channels.local_client import ChatClientError, LocalChatClient
 from rules.groups import register_group
+from tests.observe import of_type
 from tests.router_process import RouterProcess
 from tests.waiting import wait_for
-from tests.observe import of_type
 
 pytestmark = pytest.mark.docker  # `nanoclaw run` checks the container runtime first
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.runtime import PODMAN_ROOTFUL_SOCKET, engine_url, podman_socket, start_hint
 from base.config import ConfigError, load_settings
+from jobs.runtime import PODMAN_ROOTFUL_SOCKET, engine_url, podman_socket, start_hint
 
 
 @pytest.fixture

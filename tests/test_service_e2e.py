@@ -13,8 +13,8 @@ import pytest
 from events import types as t
 from router.channels.local_client import LocalChatClient
 from rules.groups import register_group
-from tests.router_process import RouterProcess
 from tests.observe import our_containers  # noqa: F401  (other tests import it from here)
+from tests.router_process import RouterProcess
 
 pytestmark = pytest.mark.docker
 

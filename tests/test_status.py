@@ -13,12 +13,12 @@ import msgspec
 import pytest
 from huey import SqliteHuey
 
-from events import types as t
 from base.timefmt import iso_now
+from events import types as t
 from nanoclaw import cli, status
 from nanoclaw.cli_status import render
-from rules.groups import register_group
 from router.heartbeat import ServiceBeat, status_path, write_beat
+from rules.groups import register_group
 from tests.router_process import RouterProcess
 
 pytestmark = pytest.mark.docker

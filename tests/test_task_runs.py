@@ -8,16 +8,16 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from events import types as t
+from base.config import load_settings
 from base.timefmt import iso_now, parse_iso, to_iso
+from events import types as t
 from events.queries import due_tasks
 from jobs.task_run import TaskRun
 from nanoclaw.cli import main
-from base.config import load_settings
 from router.channels.local_client import LocalChatClient
 from rules.groups import register_group
-from tests.router_process import RouterProcess
 from tests.observe import of_type
+from tests.router_process import RouterProcess
 
 pytestmark = pytest.mark.docker
 
@@ -145,8 +145,8 @@ def test_a_due_task_goes_before_waiting_messages_which_are_answered_after_it(wor
     settings, log = world
     from jobs.message_run import MessageRun
     from router.channels.base import InboundMessage
-    from rules.allowlist import AllowlistFile
     from router.inbound import Inbound
+    from rules.allowlist import AllowlistFile
 
     schedule(log, "t1", prompt="the task")
     Inbound(log, AllowlistFile(settings.sender_allowlist_path)).message("test", InboundMessage(
@@ -197,9 +197,9 @@ def test_a_task_that_finds_its_group_busy_runs_when_that_run_ends_without_pollin
     import threading
 
     from jobs.message_run import MessageRun
-    from tests.test_preemption import say
-    from rules.allowlist import AllowlistFile
     from router.inbound import Inbound
+    from rules.allowlist import AllowlistFile
+    from tests.test_preemption import say
 
     settings, log = world
     monkeypatch.setenv("IDLE_TIMEOUT", "60000")  # only the task's close request ends this run quickly

@@ -12,13 +12,13 @@ import asyncio
 import pytest
 from loguru import logger
 
-from events import types as t
 from base.config import ConfigError, load_settings
+from events import types as t
 from router.app import RouterApp
 from router.channels.base import ChannelStartError
 from rules.groups import register_group
-from tests.telegram_harness import ALICE, BOB, keys_of, live_router, of_type, until
-from tests.telegram_harness import stub, tg_log, tg_settings  # noqa: F401  (fixtures)
+from tests.telegram_harness import (ALICE, BOB, keys_of, live_router, of_type, stub,  # noqa: F401  (fixtures)
+                                    tg_log, tg_settings, until)
 from tests.telegram_stub_api import BOT_USER, TOKEN, TelegramStub
 
 

@@ -7,8 +7,8 @@ import asyncio
 from events import types as t
 from router.channels import telegram
 from rules.groups import register_group
-from tests.telegram_harness import ALICE, live_router, of_type, until
-from tests.telegram_harness import stub, tg_log, tg_settings  # noqa: F401  (fixtures)
+from tests.telegram_harness import (ALICE, live_router, of_type, stub, tg_log,  # noqa: F401  (fixtures)
+                                    tg_settings, until)
 
 JID = "tg:42"
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from router.channels.telegram_format import MAX_MESSAGE_UNITS, split_message, to_telegram_html, utf16_len
 from tests.telegram_stub_api import visible_text

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from telegram import Message
 
-from router.channels.telegram_inbound import chat_facts, chat_id_of, command_of, jid_of, message_text, to_inbound
+from router.channels.telegram_inbound import (chat_facts, chat_id_of, command_of, jid_of, message_text,
+                                              to_inbound)
 from tests.telegram_stub_api import BOT_USER, TelegramStub
 
 ALICE = TelegramStub.user(42, "Alice", username="alice")

@@ -8,14 +8,13 @@ import os
 import msgspec
 import pytest
 
-from events import consumer
-from events import types as t
-from rules.allowlist import AllowlistFile
-from router.channels.base import InboundMessage
-from rules.groups import register_group
+from events import consumer, types as t
 from events.queries import cursor_of, pending_messages
+from router.channels.base import InboundMessage
 from router.inbound import Inbound
 from router.trigger_stage import TriggerStage
+from rules.allowlist import AllowlistFile
+from rules.groups import register_group
 
 
 @pytest.fixture

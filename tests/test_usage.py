@@ -8,11 +8,10 @@ import msgspec
 import pytest
 from freezegun import freeze_time
 
-from events import replay
-from events import types as t
+from events import replay, types as t
 from nanoclaw import cli
-from rules.prices import DEFAULT_PRICES, PRICES_FILE, ModelPrice, PriceTable, Tokens
 from nanoclaw.status import gather
+from rules.prices import DEFAULT_PRICES, PRICES_FILE, ModelPrice, PriceTable, Tokens
 
 MILLION = 1_000_000
 

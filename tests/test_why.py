@@ -7,8 +7,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from events import types as t
 from base.timefmt import iso_now, to_iso
+from events import types as t
 from nanoclaw import why
 from nanoclaw.cli import main
 from router.channels.local_client import LocalChatClient

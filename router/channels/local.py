@@ -20,8 +20,8 @@ from pathlib import Path
 import msgspec
 from loguru import logger
 
-from base.timefmt import iso_now
 from base.config import Settings
+from base.timefmt import iso_now
 from router.channels import registry
 from router.channels.base import Channel, ChannelContext, InboundMessage
 from router.channels.local_socket import SocketPlaceError, client_refusal, peer_of, prepare_folder

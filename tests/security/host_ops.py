@@ -13,17 +13,16 @@ import json
 import sys
 import time
 
-from events import EventLog
-from events import types as t
+from base.agent_paths import PathRefused
+from base.config import load_settings
+from events import EventLog, types as t
 from jobs import container_log
 from jobs.cleanup import run_cleanup
 from jobs.workspace import base_mounts, container_user
-from base.agent_paths import PathRefused
-from base.config import load_settings
 from rules.groups import register_group
+from rules.ipc_folder import clear_input, request_close, write_input
 from rules.refusals import record_refusal, recorder
 from rules.snapshots import write_groups_snapshot, write_tasks_snapshot
-from rules.ipc_folder import clear_input, request_close, write_input
 
 
 def _record(settings, folder: str) -> container_log.RunRecord:

@@ -6,10 +6,10 @@ import os
 
 import pytest
 
+from base.agent_paths import (MAX_DEPTH, PathRefused, closing_fd, create_file, hand_over, open_under,
+                              remove_entry, unlink_in, write_file)
 from events import types as t
 from jobs.workspace import prepare_claude_home, prepare_group_dir, prepare_ipc
-from base.agent_paths import (MAX_DEPTH, PathRefused, closing_fd, create_file, hand_over, open_under,
-                                  remove_entry, unlink_in, write_file)
 from rules.refusals import recorder
 
 

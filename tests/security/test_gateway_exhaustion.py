@@ -19,11 +19,11 @@ import time
 import docker
 import pytest
 
+from base.config import load_settings
 from jobs.containers import ContainerRunner, RunSpec
 from jobs.contract import AgentInput
 from jobs.gateway import API_SOCKET, CONTAINER_DIR, MAX_API_CONNECTIONS, Gateway
 from jobs.runtime import remove_orphans
-from base.config import load_settings
 from rules.groups import ensure_group_files
 from tests.security.model_stand_in import StandIn
 from tests.waiting import wait_for

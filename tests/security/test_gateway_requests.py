@@ -15,9 +15,9 @@ import time
 
 import pytest
 
+from base.config import load_settings
 from jobs.gateway import API_SOCKET, Gateway
 from jobs.model_api import MAX_REQUEST_BYTES
-from base.config import load_settings
 from tests.security.model_stand_in import StandIn
 
 REAL_KEY = "sk-ant-api03-real-key-of-the-host-5e2b"

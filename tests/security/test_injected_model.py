@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from jobs.gateway import CONTAINER_DIR, PROXY_PORT, container_environment
+from tests.agent_stub_api import (FINAL_TEXT, RecordedRequest, RunnerContainer, StubAnthropicAPI,
+                                  gateway_in_front, make_workspace)
 from tests.waiting import wait_for
-from tests.agent_stub_api import (FINAL_TEXT, RecordedRequest, RunnerContainer, StubAnthropicAPI, gateway_in_front,
-                                  make_workspace)
 
 pytestmark = pytest.mark.docker
 

@@ -7,16 +7,15 @@ import threading
 import docker
 import pytest
 
-from events import consumer
-from events import types as t
+from base.config import load_settings
+from events import consumer, types as t
 from jobs.message_run import MessageRun
 from jobs.runtime import LABEL_GROUP, LABEL_INSTALL
-from base.config import load_settings
-from rules.allowlist import AllowlistFile
 from router.channels.base import InboundMessage
-from rules.groups import register_group
 from router.inbound import Inbound
 from router.trigger_stage import TriggerStage
+from rules.allowlist import AllowlistFile
+from rules.groups import register_group
 from tests.observe import of_type
 from tests.waiting import wait_for
 

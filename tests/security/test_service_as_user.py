@@ -19,8 +19,8 @@ from pathlib import Path
 import docker
 import pytest
 
-from events import EventLog
 from base.config import load_settings
+from events import EventLog
 from rules.groups import register_group
 from tests.observe import our_containers
 from tests.router_process import RouterProcess
