@@ -55,21 +55,23 @@ def latency(groups: int, messages: int) -> list[float]:
     with tempfile.TemporaryDirectory(prefix="nanoclaw-bench-router-") as tmp:
         settings, log = setup(Path(tmp), groups)
         router = RouterProcess(settings).wait_ready()
-        clients = [LocalChatClient(router.socket, f"local:g{g}") for g in range(groups)]
         samples: list[float] = []
         try:
             after = log.last_seq()
             for n in range(messages):
                 g = n % groups
-                sent = time.time()
-                clients[g].send(f"message {n}")
-                request = _wait_request(log, after, f"g{g}")
+                # one connection per message: the chat serves at most 64 at once, fewer than the groups
+                client = LocalChatClient(router.socket, f"local:g{g}")
+                try:
+                    sent = time.time()
+                    client.send(f"message {n}")
+                    request = _wait_request(log, after, f"g{g}")
+                finally:
+                    client.close()
                 samples.append(parse_iso(request.at).timestamp() - sent)
                 after = request.seq
                 _stand_in_worker(log, request.event, n)
         finally:
-            for client in clients:
-                client.close()
             router.stop()
             log.close()
         return samples

@@ -353,7 +353,7 @@ class TaskRunFinished(Event):
 
 
 class TaskRunRequested(Event):
-    """A task should run now (or at `not_before`): a run's end or a message run found it due.
+    """A task should run now (or at `not_before`): a run of its group ended while it was due.
 
     The dispatcher turns it into the task's job; the job itself checks that
     the task is still active and due, so a stale request does nothing.
@@ -362,7 +362,7 @@ class TaskRunRequested(Event):
     STREAM: ClassVar[str] = "group_folder"
     task_id: str
     group_folder: str
-    reason: Literal["due", "before messages"] = "due"
+    reason: Literal["due"] = "due"
     not_before: str | None = None
 
 

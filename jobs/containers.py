@@ -129,6 +129,51 @@ def hard_timeout_ms(settings: Settings, group_timeout_ms: int | None) -> int:
     return max(configured, settings.idle_timeout_ms + IDLE_GRACE_MS)
 
 
+class _Watch:
+    """A running container's two deadlines, and what its outputs have shown so far.
+
+    The hard timeout (reset by each output) stops the container; the idle
+    timeout asks the agent to finish once it has answered (re-armed by each
+    output, or armed once for a task).
+    """
+
+    def __init__(self, settings: Settings, container, spec: RunSpec, on_output: Callable[[AgentResult], None],
+                 on_refused: OnRefused):
+        self.container, self.spec, self.on_output = container, spec, on_output
+        self.state = {"outputs": 0, "errors": 0, "session": None, "timed_out": False, "idle_armed": False}
+        self.hard_ms = hard_timeout_ms(settings, spec.timeout_ms)
+        self.idle_ms = spec.idle_timeout_ms or settings.idle_timeout_ms
+        self.hard = _Deadline(self._hard_timeout)
+        self.idle = _Deadline(lambda: request_close(settings, spec.folder, on_refused))
+
+    def _hard_timeout(self) -> None:
+        self.state["timed_out"] = True
+        logger.error("{}: container {} timed out after {} ms without output; stopping it",
+                     self.spec.folder, self.container.name, self.hard_ms)
+        try:
+            self.container.stop(timeout=STOP_GRACE_S)
+        except (DockerException, RequestException) as exc:
+            logger.warning("stopping {} failed ({}); killing it", self.container.name, exc)
+            try:
+                self.container.kill()
+            except (DockerException, RequestException):
+                pass
+
+    def handle(self, result: AgentResult) -> None:
+        state = self.state
+        state["outputs"] += 1
+        state["errors"] += result.status == "error"
+        state["session"] = result.newSessionId or state["session"]
+        self.hard.reset(self.hard_ms / 1000)
+        if self.spec.idle_rearm or not state["idle_armed"]:
+            self.idle.reset(self.idle_ms / 1000)
+            state["idle_armed"] = True
+        try:
+            self.on_output(result)
+        except Exception:  # a failing callback must not stall the run
+            logger.exception("{}: handling an agent output failed; the run goes on", self.spec.folder)
+
+
 class _Capture:
     """Keeps stdout or stderr for the log, up to the configured size."""
 
@@ -246,45 +291,13 @@ class ContainerRunner:
         stdout = _Capture(self.settings.container_max_output_bytes)
         stderr = _Capture(self.settings.container_max_output_bytes)
         parser = OutputParser()
-        state = {"outputs": 0, "errors": 0, "session": None, "timed_out": False, "idle_armed": False}
-        hard_ms = hard_timeout_ms(self.settings, spec.timeout_ms)
-        idle_ms = spec.idle_timeout_ms or self.settings.idle_timeout_ms
-
-        def on_hard_timeout() -> None:
-            state["timed_out"] = True
-            logger.error("{}: container {} timed out after {} ms without output; stopping it",
-                         spec.folder, container.name, hard_ms)
-            try:
-                container.stop(timeout=STOP_GRACE_S)
-            except (DockerException, RequestException) as exc:
-                logger.warning("stopping {} failed ({}); killing it", container.name, exc)
-                try:
-                    container.kill()
-                except (DockerException, RequestException):
-                    pass
-
-        hard = _Deadline(on_hard_timeout)
-        idle = _Deadline(lambda: request_close(self.settings, spec.folder, self._on_refused(spec.folder)))
-
-        def handle(result: AgentResult) -> None:
-            state["outputs"] += 1
-            state["errors"] += result.status == "error"
-            state["session"] = result.newSessionId or state["session"]
-            hard.reset(hard_ms / 1000)
-            if spec.idle_rearm or not state["idle_armed"]:
-                idle.reset(idle_ms / 1000)
-                state["idle_armed"] = True
-            try:
-                on_output(result)
-            except Exception:  # a failing callback must not stall the run
-                logger.exception("{}: handling an agent output failed; the run goes on", spec.folder)
-
+        watch = _Watch(self.settings, container, spec, on_output, self._on_refused(spec.folder))
         sock = engine.api.attach_socket(container.id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
-        reader = threading.Thread(target=self._read, args=(sock, parser, stdout, stderr, handle, spec.folder),
+        reader = threading.Thread(target=self._read, args=(sock, parser, stdout, stderr, watch.handle, spec.folder),
                                   daemon=True, name=f"container-reader-{spec.folder}")
         try:
             container.start()
-            hard.reset(hard_ms / 1000)
+            watch.hard.reset(watch.hard_ms / 1000)
             fault_point("container-started")
             if on_started:
                 on_started(container.name)
@@ -299,15 +312,15 @@ class ContainerRunner:
             exit_code = None
             stderr.add(f"\n[host] {exc}".encode())
         finally:
-            hard.cancel()
-            idle.cancel()
+            watch.hard.cancel()
+            watch.idle.cancel()
             try:
                 sock.close()
             except OSError:
                 pass
         for problem in parser.malformed:
             logger.warning("{}: skipped an unreadable agent output: {}", spec.folder, problem)
-        result = _outcome(container.name, exit_code, state, stderr.text(), spec, self.settings)
+        result = _outcome(container.name, exit_code, watch.state, stderr.text(), spec, self.settings)
         return result, (stdout, stderr)
 
     @staticmethod

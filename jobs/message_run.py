@@ -43,10 +43,9 @@ class MessageRun(RunLifecycle):
             return "no such group"
         if group_busy(tx, folder):
             return "busy: the running agent takes these messages"
-        due = due_tasks(tx, iso_now(), folder)
-        if due:  # tasks first: the task run asks for the messages again when it ends
-            for task_id in due:
-                tx.append(t.TaskRunRequested(task_id=task_id, group_folder=folder, reason="before messages"))
+        if due_tasks(tx, iso_now(), folder):
+            # tasks first: each is queued at its due time (or again by the dispatcher's 60 s pass), and
+            # the task run's end asks for these messages
             return "tasks first"
         window = pending_window(tx, self.settings, group, self.allowlist.current())
         if not window.records:

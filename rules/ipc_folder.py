@@ -16,6 +16,7 @@ import json
 import os
 import random
 import string
+import threading
 import time
 from pathlib import Path
 
@@ -32,6 +33,8 @@ AGENT_DIRS = (MESSAGES_DIR, TASKS_DIR, INPUT_DIR)  # the ones the agent writes, 
 CLOSE_SENTINEL = "_close"
 INPUT_FILE_MODE = 0o644  # the agent reads it; the folder is its own, so it can delete it
 _BASE36 = string.digits + string.ascii_lowercase
+_names_lock = threading.Lock()
+_last_ms = 0
 
 
 def input_dir(settings: Settings, folder: str) -> Path:
@@ -39,9 +42,17 @@ def input_dir(settings: Settings, folder: str) -> Path:
 
 
 def input_file_name() -> str:
-    """`<epoch ms>-<4 base36>.json`: name order is arrival order."""
-    suffix = "".join(random.choices(_BASE36, k=4))
-    return f"{int(time.time() * 1000)}-{suffix}.json"
+    """`<epoch ms>-<4 base36>.json`: name order is arrival order.
+
+    The agent reads its input in name order, so two files written within
+    one millisecond must not be ordered by their random suffix: this
+    process never hands out the same millisecond twice.
+    """
+    global _last_ms
+    with _names_lock:
+        _last_ms = max(_last_ms + 1, int(time.time() * 1000))
+        ms = _last_ms
+    return f"{ms}-{''.join(random.choices(_BASE36, k=4))}.json"
 
 
 def write_input(settings: Settings, folder: str, text: str, name: str | None = None) -> Path:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from jobs.contract import OUTPUT_END, OUTPUT_START
+from rules.ipc_folder import CLOSE_SENTINEL, INPUT_DIR
 
 SEND_TOOL = "mcp__nanoclaw__send_message"
 TOOL_TEXT = "hello from the stand-in"
@@ -275,7 +276,7 @@ _PIPED = itertools.count()
 
 def pipe_message(ipc_dir: Path, text: str, name: str | None = None) -> Path:
     """Drop a follow-up into `input/` the way the host does: tmp file, then rename."""
-    inbox = ipc_dir / "input"
+    inbox = ipc_dir / INPUT_DIR
     name = name or f"{time.time_ns()}-{next(_PIPED):06d}.json"
     tmp = inbox / f"{name}.tmp"
     tmp.write_text(json.dumps({"type": "message", "text": text}))
@@ -286,7 +287,7 @@ def pipe_message(ipc_dir: Path, text: str, name: str | None = None) -> Path:
 
 
 def request_close(ipc_dir: Path) -> None:
-    (ipc_dir / "input" / "_close").touch()
+    (ipc_dir / INPUT_DIR / CLOSE_SENTINEL).touch()
 
 
 class RunnerDriver:

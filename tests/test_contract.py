@@ -197,3 +197,32 @@ def test_garbage_without_markers_does_not_grow_the_buffer():
     for _ in range(1000):
         parser.feed(b"x" * 1000)
     assert len(parser._buffer) < len(OUTPUT_START)
+
+
+@pytest.fixture
+def runner_package(monkeypatch):
+    """The runner's own package, imported as the image imports it (for modules that import their siblings)."""
+    monkeypatch.syspath_prepend(str(AGENT_RUNNER.parent))
+    import agent_runner.inbox
+    import agent_runner.workspace
+
+    yield agent_runner
+    for name in [n for n in sys.modules if n == "agent_runner" or n.startswith("agent_runner.")]:
+        sys.modules.pop(name)
+
+
+def test_the_input_folder_is_where_the_runner_looks_and_what_the_host_writes_the_runner_reads(
+        settings, runner_package):
+    from rules import ipc_folder
+
+    assert runner_package.inbox.CLOSE_SENTINEL == ipc_folder.CLOSE_SENTINEL
+    workspace = runner_package.workspace.Workspace(Path("/workspace"))
+    # the host mounts data/ipc/<folder>/<name> at /workspace/ipc/<name> (jobs/workspace.base_mounts)
+    assert workspace.input_dir == Path("/workspace/ipc") / ipc_folder.INPUT_DIR
+    written = [ipc_folder.write_input(settings, "main", f"follow-up {n}") for n in range(50)]  # within ms
+    inbox = runner_package.inbox.Inbox(ipc_folder.input_dir(settings, "main"))
+    assert inbox.drain() == [f"follow-up {n}" for n in range(50)]  # read in the order they were written
+    assert inbox.take_consumed() == [path.name for path in written]
+    assert not inbox.close_requested()
+    assert ipc_folder.request_close(settings, "main")
+    assert inbox.close_requested()
