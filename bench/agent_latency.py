@@ -32,6 +32,7 @@ sys.path.insert(0, str(REPO))
 
 from base.config import load_settings  # noqa: E402
 from base.timefmt import parse_iso  # noqa: E402
+from bench.e2e import wait_reply as wait_chat_reply  # noqa: E402
 from bench.jobs import IMAGE, fresh_root, pct  # noqa: E402
 from events import types as t  # noqa: E402
 from router.channels.local_client import LocalChatClient  # noqa: E402
@@ -78,12 +79,7 @@ class TimedStandIn(StubAnthropicAPI):
 
 
 def wait_reply(client: LocalChatClient) -> float:
-    deadline = time.monotonic() + TIMEOUT_S
-    while time.monotonic() < deadline:
-        event = client.next_event(0.5)
-        if event and event.get("op") == "reply":
-            return time.time()
-    raise RuntimeError(f"no reply on {client.jid} within {TIMEOUT_S} s")
+    return wait_chat_reply(client, clock=time.time)  # wall clock, as the stand-in and the log use
 
 
 def recorded_at(log, kind: type, folder: str, after_seq: int) -> float:

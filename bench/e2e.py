@@ -64,13 +64,13 @@ def floor_reply() -> float:
     return elapsed
 
 
-def wait_reply(client: LocalChatClient) -> float:
-    """Block until the next reply reaches the terminal; returns when (perf_counter)."""
+def wait_reply(client: LocalChatClient, clock=time.perf_counter) -> float:
+    """Block until the next reply reaches the terminal; returns when, by `clock`."""
     deadline = time.monotonic() + REPLY_TIMEOUT_S
     while time.monotonic() < deadline:
         event = client.next_event(0.5)
         if event and event.get("op") == "reply":
-            return time.perf_counter()
+            return clock()
         if event and event.get("op") == "closed":
             raise RuntimeError("the router closed the chat connection")
     raise RuntimeError(f"no reply on {client.jid} within {REPLY_TIMEOUT_S} s")
