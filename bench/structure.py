@@ -40,31 +40,32 @@ def module_of(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def imports_of(tree: ast.AST, modules: set[str] | dict) -> list[tuple[str, bool]]:
-    """(imported module, written inside a function) for every import of a host package."""
-    found: list[tuple[str, bool]] = []
+def imports_of(tree: ast.AST, modules: set[str] | dict) -> list[tuple[str, bool, int]]:
+    """(imported module, written inside a function, line of the statement) for every import of a host package."""
+    found: list[tuple[str, bool, int]] = []
 
     def visit(node: ast.AST, in_function: bool) -> None:
         for child in ast.iter_child_nodes(node):
             inner = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
             if isinstance(child, ast.Import):
-                found.extend((alias.name, in_function) for alias in child.names)
+                found.extend((alias.name, in_function, child.lineno) for alias in child.names)
             elif isinstance(child, ast.ImportFrom) and child.level == 0 and child.module:
                 # `from pkg import module` depends on that module (Python runs pkg/__init__ first anyway,
                 # as for any import below a package); `from pkg import name` depends on pkg itself
                 for alias in child.names:
                     below = f"{child.module}.{alias.name}"
-                    found.append((below if below in modules else child.module, in_function))
+                    found.append((below if below in modules else child.module, in_function, child.lineno))
             visit(child, inner)
 
     visit(tree, False)
-    return [(name, inner) for name, inner in found if name.split(".")[0] in HOST_PACKAGES]
+    return [entry for entry in found if entry[0].split(".")[0] in HOST_PACKAGES]
 
 
 def static_figures() -> dict:
     modules = {module_of(p): p for p in host_files()}
     graph: dict[str, set[str]] = defaultdict(set)
     upward: set[tuple[str, str]] = set()
+    in_function = 0
     longest = ("", 0)
     lines = code_lines = 0
     for module, path in modules.items():
@@ -77,7 +78,9 @@ def static_figures() -> dict:
                 length = node.end_lineno - node.lineno + 1
                 if length > longest[1]:
                     longest = (f"{module}.{node.name}", length)
-        for name, inner in imports_of(tree, modules):
+        found = imports_of(tree, modules)
+        in_function += len({line for _, inner, line in found if inner})  # statements, not names
+        for name, _, _ in found:
             target = name if name in modules else (name.rsplit(".", 1)[0] if name.rsplit(".", 1)[0] in modules
                                                    else None)
             if target is None or target == module:
@@ -87,21 +90,8 @@ def static_figures() -> dict:
             if source_pkg != target_pkg and LAYERS[target_pkg] >= LAYERS[source_pkg]:
                 upward.add((source_pkg, target_pkg))
     return {"files": len(modules), "lines": lines, "code_lines": code_lines, "longest": longest,
-            "in_function_imports": _count_in_function(modules), "circles": _circles(graph),
+            "in_function_imports": in_function, "circles": _circles(graph),
             "upward": sorted(upward)}
-
-
-def _count_in_function(modules: dict[str, Path]) -> int:
-    count = 0
-    for module, path in modules.items():
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                for inner in ast.walk(node):
-                    if isinstance(inner, (ast.Import, ast.ImportFrom)) and inner is not node:
-                        names = [inner.module or ""] if isinstance(inner, ast.ImportFrom) else \
-                            [a.name for a in inner.names]
-                        count += any(n.split(".")[0] in HOST_PACKAGES for n in names)
-    return count
 
 
 def _circles(graph: dict[str, set[str]]) -> list[list[str]]:

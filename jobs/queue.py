@@ -71,13 +71,15 @@ class JobQueue:
             return self._runner
 
     def enqueue_agent(self, folder: str, eta: datetime | None = None) -> None:
-        if eta is None:
-            self._agent_job(folder)
-        else:
-            self._agent_job.schedule((folder,), eta=eta)
+        _enqueue(self._agent_job, folder, eta)
 
     def enqueue_task(self, task_id: str, eta: datetime | None = None) -> None:
-        if eta is None:
-            self._task_job(task_id)
-        else:
-            self._task_job.schedule((task_id,), eta=eta)
+        _enqueue(self._task_job, task_id, eta)
+
+
+def _enqueue(job, argument: str, eta: datetime | None) -> None:
+    """Now, or kept by huey until `eta`."""
+    if eta is None:
+        job(argument)
+    else:
+        job.schedule((argument,), eta=eta)

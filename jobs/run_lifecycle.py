@@ -215,10 +215,8 @@ class RunLifecycle:
                         duration_ms=result.duration_ms)
         folder, jid = claim.group.folder, claim.group.jid
         with self.log.transaction() as tx:
-            rollback = None
-            if self.rolls_back:
-                unanswered = unanswered_from(tx, folder, claim.run_id, claim.from_seq, claim.through_seq)
-                rollback = claim.from_seq if failed and not progress.sent else unanswered
+            rollback = cursor_rollback(tx, folder, claim.run_id, claim.from_seq, claim.through_seq,
+                                       failed=failed, sent=progress.sent > 0) if self.rolls_back else None
             tx.append(t.AgentRunFinished(run_id=claim.run_id, folder=folder, chat_jid=jid, status=ending.status,
                                          error=ending.error, exit_code=result.exit_code,
                                          duration_ms=result.duration_ms, had_output=progress.sent > 0,
@@ -246,13 +244,12 @@ def request_what_waits(tx: Transaction, group: Group) -> None:
 def finish_interrupted(tx: Transaction, run) -> None:
     """A run whose worker died (a `runs` row): its end, rolling back only past what it answered."""
     sent = replies_queued_by_run(tx, run["run_id"])
-    rollback = run["from_seq"]
-    if run["task_id"] is not None:
-        rollback = None  # a task run was handed no messages
-    elif sent:
-        started = tx.read_since(run["started_seq"] - 1, types=[t.AgentRunStarted], limit=1)[0].event
+    rollback = None  # a task run was handed no messages
+    if run["task_id"] is None:
         # the `runs` row holds the piped high mark; the window first handed over is the started event's
-        rollback = unanswered_from(tx, run["folder"], run["run_id"], run["started_seq"], started.through_seq)
+        started = tx.read_since(run["started_seq"] - 1, types=[t.AgentRunStarted], limit=1)[0].event
+        rollback = cursor_rollback(tx, run["folder"], run["run_id"], run["from_seq"], started.through_seq,
+                                   failed=True, sent=sent > 0, since_seq=run["started_seq"])
     tx.append(t.AgentRunFinished(
         run_id=run["run_id"], folder=run["folder"], chat_jid=run["chat_jid"], status="interrupted",
         error="its worker stopped before the container finished", had_output=sent > 0,
@@ -260,6 +257,18 @@ def finish_interrupted(tx: Transaction, run) -> None:
     logger.warning("{}: run {} was interrupted ({}); {}", run["folder"], run["run_id"],
                    "replies were sent" if sent else "nothing was sent",
                    "its unanswered messages will be answered again" if rollback is not None else "not repeating it")
+
+
+def cursor_rollback(tx: Transaction, folder: str, run_id: str, from_seq: int, through_seq: int, *,
+                    failed: bool, sent: bool, since_seq: int | None = None) -> int | None:
+    """Where a message run's end puts the group's cursor back to, or None to leave it.
+
+    A failed run that sent nothing gives its whole window back; otherwise
+    only the messages piped in that no successful output answered go back.
+    """
+    if failed and not sent:
+        return from_seq
+    return unanswered_from(tx, folder, run_id, from_seq if since_seq is None else since_seq, through_seq)
 
 
 def unanswered_from(tx: Transaction, folder: str, run_id: str, since_seq: int, through_seq: int) -> int | None:

@@ -7,15 +7,22 @@ included, since they would only hide a circle).
 
 from __future__ import annotations
 
+import pytest
+
 from bench.structure import LAYERS, static_figures
 
 
-def test_no_module_imports_a_module_that_imports_it_back():
-    assert static_figures()["circles"] == []
+@pytest.fixture(scope="module")
+def figures() -> dict:
+    return static_figures()
 
 
-def test_no_package_imports_one_above_it_or_its_equal():
-    assert static_figures()["upward"] == []
+def test_no_module_imports_a_module_that_imports_it_back(figures):
+    assert figures["circles"] == []
+
+
+def test_no_package_imports_one_above_it_or_its_equal(figures):
+    assert figures["upward"] == []
 
 
 def test_every_package_of_the_service_has_a_layer():

@@ -13,12 +13,12 @@ from events import consumer, types as t
 from jobs.message_run import MessageRun
 from jobs.run_state import RUNS
 from jobs.worker import preempt_idle
-from router.channels.base import InboundMessage
 from router.inbound import Inbound
 from router.trigger_stage import TriggerStage
 from rules.allowlist import AllowlistFile
 from rules.groups import register_group
 from tests.observe import of_type
+from tests.test_agent_job import say
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.docker
@@ -42,21 +42,16 @@ def world(root, agent_image, monkeypatch, log):
     return settings, log, Inbound(log, allowlist), TriggerStage(settings, allowlist)
 
 
-def say(inbound: Inbound, text: str, n: int) -> None:
-    inbound.message("test", InboundMessage(chat_jid="local:me", message_id=f"m{n}", sender="alice",
-                                           sender_name="Alice", content=text, timestamp="2026-01-01T10:00:00.000Z"))
-
-
 def test_a_run_just_piped_a_message_is_not_closed_as_idle_and_is_once_it_answered(world):
     settings, log, inbound, triggers = world
     one_slot = dataclasses.replace(settings, max_concurrent_containers=1)
-    say(inbound, "@Andy first", 0)
+    say(inbound, "local:me", "@Andy first")
     run = threading.Thread(target=MessageRun(settings, log).run, args=("main",))
     run.start()
     try:
         wait_for(lambda: of_type(log, t.OutboundQueued), timeout=90, what="the first reply")
         wait_for(RUNS.idle_runs, timeout=10, what="the run marked idle after its answer")
-        say(inbound, "@Andy a follow-up that takes a while", 1)
+        say(inbound, "local:me", "@Andy a follow-up that takes a while")
         consumer.drain(log, triggers)
         assert len(of_type(log, t.MessagesPiped)) == 1
         # another group waits and the one slot is taken, but this agent is working on the follow-up

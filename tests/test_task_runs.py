@@ -199,12 +199,12 @@ def test_a_task_that_finds_its_group_busy_runs_when_that_run_ends_without_pollin
     from jobs.message_run import MessageRun
     from router.inbound import Inbound
     from rules.allowlist import AllowlistFile
-    from tests.test_preemption import say
+    from tests.test_agent_job import say
 
     settings, log = world
     monkeypatch.setenv("IDLE_TIMEOUT", "60000")  # only the task's close request ends this run quickly
     settings = load_settings()
-    say(Inbound(log, AllowlistFile(settings.sender_allowlist_path)), "a message", 900)
+    say(Inbound(log, AllowlistFile(settings.sender_allowlist_path)), "local:me", "a message")
     message_run = threading.Thread(target=MessageRun(settings, log).run, args=("main",))
     message_run.start()
     deadline = time.monotonic() + 60
