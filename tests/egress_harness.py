@@ -104,13 +104,21 @@ class ServedProxy:
         self.loop.close()
 
     def exchange(self, data: bytes) -> bytes:
-        """Send raw bytes straight to the Unix socket, end the sending side, read until the proxy closes."""
+        """Send raw bytes straight to the Unix socket, end the sending side, read until the proxy closes.
+
+        A proxy that refuses at once (at its connection limit) may answer and
+        close before the request is written: the send then fails, but the
+        answer it wrote first is still there to read, as a real client sees it.
+        """
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
             client.settimeout(REMOTE_TIMEOUT_S)
             client.connect(str(self.socket_path))
-            client.sendall(data)
-            client.shutdown(socket.SHUT_WR)
-            return read_to_end(client)
+            try:
+                client.sendall(data)
+                client.shutdown(socket.SHUT_WR)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            return read_to_end(client, tolerate_reset=True)
 
     def wait_for_decisions(self, count: int) -> list[EgressDecision]:
         deadline = time.monotonic() + REMOTE_TIMEOUT_S
@@ -119,10 +127,15 @@ class ServedProxy:
         return self.decisions
 
 
-def read_to_end(client: socket.socket) -> bytes:
+def read_to_end(client: socket.socket, *, tolerate_reset: bool = False) -> bytes:
+    """Everything until the peer closes (with `tolerate_reset`, a reset ends the reading too)."""
     chunks = []
-    while chunk := client.recv(65536):
-        chunks.append(chunk)
+    try:
+        while chunk := client.recv(65536):
+            chunks.append(chunk)
+    except ConnectionResetError:
+        if not tolerate_reset:
+            raise
     return b"".join(chunks)
 
 

@@ -274,6 +274,25 @@ def test_connections_over_the_limit_get_503(serve, remote):
     assert b"limit of 1 connections" in second
 
 
+def test_a_client_over_the_limit_that_writes_after_the_refusal_still_reads_the_503(serve, remote):
+    """The proxy answers an over-limit connection at once and closes it: the answer is there to read."""
+    proxy = serve("open", max_connections=1)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as held, \
+            socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as late:
+        held.settimeout(REMOTE_TIMEOUT_S)
+        held.connect(str(proxy.socket_path))
+        held.sendall(f"CONNECT {remote.address}:80 HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        assert held.recv(65536).startswith(b"HTTP/1.1 200 ")
+        late.settimeout(REMOTE_TIMEOUT_S)
+        late.connect(str(proxy.socket_path))
+        time.sleep(0.3)  # the refusal is written and the connection closed before the client writes
+        try:
+            late.sendall(f"CONNECT {remote.address}:80 HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        except BrokenPipeError:
+            pass
+        assert read_to_end(late, tolerate_reset=True).startswith(b"HTTP/1.1 503 ")
+
+
 def test_an_idle_tunnel_is_closed(serve, remote):
     proxy = serve("open", idle_timeout_s=0.5)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as raw:
