@@ -231,3 +231,22 @@ def test_a_follow_up_sent_mid_turn_joins_that_turn_and_its_result_names_it(
     asked = [r.last_user_text() for r in api.requests if r.path.startswith("/v1/messages")]
     assert any("and meanwhile?" in text for text in asked[1:])  # the model saw it within the same turn
     assert result["status"] == "success" and result["inputs"] == [follow_up]
+
+
+def test_a_ready_claude_agent_starts_its_cli_without_a_prompt_and_answers_its_first_input(
+        agent_image, workspace, claude_dir, containers, api, gateway_run):
+    """The CLI of a ready agent is up before anyone writes; the first piped message is its first turn."""
+    runner = claude_runner(agent_image, workspace, claude_dir, gateway_run, "", verbose=True)
+    containers.append(runner)
+    deadline = time.monotonic() + 60
+    while "the CLI is up and waits for the first input" not in runner.stderr and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(3)  # the CLI's start-up is done well within this; it must not ask the model anything yet
+    assert api.model_requests() == []
+    name = runner.send("hello from a person")
+    first = runner.next_output(timeout=60)
+    runner.close()
+    assert runner.wait(timeout=60) == 0, runner.stderr[-3000:]
+    assert first["status"] == "success" and first["inputs"] == [name]
+    calls = api.model_requests()
+    assert calls and calls[0].last_user_text() == "hello from a person"

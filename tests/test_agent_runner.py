@@ -298,3 +298,25 @@ def test_the_gateway_token_is_not_in_the_runner_environment(workspace):
     environment = base64.b64decode(encoded).decode()
     assert "NANOCLAW_WORKSPACE=" in environment
     assert TOKEN not in environment and "ANTHROPIC_API_KEY=" not in environment
+
+
+def test_a_ready_runner_with_no_prompt_says_nothing_until_its_first_input_and_answers_that(workspace):
+    """A ready agent: started ahead of need, its first turn is the first message the host pipes in."""
+    runner = RunnerProcess(workspace, request(""))
+    with pytest.raises(AssertionError):
+        runner.next_output(timeout=1.0)  # up and waiting: no empty turn, no output
+    name = runner.send("the first real message")
+    first = runner.next_output(timeout=5)
+    assert (first["status"], first["result"], first["inputs"]) == ("success", "the first real message", [name])
+    runner.send("a follow-up")
+    assert runner.next_output(timeout=5)["result"] == "a follow-up"
+    runner.close()
+    assert runner.wait() == 0
+
+
+def test_a_ready_runner_closed_before_any_input_exits_cleanly_with_no_output(workspace):
+    runner = RunnerProcess(workspace, request(""))
+    time.sleep(0.3)
+    runner.close()
+    assert runner.wait() == 0
+    assert parse_outputs(runner.stdout) == []

@@ -86,8 +86,15 @@ class _Session:
             await client.disconnect()
 
     async def _prompts(self, first: str) -> AsyncIterator[dict[str, Any]]:
-        """The user-message stream: the prompt, then follow-ups until `_close`."""
-        yield _user_message(first)
+        """The user-message stream: the prompt, then follow-ups until `_close`.
+
+        With no prompt (a ready agent) the CLI is started and connected, and
+        the first message it sees is the first input the host pipes in.
+        """
+        if first:
+            yield _user_message(first)
+        elif self.ctx.request.verbose:
+            log("ready: the CLI is up and waits for the first input")
         while True:
             pending = await self.ctx.inbox.next_messages_async()
             if pending is None:

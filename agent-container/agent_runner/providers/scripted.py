@@ -58,6 +58,11 @@ class ScriptedProvider:
         script = Script.parse(ctx.request.scripted)
         ctx.out.session_id = ctx.request.session_id or f"scripted-{secrets.token_hex(8)}"
         prompt, turn = ctx.prompt, 0
+        if not prompt:  # a ready agent: its first turn is the first input
+            pending = ctx.inbox.next_messages()
+            if pending is None:
+                return
+            prompt = "\n".join(pending)
         while True:
             self._turn(ctx, script.steps(turn), prompt)
             pending = ctx.inbox.next_messages()
