@@ -25,6 +25,9 @@ DEFAULT_IDLE_TIMEOUT_MS = 1_800_000
 DEFAULT_CONTAINER_MAX_OUTPUT_BYTES = 10 * 1024 * 1024
 DEFAULT_MAX_MESSAGES_PER_PROMPT = 10
 DEFAULT_MAX_CONCURRENT_CONTAINERS = 5
+DEFAULT_READY_AGENTS = 2                 # groups kept with an agent started ahead of their next message
+DEFAULT_READY_AGENT_TTL_S = 1_800        # how long one waits for its first input before it retires
+DEFAULT_READY_AGENTS_MEMORY_MB = 1_024   # what every ready agent together may hold
 MIN_TIMEOUT_MS = 1_000  # a container timeout (the configured ones, or a group's own): one second ...
 MAX_TIMEOUT_MS = 7 * 86_400_000  # ... to seven days
 LOCAL_CHAT_SOCKET_NAME = "local-chat.sock"
@@ -279,6 +282,9 @@ class Settings:
     container_max_output_bytes: int = DEFAULT_CONTAINER_MAX_OUTPUT_BYTES
     max_messages_per_prompt: int = DEFAULT_MAX_MESSAGES_PER_PROMPT
     max_concurrent_containers: int = DEFAULT_MAX_CONCURRENT_CONTAINERS
+    ready_agents: int = DEFAULT_READY_AGENTS
+    ready_agent_ttl_s: int = DEFAULT_READY_AGENT_TTL_S
+    ready_agents_memory_mb: int = DEFAULT_READY_AGENTS_MEMORY_MB
     log_level: str = "info"
     agent_provider: str = "claude"
     event_log_sync: str = "normal"
@@ -398,6 +404,11 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         ),
         max_concurrent_containers=source.integer(
             "MAX_CONCURRENT_CONTAINERS", DEFAULT_MAX_CONCURRENT_CONTAINERS, 1, 64, "containers"
+        ),
+        ready_agents=source.integer("READY_AGENTS", DEFAULT_READY_AGENTS, 0, 64, "agents"),
+        ready_agent_ttl_s=source.integer("READY_AGENT_TTL", DEFAULT_READY_AGENT_TTL_S, 10, 86_400, "seconds"),
+        ready_agents_memory_mb=source.integer(
+            "READY_AGENTS_MEMORY_MB", DEFAULT_READY_AGENTS_MEMORY_MB, 64, 1 << 20, "megabytes"
         ),
         log_level=source.choice("LOG_LEVEL", "info", LOG_LEVELS),
         agent_provider=source.choice("AGENT_PROVIDER", "claude", AGENT_PROVIDERS),

@@ -164,6 +164,30 @@ def message_run_to_pipe_into(db: Reader, folder: str) -> str | None:
     return rows[0]["run_id"] if rows else None
 
 
+def ready_runs(db: Reader) -> list[sqlite3.Row]:
+    """Running ready agents, oldest first: message runs handed nothing yet (no message piped in).
+
+    A message run that was handed messages moved `through_seq` past
+    `from_seq`, at its start or by a pipe; a ready agent starts with the two equal.
+    """
+    return db.query("SELECT * FROM runs WHERE state = 'running' AND task_id IS NULL AND through_seq = from_seq"
+                    " ORDER BY started_seq")
+
+
+def was_handed_messages(db: Reader, run_id: str) -> bool:
+    """Whether a message run was handed any message, at its start or piped in since."""
+    rows = db.query("SELECT through_seq > from_seq FROM runs WHERE run_id = ?", (run_id,))
+    return bool(rows and rows[0][0])
+
+
+def piped_since(db: Reader, run_id: str, folder: str, seq: int) -> bool:
+    """Whether messages were piped into the run after `seq`."""
+    for record in db.read_since(seq, types=[t.MessagesPiped], streams=[folder], limit=None):
+        if record.event.run_id == run_id:  # type: ignore[attr-defined]
+            return True
+    return False
+
+
 def running_runs(db: Reader) -> list[sqlite3.Row]:
     """Every `runs` row (all columns) still running, in the order they started."""
     return db.query("SELECT * FROM runs WHERE state = 'running' ORDER BY started_seq")

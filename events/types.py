@@ -125,7 +125,7 @@ class GroupRemoved(Event):
 # --- agent runs ------------------------------------------------------------
 
 
-RunReason = Literal["messages", "retry", "recovery", "drain", "task", "preempted"]
+RunReason = Literal["messages", "retry", "recovery", "drain", "task", "preempted", "ready"]
 
 
 class AgentRunRequested(Event):
@@ -146,7 +146,9 @@ class AgentRunStarted(Event):
 
     The group's agent cursor moves to `through_seq`: the messages up to it
     are handed to this run. `from_seq` is where the cursor was, so a failed
-    run with no output can put it back.
+    run with no output can put it back. A ready agent (`ready`) is handed no
+    messages (`from_seq == through_seq`): it starts ahead of need and waits
+    for the first one to be piped in.
     """
 
     STREAM: ClassVar[str] = "folder"
@@ -162,6 +164,7 @@ class AgentRunStarted(Event):
     attempt: int = 0
     request_seq: int | None = None
     worker: str | None = None  # the worker process running it (jobs/liveness.py)
+    ready: bool = False
 
 
 class MessagesPiped(Event):

@@ -61,6 +61,7 @@ class RunSpec:
     timeout_ms: int | None = None          # the group's own hard timeout, if set
     idle_timeout_ms: int | None = None     # None: the configured IDLE_TIMEOUT
     idle_rearm: bool = True                # tasks: close once, 10 s after the first output
+    ready_wait_ms: int | None = None       # a ready agent: how long it waits for its first input
     network: str | None = None             # None: the configured CONTAINER_NETWORK
     name: str | None = None                # None: nanoclaw-<folder>-<epoch ms>
     egress: str = DEFAULT_EGRESS           # the group's egress policy (router/egress.policy_of)
@@ -159,6 +160,14 @@ class _Watch:
             except (DockerException, RequestException):
                 pass
 
+    def started(self) -> None:
+        """The hard timeout runs from the start; a ready agent first waits for its first input as long as
+        it may, and is asked to finish if none came (its first output re-arms both deadlines as usual)."""
+        wait_ms = self.spec.ready_wait_ms or 0
+        self.hard.reset((self.hard_ms + wait_ms) / 1000)
+        if wait_ms:
+            self.idle.reset(wait_ms / 1000)
+
     def handle(self, result: AgentResult) -> None:
         state = self.state
         state["outputs"] += 1
@@ -204,7 +213,7 @@ class ContainerRunner:
         self.gateway = Gateway(settings, log.append if log is not None else _LogRecorder(settings))
         self._warned_network = False
 
-    def _client(self):
+    def docker(self):
         """One Docker client for every run of this runner (thread-safe), made on first use."""
         with self._engine_lock:
             if self._engine is None:
@@ -245,7 +254,7 @@ class ContainerRunner:
         mounts.append(Mount(str(access.directory), CONTAINER_DIR, True))
         spec.input.gateway = access.runner_field()
         try:
-            engine = self._client()
+            engine = self.docker()
             container = self._create(engine, spec, name, user, mounts)
         except (DockerException, RequestException) as exc:
             if not isinstance(exc, ImageNotFound):
@@ -297,7 +306,7 @@ class ContainerRunner:
                                   daemon=True, name=f"container-reader-{spec.folder}")
         try:
             container.start()
-            watch.hard.reset(watch.hard_ms / 1000)
+            watch.started()
             fault_point("container-started")
             if on_started:
                 on_started(container.name)

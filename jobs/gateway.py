@@ -34,7 +34,7 @@ from loguru import logger
 
 from base.config import Settings
 from events import types as t
-from jobs.credentials import upstream_auth, upstream_url
+from jobs.credentials import UpstreamAuth, upstream_auth, upstream_url
 from jobs.egress_proxy import EgressDecision, EgressProxy
 from jobs.model_api import MAX_REQUEST_BYTES, ModelApiForwarder, ModelCall
 from jobs.workspace import CONTAINER_UID, container_user
@@ -127,6 +127,11 @@ class Gateway:
         """Refuse the run's token from now on and remove its sockets. Safe to call twice."""
         if self._loop is not None:
             self._call(self._close(run_id))
+
+    def auth_of(self, run_id: str) -> UpstreamAuth | None:
+        """The credential the run's model calls carry (read when its gateway opened)."""
+        run = self._runs.get(run_id)
+        return run.forwarder.auth if run is not None else None
 
     def open_runs(self) -> list[RunAccess]:
         return [run.access for run in list(self._runs.values())]

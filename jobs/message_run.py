@@ -16,15 +16,19 @@ from datetime import datetime, timedelta, timezone
 from loguru import logger
 
 from base.timefmt import iso_now, to_iso
-from events import Transaction, types as t
-from events.queries import due_tasks, group_busy, group_by_folder
+from events import Record, Transaction, types as t
+from events.queries import (Group, due_tasks, group_busy, group_by_folder, outstanding_request,
+                            was_handed_messages)
 from jobs.run_lifecycle import Claim, Ending, Progress, RunLifecycle
 from jobs.sessions import session_to_resume
 from rules.allowlist import AllowlistFile
 from rules.budgets import refuse_if_over
 from rules.failures import Kind, retryable
+from rules.ipc_folder import request_close
 from rules.notices import tell_failure
-from rules.windows import pending_window, prompt_for
+from rules.ready import is_ready_request, ready_refusal, ready_to_retire
+from rules.refusals import recorder
+from rules.windows import Window, pending_window, prompt_for
 
 MAX_RETRIES = 5
 BASE_RETRY_S = 5.0
@@ -48,10 +52,11 @@ class MessageRun(RunLifecycle):
             # the task run's end asks for these messages
             return "tasks first"
         window = pending_window(tx, self.settings, group, self.allowlist.current())
-        if not window.records:
-            return "nothing pending"
         if not window.wakes:
-            return "no trigger in the pending messages"
+            request = outstanding_request(tx, folder)
+            if is_ready_request(request):
+                return self._ready_claim(tx, group, window, request)  # type: ignore[arg-type]
+            return "no trigger in the pending messages" if window.records else "nothing pending"
         if (over := refuse_if_over(tx, self.settings, group)) is not None:
             return over  # the messages wait in the log; the 60 s pass asks again
         return Claim(group=group, reply_to=group.jid, from_seq=window.cursor, through_seq=window.through_seq,
@@ -59,10 +64,30 @@ class MessageRun(RunLifecycle):
                      session_id=session_to_resume(tx, folder, self.settings.agent_provider),
                      attempt=_attempt(tx, folder))
 
+    def _ready_claim(self, tx: Transaction, group: Group, window: Window, request: Record) -> Claim | str:
+        """A ready agent: the group's container and CLI started with no messages, waiting for the first."""
+        if (refused := ready_refusal(tx, self.settings, group, request)) is not None:
+            return refused
+        for other in ready_to_retire(tx, self.settings):  # the most recently asked for are kept
+            logger.info("{}: its ready agent retires for {}'s (READY_AGENTS={})", other, group.folder,
+                        self.settings.ready_agents)
+            request_close(self.settings, other, recorder(tx, other))
+        if not self.runs.ready_memory_room(self.settings.ready_agents_memory_mb):
+            return "no memory left for a ready agent (READY_AGENTS_MEMORY_MB)"
+        return Claim(group=group, reply_to=group.jid, from_seq=window.cursor, through_seq=window.cursor,
+                     prompt="", session_id=session_to_resume(tx, group.folder, self.settings.agent_provider),
+                     ready=True)
+
     def ended(self, tx: Transaction, claim: Claim, progress: Progress, ending: Ending) -> bool:
         if ending.kind == "stale_session" and claim.session_id:
             tx.append(t.SessionCleared(folder=claim.group.folder,
                                        reason=f"stale session: {(ending.error or '')[:200]}"))
+        if claim.ready and not was_handed_messages(tx, claim.run_id):
+            # nobody waited for it: no retry, no notice; its end still asks for what waits
+            if ending.failed:
+                logger.warning("{}: ready agent {} ended with {} before any message: {}", claim.group.folder,
+                               claim.run_id, ending.kind, ending.error)
+            return True
         if not ending.failed or progress.sent:
             return True
         retry_in_s = self._retry(tx, claim, ending.kind)  # type: ignore[arg-type]
@@ -70,6 +95,17 @@ class MessageRun(RunLifecycle):
             tell_failure(tx, self.settings, claim.group, claim.run_id, ending.kind,  # type: ignore[arg-type]
                          first=claim.attempt == 0, retry_in_s=retry_in_s)
         return False
+
+    def spec_options(self, claim: Claim) -> dict:
+        return {"ready_wait_ms": self.settings.ready_agent_ttl_s * 1000} if claim.ready else {}
+
+    def ready_after(self, tx: Transaction, claim: Claim, ending: Ending) -> bool:
+        """A run that answered well is followed by a ready agent; an unused one only when it was replaced."""
+        if ending.failed or self.runs.stopping.is_set():
+            return False
+        if claim.ready and not was_handed_messages(tx, claim.run_id):
+            return self.runs.replaced(claim.run_id)
+        return True
 
     def _retry(self, tx: Transaction, claim: Claim, kind: Kind) -> float | None:
         """Ask for another attempt after the backoff; returns its delay, or None when none follows."""

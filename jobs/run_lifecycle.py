@@ -35,6 +35,7 @@ from rules.failures import Kind, classify
 from rules.ipc_folder import clear_input, request_close
 from rules.mounts import AllowlistLoader, validate_mounts
 from rules.prompt import clean_output
+from rules.ready import request_ready
 from rules.refusals import recorder
 from rules.snapshots import write_groups_snapshot, write_tasks_snapshot
 
@@ -53,6 +54,7 @@ class Claim:
     session_id: str | None
     attempt: int = 0
     task: dict | None = None       # the `tasks` row, for a task run
+    ready: bool = False            # a ready agent: started with no messages, waiting for the first
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     container: str = ""
 
@@ -123,6 +125,10 @@ class RunLifecycle:
         """Record what the end adds; returns whether the run's end asks for what waits next."""
         return True
 
+    def ready_after(self, tx: Transaction, claim: Claim, ending: Ending) -> bool:
+        """Whether a ready agent (rules/ready.py) follows this run when nothing else waits."""
+        return False
+
     # --- the lifecycle -----------------------------------------------------------
 
     def run(self, key: str) -> str:
@@ -133,16 +139,21 @@ class RunLifecycle:
                 return claim
             # before the lease shows: once it does, the trigger stage pipes follow-ups into input/
             clear_input(self.settings, claim.group.folder, recorder(tx, claim.group.folder))
-            tx.append(t.AgentRunStarted(
+            started = tx.append(t.AgentRunStarted(
                 run_id=claim.run_id, folder=claim.group.folder, chat_jid=claim.group.jid,
                 container=claim.container, from_seq=claim.from_seq, through_seq=claim.through_seq,
                 message_count=claim.message_count, task_id=claim.task["id"] if claim.task else None,
-                session_id=claim.session_id, attempt=claim.attempt, worker=this_worker(self.settings)))
+                session_id=claim.session_id, attempt=claim.attempt, worker=this_worker(self.settings),
+                ready=claim.ready))
             self.runs.register(claim.run_id)  # before the commit, so recovery never takes it for dead
+            if claim.ready:  # idle from its start: the first to give its slot up
+                self.runs.mark_idle(claim.run_id, claim.group.folder, started.seq, ready=True,
+                                   container=claim.container)
         try:
             fault_point(self.started_fault)
             logger.info("{}: agent run {} started ({}, attempt {})", claim.group.folder, claim.run_id,
-                        f"task {claim.task['id']}" if claim.task else f"{claim.message_count} message(s)",
+                        f"task {claim.task['id']}" if claim.task else
+                        "ready agent" if claim.ready else f"{claim.message_count} message(s)",
                         claim.attempt + 1)
             progress = Progress(session_id=claim.session_id)
             result = self.runner.run(self._spec(claim), lambda r: self._on_output(claim, progress, r))
@@ -221,8 +232,9 @@ class RunLifecycle:
                                          error=ending.error, exit_code=result.exit_code,
                                          duration_ms=result.duration_ms, had_output=progress.sent > 0,
                                          cursor_rollback_to=rollback, error_kind=ending.kind))
-            if self.ended(tx, claim, progress, ending):
-                request_what_waits(tx, claim.group)
+            if self.ended(tx, claim, progress, ending) and not request_what_waits(tx, claim.group) \
+                    and self.ready_after(tx, claim, ending):
+                request_ready(tx, self.settings, claim.group)
         if failed:
             logger.warning("{}: run {} ended with {} ({}): {}{}", folder, claim.run_id, ending.status, ending.kind,
                            ending.error, " (replies already sent; not repeated)" if progress.sent else "")
@@ -231,14 +243,20 @@ class RunLifecycle:
                         result.duration_ms, progress.sent)
 
 
-def request_what_waits(tx: Transaction, group: Group) -> None:
-    """After a run: the group's due tasks first, else its pending messages, as request events."""
+def request_what_waits(tx: Transaction, group: Group) -> bool:
+    """After a run: the group's due tasks first, else its pending messages, as request events.
+
+    Returns whether anything was asked for.
+    """
     due = due_tasks(tx, iso_now(), group.folder)
     if due:
         for task_id in due:
             tx.append(t.TaskRunRequested(task_id=task_id, group_folder=group.folder, reason="due"))
     elif pending_messages(tx, group.jid, cursor_of(tx, group.jid), 1):
         tx.append(t.AgentRunRequested(folder=group.folder, chat_jid=group.jid, reason="drain"))
+    else:
+        return False
+    return True
 
 
 def finish_interrupted(tx: Transaction, run) -> None:

@@ -18,11 +18,12 @@ from huey.consumer import Consumer
 from loguru import logger
 
 from base.config import Settings
-from events import EventLog, types as t
+from events import EventLog
 from events.health import RECOVERY_HINT, log_problem
-from events.queries import running_runs
+from events.queries import piped_since, running_runs
 from jobs.liveness import release_worker, this_worker
 from jobs.queue import JobQueue
+from jobs.ready_agents import ReadyWatch
 from jobs.recovery import live_runs, reconcile
 from jobs.run_state import RUNS
 from jobs.runtime import remove_orphans
@@ -95,20 +96,15 @@ def preempt_idle(settings: Settings, log: EventLog, pending: int) -> str | None:
     return idle.folder
 
 
-def piped_since(log: EventLog, run_id: str, folder: str, seq: int) -> bool:
-    """Whether messages were piped into the run after `seq`."""
-    for record in log.read_since(seq, types=[t.MessagesPiped], streams=[folder], limit=None):
-        if record.event.run_id == run_id:  # type: ignore[attr-defined]
-            return True
-    return False
-
-
-def _preempt_loop(queue: JobQueue, stop: threading.Event) -> None:
+def _monitor_loop(queue: JobQueue, stop: threading.Event) -> None:
+    """Every quarter second: idle agents make way for waiting work, stale ready agents retire."""
+    ready = ReadyWatch(queue.settings, queue.event_log(), queue.container_runner())
     while not stop.wait(PREEMPT_CHECK_S):
         try:
             preempt_idle(queue.settings, queue.event_log(), queue.huey.pending_count())
-        except Exception as exc:  # the monitor must outlive a bad moment of the queue
-            logger.warning("idle preemption check failed: {}", exc)
+            ready.check()
+        except Exception as exc:  # the monitor must outlive a bad moment of the queue or of Docker
+            logger.warning("the idle and ready agent check failed: {}", exc)
 
 
 def raise_open_files_limit() -> int:
@@ -144,7 +140,7 @@ def run_worker(settings: Settings, *, supervised: bool = False) -> int:
         shutdown_timeout=SHUTDOWN_TIMEOUT_S, graceful_signal="TERM",
     )
     stop = threading.Event()
-    monitor = threading.Thread(target=_preempt_loop, args=(queue, stop), daemon=True)
+    monitor = threading.Thread(target=_monitor_loop, args=(queue, stop), daemon=True)
     monitor.start()
     logger.info("worker consuming with {} slot(s)", settings.max_concurrent_containers)
     try:

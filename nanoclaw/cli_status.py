@@ -81,7 +81,8 @@ def render(report: status.Status, out: TextIO) -> None:
     docker_note = "" if report.docker.reachable else " (from the log only: Docker is down)"
     w(f"containers  {len(report.containers)}{docker_note}\n")
     for c in report.containers:
-        state = f"idle {duration(now - parse_iso(c.idle_since).timestamp())}" if c.idle_since else c.state
+        since = f" {duration(now - parse_iso(c.idle_since).timestamp())}" if c.idle_since else ""
+        state = f"{c.state}{since}" if c.state in ("idle", "ready") else c.state
         age = f"age {duration(c.age_s)}" if c.age_s is not None else ""
         w(f"  {c.folder:<16} {state:<14} {age:<14} {c.name}\n")
     w(f"next tasks  {len(report.next_tasks) or 'none'}\n")

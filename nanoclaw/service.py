@@ -30,6 +30,7 @@ from router.channels.local import LocalChatError
 from router.channels.registry import NoChannelsError
 from router.heartbeat import Heartbeat
 from rules.groups import ensure_global_memory
+from rules.ready import request_ready_at_start
 
 EXIT_FATAL = 1
 EXIT_DAMAGED_LOG = 2  # the unit's RestartPreventExitStatus: restarting cannot repair the file, a person can
@@ -61,6 +62,8 @@ def run_service(settings: Settings, *, with_worker: bool = True) -> int:
     log = EventLog(settings.db_path, sync=settings.event_log_sync)
     # after opening the log: it tells which runs other `nanoclaw worker` processes still drive
     remove_orphans(settings, keep=lambda: live_runs(settings, log))
+    with log.transaction() as tx:
+        request_ready_at_start(tx, settings)
     try:
         return asyncio.run(_serve(settings, log, with_worker))
     except (NoChannelsError, LocalChatError, ChannelStartError) as exc:

@@ -78,7 +78,7 @@ class ContainerInfo(msgspec.Struct, kw_only=True):
     name: str
     folder: str
     run_id: str | None
-    state: str                     # busy, idle, starting, orphan, exited
+    state: str                     # busy, idle, ready, starting, orphan, exited
     started_at: str | None
     age_s: float | None
     idle_since: str | None = None
@@ -194,7 +194,13 @@ def containment_info(settings: Settings) -> ContainmentInfo:
 
 
 def run_state(log: EventLog, run: sqlite3.Row) -> tuple[str, str | None]:
-    """('busy' or 'idle', idle since): idle once the agent answered and no newer input was piped."""
+    """('busy', 'idle' or 'ready', since when).
+
+    Ready: a ready agent handed no message yet, waiting since its start;
+    idle once the agent answered and no newer input was piped.
+    """
+    if run["task_id"] is None and run["through_seq"] == run["from_seq"]:
+        return "ready", run["started_at"]
     newest = log.read_since(run["started_seq"], types=[t.AgentOutput, t.MessagesPiped],
                             streams=[run["folder"]], limit=1, newest=True)
     if newest and isinstance(newest[0].event, t.AgentOutput) and newest[0].event.run_id == run["run_id"] \

@@ -22,6 +22,7 @@ from events.queries import (Group, cursor_of, groups_by_jid, message_run_to_pipe
 from rules.allowlist import AllowlistFile
 from rules.budgets import refuse_if_over
 from rules.ipc_folder import write_input
+from rules.ready import is_ready_request
 from rules.refusals import record_refusal
 from rules.windows import prompt_for, window_wakes
 
@@ -56,11 +57,14 @@ class TriggerStage(Stage):
     def _act(self, tx: Transaction, group: Group) -> None:
         jid, folder = group.jid, group.folder
         run_id = message_run_to_pipe_into(tx, folder)
-        if run_id is not None:
+        if run_id is not None:  # a ready agent too: this is what it waits for
             # a cap is checked at a run's start; follow-ups piped in would keep one run going past it
             if refuse_if_over(tx, self.settings, group) is None:
                 self._pipe(tx, run_id, jid, folder)
-        elif outstanding_request(tx, folder) is None:
+            return
+        request = outstanding_request(tx, folder)
+        # a request for a ready agent may have been turned down (no free slot): a person's needs its own
+        if request is None or is_ready_request(request):
             fault_point("triggers-before-request")
             tx.append(t.AgentRunRequested(folder=folder, chat_jid=jid, reason="messages"))
             logger.info("{}: messages wait for the agent; run requested", folder)

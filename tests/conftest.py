@@ -21,6 +21,9 @@ def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("HOME", str(home))
     for key in ("TZ", "ASSISTANT_NAME", "LOG_LEVEL", "CONTAINER_TIMEOUT", "IDLE_TIMEOUT"):
         monkeypatch.delenv(key, raising=False)
+    # A ready agent follows every run that ends well and starts with the service: the tests of
+    # ready agents (tests/test_ready_agents.py) turn them on; elsewhere they would add runs to count.
+    monkeypatch.setenv("READY_AGENTS", "0")
     return install
 
 
