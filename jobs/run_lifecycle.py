@@ -194,7 +194,6 @@ class RunLifecycle:
             request_close(self.settings, folder)  # an error ends the turn now, not at the idle timeout
         else:
             self.runs.mark_idle(claim.run_id, folder, seq)
-        close_if_stopping(self.settings, self.runs, folder)
         fault_point("agent-output-queued")
 
     def _record_output(self, claim: Claim, progress: Progress, result: AgentResult, index: int) -> int:
@@ -334,13 +333,3 @@ def scripted_for(settings: Settings, folder: str, attempt: int) -> dict | None:
         chosen = chosen[min(attempt, len(chosen) - 1)] if chosen else None
     return chosen if isinstance(chosen, dict) else None
 
-
-def close_if_stopping(settings: Settings, runs: WorkerRuns, folder: str) -> None:
-    """After each output of a run whose worker is stopping: the close sentinel, again.
-
-    The agent drops a stale sentinel when it starts, so one written by the
-    worker's stop before the agent was up would be lost; written after an
-    output, it is seen as soon as the agent waits for input.
-    """
-    if runs.stopping.is_set():
-        request_close(settings, folder)

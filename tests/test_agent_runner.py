@@ -125,12 +125,12 @@ def test_messages_waiting_at_start_are_appended_to_the_prompt_in_name_order(work
     assert runner.wait() == 0
 
 
-def test_a_stale_close_sentinel_is_removed_at_start(workspace):
-    request_close(workspace / "ipc")
+def test_a_close_written_before_the_runner_started_ends_it_after_its_prompt(workspace):
+    request_close(workspace / "ipc")  # the host clears the folder before a run: this one is for this run
     runner = RunnerProcess(workspace, request("still runs"))
     assert runner.next_output()["result"] == "still runs"
-    runner.close()
-    assert runner.wait() == 0
+    assert runner.wait() == 0  # no follow-up awaited: the close was seen at the first wait
+    assert not (workspace / "ipc" / "input" / "_close").exists()
 
 
 def test_the_input_directory_is_created_when_missing(tmp_path):

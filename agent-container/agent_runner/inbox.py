@@ -74,12 +74,14 @@ class Inbox:
         return taken
 
     def open(self) -> None:
-        """Create the directory, drop a stale `_close`, start watching."""
+        """Create the directory and start watching.
+
+        A `_close` already there is kept: the host clears the folder before
+        it starts a container, so one found now was written for this run
+        (a worker stopping, a ready agent giving its slot up) before the
+        runner was up, and is honoured at the first wait for input.
+        """
         self.directory.mkdir(parents=True, exist_ok=True)
-        try:
-            (self.directory / CLOSE_SENTINEL).unlink()
-        except FileNotFoundError:
-            pass
         try:
             self._watch = _Inotify(self.directory)
         except (OSError, AttributeError) as exc:
