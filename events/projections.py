@@ -16,7 +16,7 @@ import msgspec
 from events import types as t
 from events.rules import InvariantError, folder_problem
 
-PROJECTION_VERSION = 5
+PROJECTION_VERSION = 6
 
 TABLES: dict[str, str] = {
     "chats": """CREATE TABLE chats (
@@ -38,7 +38,8 @@ TABLES: dict[str, str] = {
         task_id TEXT, container TEXT NOT NULL, state TEXT NOT NULL,
         started_seq INTEGER NOT NULL, started_at TEXT NOT NULL, from_seq INTEGER NOT NULL,
         through_seq INTEGER NOT NULL, outputs INTEGER NOT NULL DEFAULT 0,
-        finished_at TEXT, status TEXT, error TEXT, had_output INTEGER, worker TEXT)""",
+        finished_at TEXT, status TEXT, error TEXT, had_output INTEGER, worker TEXT,
+        ready INTEGER NOT NULL DEFAULT 0)""",
     "tasks": """CREATE TABLE tasks (
         id TEXT PRIMARY KEY, group_folder TEXT NOT NULL, chat_jid TEXT NOT NULL,
         prompt TEXT NOT NULL, schedule_type TEXT NOT NULL, schedule_value TEXT NOT NULL,
@@ -185,10 +186,10 @@ def _set_cursor(db: sqlite3.Connection, chat_jid: str, seq: int, at: str) -> Non
 def _run_started(db: sqlite3.Connection, seq: int, at: str, ev: t.AgentRunStarted) -> None:
     db.execute(
         """INSERT INTO runs (run_id, folder, chat_jid, task_id, container, state, started_seq,
-                             started_at, from_seq, through_seq, worker)
-           VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)""",
+                             started_at, from_seq, through_seq, worker, ready)
+           VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?)""",
         (ev.run_id, ev.folder, ev.chat_jid, ev.task_id, ev.container, seq, at,
-         ev.from_seq, ev.through_seq, ev.worker),
+         ev.from_seq, ev.through_seq, ev.worker, int(ev.ready)),
     )
     if ev.task_id is None and ev.through_seq > ev.from_seq:
         _set_cursor(db, ev.chat_jid, ev.through_seq, at)

@@ -165,12 +165,8 @@ def message_run_to_pipe_into(db: Reader, folder: str) -> str | None:
 
 
 def ready_runs(db: Reader) -> list[sqlite3.Row]:
-    """Running ready agents, oldest first: message runs handed nothing yet (no message piped in).
-
-    A message run that was handed messages moved `through_seq` past
-    `from_seq`, at its start or by a pipe; a ready agent starts with the two equal.
-    """
-    return db.query("SELECT * FROM runs WHERE state = 'running' AND task_id IS NULL AND through_seq = from_seq"
+    """Running ready agents, oldest first, handed no message yet (a pipe moves `through_seq` past `from_seq`)."""
+    return db.query("SELECT * FROM runs WHERE state = 'running' AND ready = 1 AND through_seq = from_seq"
                     " ORDER BY started_seq")
 
 

@@ -108,17 +108,10 @@ class ReadyWatch:
         return retired
 
     def _memory_mb(self, run_id: str) -> float | None:
-        """What the container's cgroup holds, less the page cache it can drop (as `docker stats`)."""
         try:
-            stats = self.runner.docker().api.stats(self._container_of(run_id), stream=False, one_shot=True)
-        except (DockerException, RequestException, LookupError):
+            return container_memory_mb(self.runner.docker(), self._container_of(run_id))
+        except LookupError:
             return None
-        memory = stats.get("memory_stats") or {}
-        usage = memory.get("usage")
-        if usage is None:
-            return None
-        inactive = (memory.get("stats") or {}).get("inactive_file", 0)
-        return max(usage - inactive, 0) / MB
 
     def _container_of(self, run_id: str) -> str:
         idle = self.runs.ready().get(run_id)
@@ -133,3 +126,16 @@ class ReadyWatch:
         request_close(self.settings, idle.folder)
         return True
 
+
+def container_memory_mb(engine, name: str) -> float | None:
+    """What a container's cgroup holds, less the page cache it can drop (as `docker stats` shows it)."""
+    try:
+        stats = engine.api.stats(name, stream=False, one_shot=True)
+    except (DockerException, RequestException):
+        return None
+    memory = stats.get("memory_stats") or {}
+    usage = memory.get("usage")
+    if usage is None:
+        return None
+    inactive = (memory.get("stats") or {}).get("inactive_file", 0)
+    return max(usage - inactive, 0) / MB

@@ -199,7 +199,7 @@ def run_state(log: EventLog, run: sqlite3.Row) -> tuple[str, str | None]:
     Ready: a ready agent handed no message yet, waiting since its start;
     idle once the agent answered and no newer input was piped.
     """
-    if run["task_id"] is None and run["through_seq"] == run["from_seq"]:
+    if run["ready"] and run["through_seq"] == run["from_seq"]:
         return "ready", run["started_at"]
     newest = log.read_since(run["started_seq"], types=[t.AgentOutput, t.MessagesPiped],
                             streams=[run["folder"]], limit=1, newest=True)
