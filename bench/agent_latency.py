@@ -216,7 +216,7 @@ def main() -> None:
         settings = load_settings()
         ready_figures, held, rss = _ready_phase(settings, log, api, args.samples)
         log.close()
-    _report(args.samples, *cold_figures, *ready_figures, held, rss, settings.ready_agents_memory_mb)
+    _report(args.samples, *cold_figures, ready_figures, held, rss, settings.ready_agents_memory_mb)
 
 
 def _service(settings) -> tuple[RouterProcess, LocalChatClient]:
