@@ -42,10 +42,10 @@ from base.timefmt import parse_iso  # noqa: E402
 from bench.e2e import wait_reply as wait_chat_reply  # noqa: E402
 from bench.jobs import IMAGE, fresh_root, pct  # noqa: E402
 from events import types as t  # noqa: E402
-from router.channels.local_client import LocalChatClient  # noqa: E402
 from events.queries import group_by_folder  # noqa: E402
 from jobs.ready_agents import container_memory_mb  # noqa: E402
 from jobs.runtime import LABEL_GROUP  # noqa: E402
+from router.channels.local_client import LocalChatClient  # noqa: E402
 from rules.groups import register_group  # noqa: E402
 from rules.ipc_folder import request_close  # noqa: E402
 from rules.ready import request_ready  # noqa: E402

@@ -20,7 +20,6 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-
 READY_ESTIMATE_MB = 300.0  # what a ready agent is taken to hold before one was measured
 
 

@@ -18,6 +18,7 @@ import signal
 import threading
 import time
 
+import docker
 import pytest
 
 from base.config import load_settings
@@ -210,23 +211,39 @@ def test_a_ready_agent_gives_its_slot_up_before_an_older_idle_agent(world):
         busy.join(60)
 
 
-@pytest.mark.parametrize("change", ["session", "group settings"])
-def test_a_ready_agent_retires_when_what_it_started_with_changes_and_is_replaced(world, change):
+@pytest.mark.parametrize("change", ["session", "group settings", "image", "credential"])
+def test_a_ready_agent_retires_when_what_it_started_with_changes_and_is_replaced(world, change, agent_image):
     settings, log, _, _ = world
-    runner = ContainerRunner(settings, log)
-    ready = Ready(settings, log, "family", runner)
-    ready.up()
-    watch = ReadyWatch(settings, log, runner)
-    assert watch.check() == []
-    if change == "session":
-        log.append(t.SessionCleared(folder="family", reason="cleared by a person"))
-        reason = "its session was cleared"
-    else:
-        log.append(t.GroupUpdated(jid="local:fam", container_config=t.ContainerConfig(egress="open")))
-        reason = "its group's container settings changed"
-    assert watch.check() == [("family", reason)]
-    assert ready.join().startswith("success")
-    assert requests(log, "family") == ["ready", "ready"]  # a fresh one asked for in its place
+    engine = docker.from_env()
+    tag = f"nanoclaw-agent:ready-{os.getpid()}"
+    engine.images.get(agent_image).tag(tag)  # a tag of its own, to rebuild under it
+    settings = dataclasses.replace(settings, container_image=tag)
+    try:
+        runner = ContainerRunner(settings, log)
+        ready = Ready(settings, log, "family", runner)
+        ready.up()
+        assert ReadyWatch(settings, log, runner).check() == []  # nothing changed (the slow checks included)
+        if change == "session":
+            log.append(t.SessionCleared(folder="family", reason="cleared by a person"))
+            reason = "its session was cleared"
+        elif change == "group settings":
+            log.append(t.GroupUpdated(jid="local:fam", container_config=t.ContainerConfig(egress="open")))
+            reason = "its group's container settings changed"
+        elif change == "image":
+            other = next(i for i in engine.images.list() if i.id != engine.images.get(tag).id and i.attrs["Size"])
+            other.tag(tag)  # as `nanoclaw image build` would leave it
+            reason = "the agent image was rebuilt"
+        else:
+            credentials = settings.home / ".claude" / ".credentials.json"
+            credentials.parent.mkdir(exist_ok=True)
+            credentials.write_text(json.dumps({"claudeAiOauth": {"accessToken": "sk-ant-oat01-refreshed"}}))
+            reason = "the model credential changed"
+        assert ReadyWatch(settings, log, runner).check() == [("family", reason)]
+        assert ready.join().startswith("success")
+        assert requests(log, "family") == ["ready", "ready"]  # a fresh one asked for in its place
+    finally:
+        engine.images.remove(tag, noprune=True)
+        engine.close()
 
 
 def test_the_watch_measures_ready_agents_and_keeps_them_in_their_memory_budget(world):
