@@ -19,7 +19,8 @@ For (b) the wait is split at `AgentRunStarted` (the router and the worker)
 and at the first request (container, runner, SDK and CLI start). Last, the
 memory of three ready agents (their cgroups, as the worker's watch measures
 them) beside READY_AGENTS_MEMORY_MB, and the service's own (router and
-worker, resident set).
+worker, resident set), and where a cold start's time goes, from the
+runner's own log lines in a third service at LOG_LEVEL=debug.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ REPLY = "the stand-in answers at once"
 TIMEOUT_S = 120
 READY_SETTLE_S = 4.0
 READY_AGENTS = 3
+BREAKDOWN_SAMPLES = 5
 
 
 class TimedStandIn(StubAnthropicAPI):
@@ -161,6 +163,57 @@ def ready(client: LocalChatClient, api: TimedStandIn, settings, log, folder: str
     return first, reply - sent
 
 
+MARKS = (("the runner is up (container start, Python, the runner's imports)", "[agent-runner] provider "),
+         ("the SDK is imported and the CLI spawned", "Using bundled Claude Code CLI"),
+         ("the CLI is connected (its own start-up)", "[agent-runner] the CLI is connected"))
+
+
+def breakdown(settings, log, api: TimedStandIn, folders: list[str]) -> list[list[float]]:
+    """Where a cold start's time goes, from the worker's debug lines: seconds between marks, per sample.
+
+    A service of its own at LOG_LEVEL=debug (the runner then logs its
+    steps), so its extra logging does not touch the other figures.
+    """
+    os.environ["LOG_LEVEL"] = "debug"
+    try:
+        service, warm_client = _service(load_settings())
+    finally:
+        os.environ.pop("LOG_LEVEL")
+    steps: list[list[float]] = []
+    try:
+        for folder in folders:
+            client = LocalChatClient(service.socket, f"local:{folder}")
+            sent = time.time()
+            client.send("hello, cold agent")
+            wait_reply(client)
+            client.close()
+            finish(settings, log, folder)
+            lines = service.stderr().splitlines()
+            marks = [_line_time(lines, f"{folder}: agent run ")]
+            marks += [_line_time(lines, f"{folder} agent: ", needle) for _, needle in MARKS]
+            marks.append(_clock_of(api.first_after(sent)))
+            steps.append([later - earlier for earlier, later in zip(marks, marks[1:])])
+    finally:
+        warm_client.close()
+        service.stop(timeout=90)
+    return steps
+
+
+def _line_time(lines: list[str], prefix: str, needle: str = "") -> float:
+    """Seconds since midnight of the first service log line with `prefix` (and `needle`)."""
+    for line in lines:
+        if prefix in line and needle in line:
+            hours, minutes, seconds = line.split()[0].split(":")
+            return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    raise RuntimeError(f"no log line with {prefix!r} {needle!r}")
+
+
+def _clock_of(epoch: float) -> float:
+    """A wall-clock time as the service's log lines show it (local time, seconds since midnight)."""
+    local = time.localtime(epoch)
+    return local.tm_hour * 3600 + local.tm_min * 60 + local.tm_sec + epoch % 1
+
+
 def memory(settings, log, service: RouterProcess, folders: list[str]) -> tuple[list[float], float]:
     """(each ready agent's memory, the service's resident set), in MB, with ready agents for `folders`."""
     import docker
@@ -211,12 +264,20 @@ def main() -> None:
         for n in range(args.samples + 1):
             register_group(log, settings, jid=f"local:c{n}", name=f"C{n}", folder=f"c{n}", requires_trigger=False)
             register_group(log, settings, jid=f"local:r{n}", name=f"R{n}", folder=f"r{n}", requires_trigger=False)
+        for n in range(BREAKDOWN_SAMPLES):
+            register_group(log, settings, jid=f"local:s{n}", name=f"S{n}", folder=f"s{n}", requires_trigger=False)
         cold_figures = _cold_phase(settings, log, api, args.samples)
+        steps = breakdown(settings, log, api, [f"s{n}" for n in range(BREAKDOWN_SAMPLES)])
         os.environ["READY_AGENTS"] = str(READY_AGENTS)
         settings = load_settings()
         ready_figures, held, rss = _ready_phase(settings, log, api, args.samples)
         log.close()
     _report(args.samples, *cold_figures, ready_figures, held, rss, settings.ready_agents_memory_mb)
+    print(f"where a cold start's time goes, AgentRunStarted to the first model request (medians of "
+          f"{BREAKDOWN_SAMPLES}, a service at LOG_LEVEL=debug):")
+    names = [name for name, _ in MARKS] + ["the CLI's first turn, to its first model request"]
+    for index, name in enumerate(names):
+        print(f"  {name:<66} {statistics.median(s[index] for s in steps) * 1e3:6.0f} ms")
 
 
 def _service(settings) -> tuple[RouterProcess, LocalChatClient]:

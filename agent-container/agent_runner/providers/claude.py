@@ -72,6 +72,8 @@ class _Session:
         client = ClaudeSDKClient(options)
         try:
             await client.connect(self._prompts(prompt))
+            if self.ctx.request.verbose:
+                log("the CLI is connected")  # its start-up is done (bench/agent_latency.py times this line)
             async for message in client.receive_messages():
                 self._handle(message)
         except ResultError as exc:
