@@ -334,25 +334,27 @@ def _ready_phase(settings, log, api: TimedStandIn, samples: int):
     return (ready_first, ready_reply, warm_first, warm_reply), held, rss
 
 
+def _first_and_reply(title: str, first: list[float], reply: list[float]) -> None:
+    print(title)
+    print(line("message -> the model's first request", first))
+    print(line("message -> reply in the chat", reply))
+
+
 def _report(samples: int, requested, started, first, replied, floors, warm_first, warm_reply,
             ready_figures, held: list[float], rss: float, budget_mb: int) -> None:
     ready_first, ready_reply, warm2_first, warm2_reply = ready_figures
     print(f"agent latency, the real Claude CLI in {IMAGE} against a stand-in API that answers at once, "
           f"{samples} interleaved samples each")
-    print("(a) a group whose ready agent waits (ready agents on):")
-    print(line("message -> the model's first request", ready_first))
-    print(line("message -> reply in the chat", ready_reply))
-    print("(c) follow-up piped into a warm container, in the same service as (a):")
-    print(line("message -> the model's first request", warm2_first))
-    print(line("message -> reply in the chat", warm2_reply))
+    _first_and_reply("(a) a group whose ready agent waits (ready agents on):", ready_first, ready_reply)
+    _first_and_reply("(c) follow-up piped into a warm container, in the same service as (a):", warm2_first,
+                     warm2_reply)
     print("(b) cold group, no container yet (ready agents off):")
     print(line("message -> AgentRunRequested (the router)", requested))
     print(line("message -> AgentRunStarted (+ dispatcher, huey, worker)", started))
     print(line("message -> the model's first request", first))
     print(line("message -> reply in the chat", replied))
-    print("(c) follow-up piped into a warm container, in the same service as (b):")
-    print(line("message -> the model's first request", warm_first))
-    print(line("message -> reply in the chat", warm_reply))
+    _first_and_reply("(c) follow-up piped into a warm container, in the same service as (b):", warm_first,
+                     warm_reply)
     print("(d) plain docker run of the image running the CLI:")
     print(line("start -> its first model request (the floor for b)", floors))
     med = statistics.median

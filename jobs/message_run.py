@@ -68,12 +68,13 @@ class MessageRun(RunLifecycle):
         """A ready agent: the group's container and CLI started with no messages, waiting for the first."""
         if (refused := ready_refusal(tx, self.settings, group, request)) is not None:
             return refused
-        for other in ready_to_retire(tx, self.settings):  # the most recently asked for are kept
+        retiring = ready_to_retire(tx, self.settings)  # the most recently asked for are kept
+        if not self.runs.ready_memory_room(self.settings.ready_agents_memory_mb, leaving=set(retiring)):
+            return "no memory left for a ready agent (READY_AGENTS_MEMORY_MB)"
+        for other in retiring:
             logger.info("{}: its ready agent retires for {}'s (READY_AGENTS={})", other, group.folder,
                         self.settings.ready_agents)
             request_close(self.settings, other, recorder(tx, other))
-        if not self.runs.ready_memory_room(self.settings.ready_agents_memory_mb):
-            return "no memory left for a ready agent (READY_AGENTS_MEMORY_MB)"
         return Claim(group=group, reply_to=group.jid, from_seq=window.cursor, through_seq=window.cursor,
                      prompt="", session_id=session_to_resume(tx, group.folder, self.settings.agent_provider),
                      ready=True)

@@ -50,3 +50,22 @@ def agent_image() -> str:
     if not image.image_exists(tag) or image.image_is_stale(tag):
         image.build_image(target="test", tag=tag, on_progress=lambda line: None)
     return tag
+
+
+@pytest.fixture
+def scripted_env(root: Path, agent_image: str, monkeypatch: pytest.MonkeyPatch):
+    """The scripted provider in the test image with no network; call it (with scripts, settings) for Settings."""
+    import json
+
+    def setup(*, idle_timeout_ms: int = 1000, scripts: dict | None = None, **env: str) -> Settings:
+        for key, value in {"CONTAINER_IMAGE": agent_image, "CONTAINER_NETWORK": "none", "AGENT_PROVIDER": "scripted",
+                           "IDLE_TIMEOUT": str(idle_timeout_ms), **env}.items():
+            monkeypatch.setenv(key, value)
+        if scripts is not None:
+            (root / "scripts.json").write_text(json.dumps(scripts))
+            monkeypatch.setenv("SCRIPTED_AGENT_FILE", str(root / "scripts.json"))
+        result = load_settings()
+        result.ensure_dirs()
+        return result
+
+    return setup

@@ -21,13 +21,8 @@ pytestmark = pytest.mark.docker
 
 
 @pytest.fixture
-def world(root, agent_image, monkeypatch, log):
-    monkeypatch.setenv("CONTAINER_IMAGE", agent_image)
-    monkeypatch.setenv("CONTAINER_NETWORK", "none")
-    monkeypatch.setenv("AGENT_PROVIDER", "scripted")
-    monkeypatch.setenv("IDLE_TIMEOUT", "1000")
-    settings = load_settings()
-    settings.ensure_dirs()
+def world(scripted_env, log):
+    settings = scripted_env()
     register_group(log, settings, jid="local:me", name="Me", folder="main", is_main=True)
     register_group(log, settings, jid="tg:fam", name="Family", folder="family")
     inbound = Inbound(log, AllowlistFile(settings.sender_allowlist_path))

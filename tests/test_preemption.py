@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import threading
 
 import pytest
 
-from base.config import load_settings
 from events import consumer, types as t
 from jobs.message_run import MessageRun
 from jobs.run_state import RUNS
@@ -28,15 +26,8 @@ SCRIPT = {"turns": [[{"reply_prompt": True}], [{"sleep": 4}, {"reply_prompt": Tr
 
 
 @pytest.fixture
-def world(root, agent_image, monkeypatch, log):
-    monkeypatch.setenv("CONTAINER_IMAGE", agent_image)
-    monkeypatch.setenv("CONTAINER_NETWORK", "none")
-    monkeypatch.setenv("AGENT_PROVIDER", "scripted")
-    monkeypatch.setenv("IDLE_TIMEOUT", "60000")
-    (root / "scripts.json").write_text(json.dumps({"*": SCRIPT}))
-    monkeypatch.setenv("SCRIPTED_AGENT_FILE", str(root / "scripts.json"))
-    settings = load_settings()
-    settings.ensure_dirs()
+def world(scripted_env, log):
+    settings = scripted_env(idle_timeout_ms=60_000, scripts={"*": SCRIPT})
     register_group(log, settings, jid="local:me", name="Me", folder="main", is_main=True)
     allowlist = AllowlistFile(settings.sender_allowlist_path)
     return settings, log, Inbound(log, allowlist), TriggerStage(settings, allowlist)

@@ -45,16 +45,9 @@ pytestmark = pytest.mark.docker
 
 
 @pytest.fixture
-def world(root, agent_image, monkeypatch, log):
-    monkeypatch.setenv("CONTAINER_IMAGE", agent_image)
-    monkeypatch.setenv("CONTAINER_NETWORK", "none")
-    monkeypatch.setenv("AGENT_PROVIDER", "scripted")
-    monkeypatch.setenv("IDLE_TIMEOUT", "60000")
-    monkeypatch.setenv("READY_AGENTS", "2")
-    (root / "scripts.json").write_text(json.dumps({"*": {"turns": [[{"reply_prompt": True}]]}}))
-    monkeypatch.setenv("SCRIPTED_AGENT_FILE", str(root / "scripts.json"))
-    settings = load_settings()
-    settings.ensure_dirs()
+def world(scripted_env, log):
+    settings = scripted_env(idle_timeout_ms=60_000, scripts={"*": {"turns": [[{"reply_prompt": True}]]}},
+                            READY_AGENTS="2")
     register_group(log, settings, jid="local:me", name="Me", folder="main", is_main=True)
     register_group(log, settings, jid="local:fam", name="Family", folder="family", requires_trigger=False)
     allowlist = AllowlistFile(settings.sender_allowlist_path)
@@ -284,11 +277,8 @@ def test_a_ready_agent_is_kept_for_the_most_recently_active_groups_only(world, m
     second.join()
 
 
-def test_the_service_starts_one_for_the_main_group_and_a_killed_worker_loses_nothing(settings, log, agent_image,
-                                                                                     monkeypatch):
-    for key, value in dict(CONTAINER_IMAGE=agent_image, CONTAINER_NETWORK="none", AGENT_PROVIDER="scripted",
-                           IDLE_TIMEOUT="60000", READY_AGENTS="2").items():
-        monkeypatch.setenv(key, value)
+def test_the_service_starts_one_for_the_main_group_and_a_killed_worker_loses_nothing(scripted_env, log):
+    settings = scripted_env(idle_timeout_ms=60_000, READY_AGENTS="2")
     register_group(log, settings, jid="local:me", name="Me", folder="main", is_main=True)
     with chatting(settings) as (service, client):
         wait_for(lambda: [c for c in gather(load_settings()).containers if c.state == "ready"], timeout=60,

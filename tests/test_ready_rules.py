@@ -131,6 +131,7 @@ def test_ready_agents_give_their_slot_up_first_and_fit_in_their_memory_budget():
     runs.set_memory("r2", 150.0)
     assert runs.ready_memory_mb() == 150.0
     assert runs.ready_memory_room(300) and not runs.ready_memory_room(299)
+    assert runs.ready_memory_room(150, leaving={"work"})  # the one retiring to make room is not counted
     assert runs.retire("r2", replace=True) is not None and runs.replaced("r2")
     assert runs.retire("r2", replace=True) is None  # once
     runs.release("r2")
