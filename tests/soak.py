@@ -38,6 +38,7 @@ class SoakConfig:
     idle_timeout_ms: int = 1000
     settle_timeout_s: float = 300.0
     seed: int = 1
+    ready_agents: int = 0           # READY_AGENTS: with them on, kills also hit agents waiting for a first message
 
     @classmethod
     def from_env(cls, **defaults) -> "SoakConfig":
@@ -57,7 +58,7 @@ class SoakConfig:
     def service_env(self) -> dict[str, str]:
         # a window as large as any backlog: no message falls out of the prompt
         return dict(MAX_CONCURRENT_CONTAINERS=str(self.max_containers), IDLE_TIMEOUT=str(self.idle_timeout_ms),
-                    MAX_MESSAGES_PER_PROMPT="1000")
+                    MAX_MESSAGES_PER_PROMPT="1000", READY_AGENTS=str(self.ready_agents))
 
 
 @dataclass
