@@ -62,6 +62,7 @@ class RunSpec:
     idle_timeout_ms: int | None = None     # None: the configured IDLE_TIMEOUT
     idle_rearm: bool = True                # tasks: close once, 10 s after the first output
     ready_wait_ms: int | None = None       # a ready agent: how long it waits for its first input
+    handed_input: Callable[[], bool] | None = None  # a ready agent: whether the log shows input piped in
     network: str | None = None             # None: the configured CONTAINER_NETWORK
     name: str | None = None                # None: nanoclaw-<folder>-<epoch ms>
     egress: str = DEFAULT_EGRESS           # the group's egress policy (router/egress.policy_of)
@@ -146,6 +147,7 @@ class _Watch:
         self.idle_ms = spec.idle_timeout_ms or settings.idle_timeout_ms
         self.hard = _Deadline(self._hard_timeout)
         self.idle = _Deadline(lambda: request_close(settings, spec.folder, on_refused))
+        self.ready_wait = _Deadline(lambda: self._ready_wait_over(settings, on_refused))
 
     def _hard_timeout(self) -> None:
         self.state["timed_out"] = True
@@ -161,12 +163,20 @@ class _Watch:
                 pass
 
     def started(self) -> None:
-        """The hard timeout runs from the start; a ready agent first waits for its first input as long as
-        it may, and is asked to finish if none came (its first output re-arms both deadlines as usual)."""
+        """The hard timeout runs from the start (for a ready agent, from the end of its wait)."""
         wait_ms = self.spec.ready_wait_ms or 0
         self.hard.reset((self.hard_ms + wait_ms) / 1000)
         if wait_ms:
-            self.idle.reset(wait_ms / 1000)
+            self.ready_wait.reset(wait_ms / 1000)
+
+    def _ready_wait_over(self, settings: Settings, on_refused: OnRefused) -> None:
+        """A ready agent that got no input in its wait is asked to finish; one handed a message goes on."""
+        handed = self.spec.handed_input
+        if self.state["outputs"] or (handed is not None and handed()):
+            return  # it is working: its outputs arm the usual idle close
+        logger.info("{}: the ready agent got no message in {} s; it retires", self.spec.folder,
+                    (self.spec.ready_wait_ms or 0) // 1000)
+        request_close(settings, self.spec.folder, on_refused)
 
     def handle(self, result: AgentResult) -> None:
         state = self.state
@@ -323,6 +333,7 @@ class ContainerRunner:
         finally:
             watch.hard.cancel()
             watch.idle.cancel()
+            watch.ready_wait.cancel()
             try:
                 sock.close()
             except OSError:

@@ -24,7 +24,7 @@ from events import EventLog, Record, Transaction, types as t
 from events.consumer import Stage
 from events.queries import due_tasks, list_groups, outstanding_request, running_runs, task_by_id
 from jobs.queue import JobQueue
-from rules.ready import is_ready_request
+from rules.ready import expired, is_ready_request
 
 TASK_EVENTS = (t.TaskScheduled, t.TaskUpdated, t.TaskResumed, t.TaskRunFinished)
 REDISPATCH_S = 60.0
@@ -65,8 +65,10 @@ class DispatcherStage(Stage):
             for group in list_groups(tx):
                 request = outstanding_request(tx, group.folder)
                 if request is not None and (request.event.not_before or "") <= now:
-                    if not is_ready_request(request) or self._slot_free(tx):
+                    if not is_ready_request(request):
                         waiting.append(group.folder)
+                    elif self._slot_free(tx) and not expired(self.queue.settings, request):
+                        waiting.append(group.folder)  # a ready agent, while it is still worth one
             tasks = due_tasks(tx, now)
         for folder in waiting:
             self.queue.enqueue_agent(folder)

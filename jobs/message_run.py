@@ -98,11 +98,18 @@ class MessageRun(RunLifecycle):
         return False
 
     def spec_options(self, claim: Claim) -> dict:
-        return {"ready_wait_ms": self.settings.ready_agent_ttl_s * 1000} if claim.ready else {}
+        if not claim.ready:
+            return {}
+        return {"ready_wait_ms": self.settings.ready_agent_ttl_s * 1000,
+                "handed_input": lambda: was_handed_messages(self.log, claim.run_id)}
 
     def ready_after(self, tx: Transaction, claim: Claim, ending: Ending) -> bool:
-        """A run that answered well is followed by a ready agent; an unused one only when it was replaced."""
-        if ending.failed or self.runs.stopping.is_set():
+        """A run that answered well is followed by a ready agent; an unused one only when it was replaced.
+
+        Not one that gave its slot to waiting work: its ready agent would
+        only take the slot back from the next idle agent.
+        """
+        if ending.failed or self.runs.stopping.is_set() or self.runs.gave_way(claim.run_id):
             return False
         if claim.ready and not was_handed_messages(tx, claim.run_id):
             return self.runs.replaced(claim.run_id)

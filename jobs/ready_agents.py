@@ -79,15 +79,18 @@ class ReadyWatch:
 
     def _changed_outside(self, run_id: str, idle: Idle) -> str | None:
         """What changed outside the log: the image behind the tag, the credential."""
-        if self.runner.gateway.auth_of(run_id) != upstream_auth(self.settings):
-            return "the model credential changed"
+        opened_with = self.runner.gateway.auth_of(run_id)
+        if opened_with is not None and opened_with != upstream_auth(self.settings):
+            return "the model credential changed"  # (None: its gateway is not open yet, or closed already)
         try:
             engine = self.runner.docker()
             container = engine.containers.get(self._container_of(run_id))
             current = engine.images.get(self.settings.container_image).id
         except (DockerException, RequestException, LookupError):
             return None  # Docker cannot say now; the next pass asks again
-        if container.attrs.get("Image") != current:
+        started_from = container.attrs.get("Image") or ""
+        # Podman before 4.3 answers the image's name here, not its id: nothing to compare then
+        if started_from.startswith("sha256:") and started_from != current:
             return "the agent image was rebuilt"
         return None
 

@@ -149,6 +149,9 @@ class RunLifecycle:
             if claim.ready:  # idle from its start: the first to give its slot up
                 self.runs.mark_idle(claim.run_id, claim.group.folder, started.seq, ready=True,
                                    container=claim.container)
+        if self.runs.stopping.is_set():
+            # the stop listed the running runs from the log before this start committed: close it here
+            request_close(self.settings, claim.group.folder)
         try:
             fault_point(self.started_fault)
             logger.info("{}: agent run {} started ({}, attempt {})", claim.group.folder, claim.run_id,

@@ -42,6 +42,7 @@ class WorkerRuns:
         self._memory_mb: dict[str, float] = {}   # ready agents' containers, as last measured
         self._largest_ready_mb = 0.0
         self._replaced: set[str] = set()
+        self._gave_way: set[str] = set()         # runs closed to free their slot for waiting work
         self.stopping = threading.Event()  # set when the worker begins to stop: no new run starts
 
     def register(self, run_id: str) -> None:
@@ -56,6 +57,7 @@ class WorkerRuns:
             self._idle.pop(run_id, None)
             self._memory_mb.pop(run_id, None)
             self._replaced.discard(run_id)
+            self._gave_way.discard(run_id)
 
     def mine(self) -> set[str]:
         with self._lock:
@@ -138,8 +140,14 @@ class WorkerRuns:
                 continue
             with self._lock:
                 if self._idle.pop(run_id, None) is not None:
+                    self._gave_way.add(run_id)
                     return idle
         return None
+
+    def gave_way(self, run_id: str) -> bool:
+        """Whether the run was closed to give its slot to waiting work (then no ready agent follows it)."""
+        with self._lock:
+            return run_id in self._gave_way
 
 
 RUNS = WorkerRuns()  # this process's one instance

@@ -100,11 +100,15 @@ def _monitor_loop(queue: JobQueue, stop: threading.Event) -> None:
     """Every quarter second: idle agents make way for waiting work, stale ready agents retire."""
     ready = ReadyWatch(queue.settings, queue.event_log(), queue.container_runner())
     while not stop.wait(PREEMPT_CHECK_S):
+        # the monitor must outlive a bad moment of the queue or of Docker, and one check must not skip the other
         try:
             preempt_idle(queue.settings, queue.event_log(), queue.huey.pending_count())
+        except Exception as exc:
+            logger.warning("idle preemption check failed: {}", exc)
+        try:
             ready.check()
-        except Exception as exc:  # the monitor must outlive a bad moment of the queue or of Docker
-            logger.warning("the idle and ready agent check failed: {}", exc)
+        except Exception as exc:
+            logger.warning("ready agent check failed: {}", exc)
 
 
 def raise_open_files_limit() -> int:

@@ -33,11 +33,18 @@ def is_ready_request(request: Record | None) -> bool:
     return request is not None and request.event.reason == "ready"  # type: ignore[attr-defined]
 
 
+def expired(settings: Settings, request: Record, now: datetime | None = None) -> bool:
+    """A request for a ready agent older than READY_AGENT_TTL: no longer worth a container."""
+    now = now or datetime.now(timezone.utc)
+    return (now - parse_iso(request.at)).total_seconds() > settings.ready_agent_ttl_s
+
+
 def request_ready(tx: Transaction, settings: Settings, group: Group) -> bool:
-    """Ask for a ready agent for the group, unless they are off or the group has a run or a request."""
+    """Ask for a ready agent for the group, unless they are off or the group has a run or a live request."""
     if settings.ready_agents <= 0 or group_busy(tx, group.folder):
         return False
-    if outstanding_request(tx, group.folder) is not None:
+    request = outstanding_request(tx, group.folder)
+    if request is not None and not (is_ready_request(request) and expired(settings, request)):
         return False
     tx.append(t.AgentRunRequested(folder=group.folder, chat_jid=group.jid, reason="ready"))
     return True
@@ -59,7 +66,7 @@ def ready_refusal(tx: Transaction, settings: Settings, group: Group, request: Re
     if settings.ready_agents <= 0:
         return "ready agents are off (READY_AGENTS=0)"
     now = now or datetime.now(timezone.utc)
-    if (now - parse_iso(request.at)).total_seconds() > settings.ready_agent_ttl_s:
+    if expired(settings, request, now):
         return "the request for a ready agent expired"
     if len(running_runs(tx)) >= settings.max_concurrent_containers:
         return "no free slot for a ready agent"

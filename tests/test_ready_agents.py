@@ -175,6 +175,25 @@ def test_an_unused_ready_agent_retires_after_its_wait_quietly(world, monkeypatch
     assert requests(log, "family") == ["ready"]  # not followed by another: nobody came
 
 
+def test_a_message_piped_near_the_end_of_the_wait_keeps_the_agent_for_its_follow_ups(world, root):
+    settings, log, inbound, triggers = world
+    (root / "scripts.json").write_text(json.dumps({"*": {"turns": [[{"sleep": 5}, {"reply_prompt": True}],
+                                                                   [{"reply_prompt": True}]]}}))
+    short = dataclasses.replace(settings, ready_agent_ttl_s=10)
+    ready = Ready(short, log, "family")
+    ready.up()
+    time.sleep(7)
+    say(inbound, "local:fam", "a question that takes a while")  # its turn runs past the end of the wait
+    consumer.drain(log, triggers)
+    wait_for(lambda: of_type(log, t.OutboundQueued), timeout=60, what="the answer")
+    assert ready.thread.is_alive()  # not closed at the end of its wait: it was working
+    say(inbound, "local:fam", "and a follow-up")
+    consumer.drain(log, triggers)
+    wait_for(lambda: len(of_type(log, t.OutboundQueued)) == 2, timeout=60, what="the follow-up's answer")
+    ready.close()
+    assert len(of_type(log, t.AgentRunStarted)) == 1 and len(of_type(log, t.MessagesPiped)) == 2
+
+
 def test_a_ready_agent_that_cannot_start_tells_nobody_and_is_not_retried(world):
     settings, log, _, _ = world
     broken = dataclasses.replace(settings, container_image="nanoclaw-agent:no-such-tag")

@@ -136,3 +136,60 @@ def test_ready_agents_give_their_slot_up_first_and_fit_in_their_memory_budget():
     assert runs.retire("r2", replace=True) is None  # once
     runs.release("r2")
     assert not runs.replaced("r2")
+
+
+def test_a_run_that_gave_its_slot_away_is_not_followed_by_a_ready_agent(ready_settings, groups):
+    from jobs.message_run import MessageRun
+    from jobs.run_lifecycle import Claim, Ending
+
+    runs = WorkerRuns()
+    run = MessageRun(ready_settings, groups, runner=object(), runs=runs)  # no container is started here
+    with groups.transaction() as tx:
+        claim = Claim(group=group_by_folder(tx, "family"), reply_to="local:fam", from_seq=0, through_seq=1,
+                      prompt="<message>hi</message>", session_id=None)
+    ok = Ending(failed=False, status="ok", error=None, kind=None, duration_ms=10)
+    runs.register(claim.run_id)
+    runs.mark_idle(claim.run_id, "family", 1)
+    with groups.transaction() as tx:
+        assert run.ready_after(tx, claim, ok)  # it answered and was closed as idle: a ready agent follows
+    assert runs.take_longest_idle(1, lambda run_id, idle: False) is not None
+    with groups.transaction() as tx:
+        assert not run.ready_after(tx, claim, ok)  # it made way for waiting work: its slot stays theirs
+
+
+def test_an_expired_ready_request_neither_blocks_a_new_one_nor_is_queued_again(ready_settings, groups):
+    from freezegun import freeze_time
+
+    queue = JobQueue(ready_settings)
+    stage = DispatcherStage(queue)
+    with groups.transaction() as tx:
+        assert request_ready(tx, ready_settings, group_by_folder(tx, "family"))
+    consumer.drain(groups, stage)
+    assert len(queue.huey.pending()) == 1
+    queue.huey.flush()
+    with freeze_time(datetime.now(timezone.utc) + timedelta(seconds=ready_settings.ready_agent_ttl_s + 5)):
+        assert stage.redispatch(groups) == {"requests": 0, "tasks": 0}  # not worth a container any more
+        with groups.transaction() as tx:
+            assert request_ready(tx, ready_settings, group_by_folder(tx, "family"))  # a fresh one may be asked
+    assert [r.event.reason for r in groups.read_since(0, types=[t.AgentRunRequested])] == ["ready", "ready"]
+
+
+def test_the_watch_does_not_take_a_gateway_not_open_yet_for_a_changed_credential(ready_settings, groups,
+                                                                                 monkeypatch):
+    from jobs import ready_agents
+
+    class NotOpenYet:  # a runner whose gateway has no such run (opened later, or closed already)
+        class gateway:
+            @staticmethod
+            def auth_of(run_id):
+                return None
+
+        def docker(self):
+            raise LookupError("not asked")
+
+    monkeypatch.setattr(ready_agents, "upstream_auth", lambda settings: "a credential")
+    runs = WorkerRuns()
+    runs.register("r1")
+    runs.mark_idle("r1", "family", 1, ready=True, container="c1")
+    watch = ready_agents.ReadyWatch(ready_settings, groups, NotOpenYet(), runs)
+    assert watch.check() == [] and "r1" in runs.ready()
