@@ -129,9 +129,8 @@ class Gateway:
             self._call(self._close(run_id))
 
     def auth_of(self, run_id: str) -> UpstreamAuth | None:
-        """The credential the run's model calls carry (read when its gateway opened)."""
-        run = self._runs.get(run_id)
-        return run.forwarder.auth if run is not None else None
+        """The credential the run's model calls carry (read when its gateway opened); KeyError when not open."""
+        return self._runs[run_id].forwarder.auth
 
     def open_runs(self) -> list[RunAccess]:
         return [run.access for run in list(self._runs.values())]

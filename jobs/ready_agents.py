@@ -79,9 +79,12 @@ class ReadyWatch:
 
     def _changed_outside(self, run_id: str, idle: Idle) -> str | None:
         """What changed outside the log: the image behind the tag, the credential."""
-        opened_with = self.runner.gateway.auth_of(run_id)
-        if opened_with is not None and opened_with != upstream_auth(self.settings):
-            return "the model credential changed"  # (None: its gateway is not open yet, or closed already)
+        try:
+            opened_with = self.runner.gateway.auth_of(run_id)
+        except KeyError:
+            return None  # its gateway is not open yet, or closed already: nothing to compare
+        if opened_with != upstream_auth(self.settings):
+            return "the model credential changed"
         try:
             engine = self.runner.docker()
             container = engine.containers.get(self._container_of(run_id))

@@ -182,7 +182,7 @@ def test_the_watch_does_not_take_a_gateway_not_open_yet_for_a_changed_credential
         class gateway:
             @staticmethod
             def auth_of(run_id):
-                return None
+                raise KeyError(run_id)
 
         def docker(self):
             raise LookupError("not asked")
