@@ -20,7 +20,7 @@ from loguru import logger
 from base.config import Settings
 from events import EventLog
 from events.health import RECOVERY_HINT, log_problem
-from events.queries import piped_since, running_runs
+from events.queries import outstanding_request, piped_since, running_runs
 from jobs.liveness import release_worker, this_worker
 from jobs.queue import JobQueue
 from jobs.ready_agents import ReadyWatch
@@ -28,6 +28,7 @@ from jobs.recovery import live_runs, reconcile
 from jobs.run_state import RUNS
 from jobs.runtime import remove_orphans
 from rules.ipc_folder import request_close
+from rules.ready import is_ready_request
 
 SHUTDOWN_TIMEOUT_S = 20
 LEFTOVER_RECORD_S = 3.0
@@ -96,13 +97,24 @@ def preempt_idle(settings: Settings, log: EventLog, pending: int) -> str | None:
     return idle.folder
 
 
+def waiting_work(queue: JobQueue, log: EventLog) -> int:
+    """Jobs waiting for a slot, but a ready agent's: one must never make a working agent give way."""
+    count = 0
+    for job in queue.huey.pending():
+        if job.name == "run_agent" and is_ready_request(outstanding_request(log, job.args[0])):
+            continue
+        count += 1
+    return count
+
+
 def _monitor_loop(queue: JobQueue, stop: threading.Event) -> None:
     """Every quarter second: idle agents make way for waiting work, stale ready agents retire."""
     ready = ReadyWatch(queue.settings, queue.event_log(), queue.container_runner())
     while not stop.wait(PREEMPT_CHECK_S):
         # the monitor must outlive a bad moment of the queue or of Docker, and one check must not skip the other
         try:
-            preempt_idle(queue.settings, queue.event_log(), queue.huey.pending_count())
+            if len(RUNS.mine()) >= queue.settings.max_concurrent_containers:  # only then may anyone wait
+                preempt_idle(queue.settings, queue.event_log(), waiting_work(queue, queue.event_log()))
         except Exception as exc:
             logger.warning("idle preemption check failed: {}", exc)
         try:

@@ -193,3 +193,16 @@ def test_the_watch_does_not_take_a_gateway_not_open_yet_for_a_changed_credential
     runs.mark_idle("r1", "family", 1, ready=True, container="c1")
     watch = ready_agents.ReadyWatch(ready_settings, groups, NotOpenYet(), runs)
     assert watch.check() == [] and "r1" in runs.ready()
+
+
+def test_a_waiting_ready_job_is_not_work_an_idle_agent_must_give_way_to(ready_settings, groups):
+    from jobs.worker import waiting_work
+
+    queue = JobQueue(ready_settings)
+    with groups.transaction() as tx:
+        request_ready(tx, ready_settings, group_by_folder(tx, "family"))
+    groups.append(t.AgentRunRequested(folder="main", chat_jid="local:me", reason="messages"))
+    queue.enqueue_agent("family")
+    queue.enqueue_agent("main")
+    queue.enqueue_task("some-task")
+    assert waiting_work(queue, groups) == 2  # main's messages and the task; not family's ready agent
