@@ -164,10 +164,14 @@ def message_run_to_pipe_into(db: Reader, folder: str) -> str | None:
     return rows[0]["run_id"] if rows else None
 
 
+def waits_ready(run: sqlite3.Row) -> bool:
+    """A `runs` row of a ready agent handed no message yet (a pipe moves `through_seq` past `from_seq`)."""
+    return bool(run["ready"]) and run["through_seq"] == run["from_seq"]
+
+
 def ready_runs(db: Reader) -> list[sqlite3.Row]:
-    """Running ready agents, oldest first, handed no message yet (a pipe moves `through_seq` past `from_seq`)."""
-    return db.query("SELECT * FROM runs WHERE state = 'running' AND ready = 1 AND through_seq = from_seq"
-                    " ORDER BY started_seq")
+    """Running ready agents that wait for their first message, oldest first."""
+    return [run for run in running_runs(db) if waits_ready(run)]
 
 
 def was_handed_messages(db: Reader, run_id: str) -> bool:

@@ -22,9 +22,9 @@ from loguru import logger
 from base.timefmt import iso_now, parse_iso
 from events import EventLog, Record, Transaction, types as t
 from events.consumer import Stage
-from events.queries import due_tasks, list_groups, outstanding_request, running_runs, task_by_id
+from events.queries import due_tasks, list_groups, outstanding_request, task_by_id
 from jobs.queue import JobQueue
-from rules.ready import expired, is_ready_request
+from rules.ready import expired, is_ready_request, slot_free
 
 TASK_EVENTS = (t.TaskScheduled, t.TaskUpdated, t.TaskResumed, t.TaskRunFinished)
 REDISPATCH_S = 60.0
@@ -40,16 +40,13 @@ class DispatcherStage(Stage):
     def handle(self, tx: Transaction, record: Record) -> None:
         event = record.event
         if isinstance(event, t.AgentRunRequested):
-            if event.reason == "ready" and not self._slot_free(tx):
+            if event.reason == "ready" and not slot_free(tx, self.queue.settings):
                 return  # a ready agent must not make a working one give its slot up; the next pass asks again
             self.queue.enqueue_agent(event.folder, parse_iso(event.not_before) if event.not_before else None)
         elif isinstance(event, t.TaskRunRequested):
             self.queue.enqueue_task(event.task_id, parse_iso(event.not_before) if event.not_before else None)
         else:
             self._queue_task(tx, event.task_id)  # type: ignore[attr-defined]
-
-    def _slot_free(self, tx: Transaction) -> bool:
-        return len(running_runs(tx)) < self.queue.settings.max_concurrent_containers
 
     def _queue_task(self, tx: Transaction, task_id: str) -> None:
         """Queue the task's run at its due time, as the projection says it is now."""
@@ -67,7 +64,7 @@ class DispatcherStage(Stage):
                 if request is not None and (request.event.not_before or "") <= now:
                     if not is_ready_request(request):
                         waiting.append(group.folder)
-                    elif self._slot_free(tx) and not expired(self.queue.settings, request):
+                    elif slot_free(tx, self.queue.settings) and not expired(self.queue.settings, request):
                         waiting.append(group.folder)  # a ready agent, while it is still worth one
             tasks = due_tasks(tx, now)
         for folder in waiting:

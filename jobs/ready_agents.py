@@ -58,7 +58,7 @@ class ReadyWatch:
             if piped_since(self.log, run_id, idle.folder, idle.after_seq):
                 self.runs.mark_busy(run_id)  # handed a message: a message run now
                 continue
-            reason = self._changed(idle) or (self._changed_outside(run_id, idle) if slow else None)
+            reason = self._changed(idle) or (self._changed_outside(run_id, idle.container) if slow else None)
             if reason is not None and self._retire(run_id, idle, reason, replace=True):
                 retired.append((idle.folder, reason))
         if slow:
@@ -77,7 +77,7 @@ class ReadyWatch:
                 return "its group's container settings changed"
         return None
 
-    def _changed_outside(self, run_id: str, idle: Idle) -> str | None:
+    def _changed_outside(self, run_id: str, container_name: str) -> str | None:
         """What changed outside the log: the image behind the tag, the credential."""
         try:
             opened_with = self.runner.gateway.auth_of(run_id)
@@ -87,7 +87,7 @@ class ReadyWatch:
             return "the model credential changed"
         try:
             engine = self.runner.docker()
-            container = engine.containers.get(self._container_of(run_id))
+            container = engine.containers.get(container_name)
             current = engine.images.get(self.settings.container_image).id
         except (DockerException, RequestException, LookupError):
             return None  # Docker cannot say now; the next pass asks again
@@ -99,8 +99,8 @@ class ReadyWatch:
 
     def _keep_to_budget(self) -> list[tuple[str, str]]:
         """Measure each waiting ready agent; retire the oldest while together they hold too much."""
-        for run_id in self.runs.ready():
-            megabytes = self._memory_mb(run_id)
+        for run_id, idle in self.runs.ready().items():
+            megabytes = self._memory_mb(idle.container)
             if megabytes is not None:
                 self.runs.set_memory(run_id, megabytes)
         retired = []
@@ -113,17 +113,11 @@ class ReadyWatch:
                 retired.append((idle.folder, reason))
         return retired
 
-    def _memory_mb(self, run_id: str) -> float | None:
+    def _memory_mb(self, container_name: str) -> float | None:
         try:
-            return container_memory_mb(self.runner.docker(), self._container_of(run_id))
-        except LookupError:
+            return container_memory_mb(self.runner.docker(), container_name)
+        except LookupError:  # no Docker client could be made now
             return None
-
-    def _container_of(self, run_id: str) -> str:
-        idle = self.runs.ready().get(run_id)
-        if idle is None or not idle.container:
-            raise LookupError(run_id)
-        return idle.container
 
     def _retire(self, run_id: str, idle: Idle, reason: str, *, replace: bool) -> bool:
         if self.runs.retire(run_id, replace=replace) is None:

@@ -109,15 +109,19 @@ class WorkerRuns:
     def ready_memory_mb(self, leaving: frozenset[str] | set[str] = frozenset()) -> float:
         """What the waiting ready agents hold (not those of `leaving`), unmeasured ones at the estimate."""
         with self._lock:
-            estimate = self._largest_ready_mb or READY_ESTIMATE_MB
+            estimate = self._estimate_mb()
             return sum(self._memory_mb.get(r, estimate) for r, i in self._idle.items()
                        if i.ready and i.folder not in leaving)
 
     def ready_memory_room(self, budget_mb: int, leaving: frozenset[str] | set[str] = frozenset()) -> bool:
         """Whether one more ready agent fits in `budget_mb`, at the largest one seen (or the estimate)."""
         with self._lock:
-            estimate = self._largest_ready_mb or READY_ESTIMATE_MB
+            estimate = self._estimate_mb()
         return self.ready_memory_mb(leaving) + estimate <= budget_mb
+
+    def _estimate_mb(self) -> float:
+        """What one ready agent is taken to hold: the largest measured, else READY_ESTIMATE_MB (lock held)."""
+        return self._largest_ready_mb or READY_ESTIMATE_MB
 
     def idle_runs(self) -> dict[str, Idle]:
         with self._lock:

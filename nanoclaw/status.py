@@ -21,7 +21,7 @@ from requests.exceptions import RequestException
 from base.config import QUEUE_NAME, Settings
 from base.timefmt import iso_now, parse_iso
 from events import EventLog, types as t
-from events.queries import list_groups, running_runs, upcoming_tasks
+from events.queries import list_groups, running_runs, upcoming_tasks, waits_ready
 from jobs.credentials import upstream_auth, upstream_url
 from jobs.gateway import runs_dir
 from jobs.runtime import LABEL_GROUP, LABEL_RUN, RuntimeUnavailable, client, engine_name, install_label
@@ -199,7 +199,7 @@ def run_state(log: EventLog, run: sqlite3.Row) -> tuple[str, str | None]:
     Ready: a ready agent handed no message yet, waiting since its start;
     idle once the agent answered and no newer input was piped.
     """
-    if run["ready"] and run["through_seq"] == run["from_seq"]:
+    if waits_ready(run):
         return "ready", run["started_at"]
     newest = log.read_since(run["started_seq"], types=[t.AgentOutput, t.MessagesPiped],
                             streams=[run["folder"]], limit=1, newest=True)

@@ -39,6 +39,11 @@ def expired(settings: Settings, request: Record, now: datetime | None = None) ->
     return (now - parse_iso(request.at)).total_seconds() > settings.ready_agent_ttl_s
 
 
+def slot_free(tx: Transaction, settings: Settings) -> bool:
+    """Fewer runs than MAX_CONCURRENT_CONTAINERS: a ready agent may take a slot only then."""
+    return len(running_runs(tx)) < settings.max_concurrent_containers
+
+
 def request_ready(tx: Transaction, settings: Settings, group: Group) -> bool:
     """Ask for a ready agent for the group, unless they are off or the group has a run or a live request."""
     if settings.ready_agents <= 0 or group_busy(tx, group.folder):
@@ -68,7 +73,7 @@ def ready_refusal(tx: Transaction, settings: Settings, group: Group, request: Re
     now = now or datetime.now(timezone.utc)
     if expired(settings, request, now):
         return "the request for a ready agent expired"
-    if len(running_runs(tx)) >= settings.max_concurrent_containers:
+    if not slot_free(tx, settings):
         return "no free slot for a ready agent"
     if reached_cap(tx, settings, group, now) is not None:
         return "budget reached: no ready agent"

@@ -81,9 +81,11 @@ class Ready:
         Ready.started_here.append(self)
 
     def started(self) -> t.AgentRunStarted:
-        wait_for(lambda: [s for s in of_type(self.log, t.AgentRunStarted) if s.folder == self.folder],
-                 timeout=30, what=f"{self.folder}'s ready agent started")
-        return [s for s in of_type(self.log, t.AgentRunStarted) if s.folder == self.folder][-1]
+        def mine() -> list[t.AgentRunStarted]:
+            return [s for s in of_type(self.log, t.AgentRunStarted) if s.folder == self.folder]
+
+        wait_for(mine, timeout=30, what=f"{self.folder}'s ready agent started")
+        return mine()[-1]
 
     def up(self) -> None:
         """Its container is running (the runner waits in its inbox)."""
