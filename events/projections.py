@@ -16,7 +16,7 @@ import msgspec
 from events import types as t
 from events.rules import InvariantError, folder_problem
 
-PROJECTION_VERSION = 6
+PROJECTION_VERSION = 7
 
 TABLES: dict[str, str] = {
     "chats": """CREATE TABLE chats (
@@ -53,7 +53,7 @@ TABLES: dict[str, str] = {
         outbound_id TEXT PRIMARY KEY, chat_jid TEXT NOT NULL, origin TEXT NOT NULL,
         run_id TEXT, text TEXT NOT NULL, state TEXT NOT NULL, queued_seq INTEGER NOT NULL,
         queued_at TEXT NOT NULL, done_at TEXT, attempts INTEGER NOT NULL DEFAULT 0,
-        reason TEXT)""",
+        reason TEXT, file TEXT)""",  # file: the OutboundFile as JSON, for a reply that is a file
     # model calls through the gateway, summed per UTC day (from the event's time), group and model
     "usage": """CREATE TABLE usage (
         day TEXT NOT NULL, folder TEXT NOT NULL, model TEXT NOT NULL, calls INTEGER NOT NULL,
@@ -223,9 +223,10 @@ def _run_finished(db: sqlite3.Connection, seq: int, at: str, ev: t.AgentRunFinis
 def _outbound_queued(db: sqlite3.Connection, seq: int, at: str, ev: t.OutboundQueued) -> None:
     db.execute(
         """INSERT INTO outbound (outbound_id, chat_jid, origin, run_id, text, state,
-                                 queued_seq, queued_at)
-           VALUES (?, ?, ?, ?, ?, 'queued', ?, ?)""",
-        (ev.outbound_id, ev.chat_jid, ev.origin, ev.run_id, ev.text, seq, at),
+                                 queued_seq, queued_at, file)
+           VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?)""",
+        (ev.outbound_id, ev.chat_jid, ev.origin, ev.run_id, ev.text, seq, at,
+         msgspec.json.encode(ev.file).decode() if ev.file is not None else None),
     )
     _bump(db, "outbound")
 

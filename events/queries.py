@@ -252,10 +252,15 @@ def chats_with_queued_replies(db: Reader) -> list[str]:
 
 
 def next_queued_reply(db: Reader, chat_jid: str) -> sqlite3.Row | None:
-    """The chat's oldest reply still to send (`outbound_id`, `text`), or None."""
-    rows = db.query("SELECT outbound_id, text FROM outbound WHERE state = 'queued' AND chat_jid = ?"
+    """The chat's oldest reply still to send (`outbound_id`, `text`, `file` as JSON or None), or None."""
+    rows = db.query("SELECT outbound_id, text, file FROM outbound WHERE state = 'queued' AND chat_jid = ?"
                     " ORDER BY queued_seq LIMIT 1", (chat_jid,))
     return rows[0] if rows else None
+
+
+def outbound_file(row: sqlite3.Row) -> t.OutboundFile | None:
+    """The file a queued reply carries (next_queued_reply's `file`), or None for text."""
+    return msgspec.json.decode(row["file"], type=t.OutboundFile) if row["file"] else None
 
 
 def outbound_by_id(db: Reader, outbound_id: str) -> sqlite3.Row | None:

@@ -42,6 +42,8 @@ class ContainerConfig(msgspec.Struct, frozen=True, kw_only=True):
     `egress` is the policy's text (`model-only`, `allow:<hosts>`, `open`);
     None means the default of rules/egress.py. The budgets are USD per UTC
     day and month for this group's model calls; None means no cap.
+    `keep_browser_session` keeps the browser's cookies and local storage in
+    the group's folder from one container to the next.
     """
 
     additional_mounts: list[MountRequest] = []
@@ -49,6 +51,7 @@ class ContainerConfig(msgspec.Struct, frozen=True, kw_only=True):
     egress: str | None = None
     daily_budget_usd: float | None = None
     monthly_budget_usd: float | None = None
+    keep_browser_session: bool = False
 
 
 # --- chats and messages -----------------------------------------------------
@@ -212,8 +215,24 @@ class AgentRunFinished(Event):
 # --- outbound --------------------------------------------------------------
 
 
+class OutboundFile(msgspec.Struct, frozen=True, kw_only=True):
+    """A file a reply carries: the host's own copy, under the data folder, taken when it was asked for.
+
+    `path` is relative to the data folder (`outbox/<outbound id>/<name>`);
+    `media_type` is what the file's content is (not its name's claim).
+    """
+
+    name: str
+    path: str
+    size: int
+    media_type: str
+
+
 class OutboundQueued(Event):
-    """A reply is due to a chat; delivery sends it (key: the outbound id)."""
+    """A reply is due to a chat; delivery sends it (key: the outbound id).
+
+    With `file`, the reply is that file and `text` its caption (may be empty).
+    """
 
     STREAM: ClassVar[str] = "chat_jid"
     outbound_id: str
@@ -222,6 +241,7 @@ class OutboundQueued(Event):
     origin: Literal["agent", "ipc", "task", "system", "notice"] = "agent"
     run_id: str | None = None
     sender: str | None = None
+    file: OutboundFile | None = None
 
 
 class OutboundSent(Event):

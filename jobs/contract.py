@@ -36,6 +36,7 @@ class AgentInput(msgspec.Struct, kw_only=True):
     gateway: dict | None = None            # filled in by the runner once the run's gateway is open
     timezone: str = ""                     # empty: the container keeps the TZ it was started with
     verbose: bool = False
+    keepBrowserSession: bool = False       # the group keeps its browser cookies between containers
 
 
 class AgentResult(msgspec.Struct, frozen=True, forbid_unknown_fields=False):

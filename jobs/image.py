@@ -30,6 +30,7 @@ from jobs import runtime
 from jobs.contract import AgentInput, OutputParser
 
 CLAUDE_AGENT_SDK_VERSION = "0.2.189"
+PLAYWRIGHT_VERSION = "1.65.2"  # drives the full image's Chromium (agent_runner/browser.py)
 PYTHON_VERSION = "3.11"  # bookworm's python3, which runs the wheels in the image
 IMAGE_TEST_TAG = "nanoclaw-agent:test"
 IMAGE_FULL_TAG = DEFAULT_CONTAINER_IMAGE
@@ -72,24 +73,34 @@ def sdk_wheel(wheels_dir: Path) -> Path | None:
     return next(iter(sorted(wheels_dir.glob(pattern))), None)
 
 
-def prepare_wheels(context_dir: Path = CONTEXT_DIR) -> Path:
-    """Download the SDK and its dependencies as wheels into `<context>/wheels`.
+def playwright_wheel(wheels_dir: Path) -> Path | None:
+    """The pinned Playwright's wheel for this machine (it carries its Node driver), if downloaded."""
+    pattern = f"playwright-{PLAYWRIGHT_VERSION}-*{_arch()}.whl"
+    return next(iter(sorted(wheels_dir.glob(pattern))), None)
 
-    Runs `pip download` with this interpreter only when the pinned SDK wheel
-    is missing; every wheel is for CPython 3.11 on manylinux (or pure Python).
+
+def _pins() -> list[str]:
+    return [f"claude-agent-sdk=={CLAUDE_AGENT_SDK_VERSION}", f"playwright=={PLAYWRIGHT_VERSION}"]
+
+
+def prepare_wheels(context_dir: Path = CONTEXT_DIR) -> Path:
+    """Download the SDK, Playwright and their dependencies as wheels into `<context>/wheels`.
+
+    Runs `pip download` with this interpreter only when a pinned wheel is
+    missing; every wheel is for CPython 3.11 on manylinux (or pure Python).
     """
     wheels = Path(context_dir) / "wheels"
-    if sdk_wheel(wheels):
+    if sdk_wheel(wheels) and playwright_wheel(wheels):
         return wheels
     wheels.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check",
                "--only-binary=:all:", "--python-version", PYTHON_VERSION, "--implementation", "cp"]
     for tag in _MANYLINUX:
         command += ["--platform", f"{tag}_{_arch()}"]
-    command += ["--dest", str(wheels), f"claude-agent-sdk=={CLAUDE_AGENT_SDK_VERSION}"]
-    logger.info("downloading claude-agent-sdk {} wheels into {}", CLAUDE_AGENT_SDK_VERSION, wheels)
+    command += ["--dest", str(wheels), *_pins()]
+    logger.info("downloading {} wheels into {}", " and ".join(_pins()), wheels)
     done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0 or not sdk_wheel(wheels):
+    if done.returncode != 0 or not sdk_wheel(wheels) or not playwright_wheel(wheels):
         tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
         raise ImageBuildError(
             "could not download the agent's wheels with pip (is PyPI reachable?): " + " | ".join(tail)
@@ -127,7 +138,8 @@ def build_image(
         progress(f"building {tag} (target {target}) from {base_image}")
         stream = engine.api.build(
             path=str(context_dir), tag=tag, target=target, decode=True, rm=True, forcerm=True,
-            buildargs={"BASE_IMAGE": base_image, "CLAUDE_AGENT_SDK_VERSION": CLAUDE_AGENT_SDK_VERSION},
+            buildargs={"BASE_IMAGE": base_image, "CLAUDE_AGENT_SDK_VERSION": CLAUDE_AGENT_SDK_VERSION,
+                       "PLAYWRIGHT_VERSION": PLAYWRIGHT_VERSION},
             labels={SOURCE_LABEL: source_digest(context_dir)},
         )
         image_id = _follow_build(stream, progress)
@@ -194,7 +206,7 @@ def _sources(context_dir: Path) -> list[Path]:
 
 def source_digest(context_dir: Path = CONTEXT_DIR) -> str:
     """A hash of what goes into the image besides the wheels (and the SDK pin)."""
-    digest = hashlib.sha256(CLAUDE_AGENT_SDK_VERSION.encode())
+    digest = hashlib.sha256(" ".join(_pins()).encode())
     for path in _sources(context_dir):
         if path.exists():
             digest.update(str(path.relative_to(context_dir)).encode() + b"\0" + path.read_bytes() + b"\0")

@@ -115,7 +115,8 @@ class RunLifecycle:
             chatJid=claim.reply_to, isMain=claim.group.is_main, assistantName=self.settings.assistant_name,
             provider=self.settings.agent_provider,
             scripted=scripted_for(self.settings, claim.group.folder, claim.attempt),
-            timezone=self.settings.timezone, verbose=self.settings.verbose_container_logs)
+            timezone=self.settings.timezone, verbose=self.settings.verbose_container_logs,
+            keepBrowserSession=bool(claim.group.container_config and claim.group.container_config.keep_browser_session))
 
     def spec_options(self, claim: Claim) -> dict:
         """Extra RunSpec fields (a task's shorter idle close)."""

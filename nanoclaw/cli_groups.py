@@ -95,7 +95,9 @@ def cmd_set(settings: Settings, args: argparse.Namespace) -> int:
             raise groups.GroupError(str(exc)) from exc
         if args.timeout is not None:
             timeout = None if args.timeout == 0 else int(args.timeout * 1000)
-        changed = t.ContainerConfig(additional_mounts=mounts, timeout_ms=timeout, egress=egress, **budgets)
+        keep_browser = config.keep_browser_session if args.browser_session is None else args.browser_session == "keep"
+        changed = t.ContainerConfig(additional_mounts=mounts, timeout_ms=timeout, egress=egress,
+                                    keep_browser_session=keep_browser, **budgets)
         group = groups.update_group(
             log, current.jid,
             name=args.name if args.name is not None else t.UNSET,
@@ -142,7 +144,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(handler=cmd_list)
 
-    st = gsub.add_parser("set", help="change a group's name, trigger, extra mounts, timeout or egress")
+    st = gsub.add_parser("set", help="change a group's name, trigger, extra mounts, timeout, egress, "
+                                              "budgets or browser session")
     st.add_argument("group", help="JID or folder")
     st.add_argument("--name")
     st.add_argument("--trigger")
@@ -163,6 +166,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     st.add_argument("--egress", metavar="POLICY",
                     help=f"what the agent may reach besides the model: model-only, allow:HOST[,HOST...] "
                          f"or open (any public host, each recorded; the default is {DEFAULT_EGRESS})")
+    st.add_argument("--browser-session", choices=("keep", "forget"),
+                    help="keep the browser's cookies in the group's folder from one container to the next, "
+                         "or forget them when each container's browser starts (the default)")
     st.set_defaults(handler=cmd_set)
 
     rm = gsub.add_parser("remove", help="stop serving a group (its files stay)")

@@ -24,6 +24,7 @@ from events import Record, Transaction, types as t
 from events.consumer import Stage
 from events.queries import group_by_jid, main_group, task_by_id
 from rules.groups import GroupError, group_dir, register_group
+from rules.outbox import FileRefused, take_file
 from rules.schedule import ScheduleError, first_run
 
 TASK_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
@@ -31,6 +32,7 @@ _BASE36 = string.digits + string.ascii_lowercase
 _DONE = {t.TaskPaused: "paused", t.TaskResumed: "resumed", t.TaskCancelled: "cancelled"}
 
 Text = Annotated[str, msgspec.Meta(min_length=1)]
+MAX_CAPTION_CHARS = 1024  # Telegram's caption limit; a longer text is a message of its own
 
 
 # --- requests as containers write them (extra fields such as isMain are ignored) ---
@@ -40,6 +42,12 @@ class MessageRequest(msgspec.Struct, rename={"chat_jid": "chatJid"}):
     chat_jid: Text
     text: Text
     sender: str | None = None
+
+
+class FileRequest(msgspec.Struct, rename={"chat_jid": "chatJid"}):
+    chat_jid: Text
+    path: Text
+    caption: str = ""
 
 
 class ScheduleRequest(msgspec.Struct, rename={"target_jid": "targetJid", "task_id": "taskId"}):
@@ -153,6 +161,7 @@ class ActionsStage(Stage):
         self.on_tasks_changed = on_tasks_changed
         self._handlers: dict[tuple[str, str], Callable[[Request], bool]] = {
             ("messages", "message"): self._message,
+            ("messages", "file"): self._file,
             ("tasks", "schedule_task"): self._schedule_task,
             ("tasks", "pause_task"): lambda r: self._task_state(r, t.TaskPaused),
             ("tasks", "resume_task"): lambda r: self._task_state(r, t.TaskResumed),
@@ -202,7 +211,7 @@ class ActionsStage(Stage):
         if not isinstance(kind_of, str) or not kind_of:
             return "the request has no \"type\" (a string)"
         if request.kind == "messages":
-            return f"unknown message type {kind_of!r} (messages/ takes only \"message\")"
+            return f"unknown message type {kind_of!r} (messages/ takes \"message\" and \"file\")"
         return f"unknown IPC task type {kind_of!r}"
 
     def _reject(self, request: Request, reason: str) -> None:
@@ -240,6 +249,27 @@ class ActionsStage(Stage):
             key=f"out:{outbound_id}",
         )
         logger.info("{}: IPC message queued for {}", request.folder, message.chat_jid)
+        return False
+
+    def _file(self, request: Request) -> bool:
+        """A file of the requester's own folder to a chat it may message; copied into the outbox first."""
+        spec: FileRequest = convert(request, FileRequest)
+        if not request.is_main and self._group_folder(request.tx, spec.chat_jid) != request.folder:
+            raise Refusal(f"{request.folder} may only send files to its own chat, not {spec.chat_jid}")
+        if len(spec.caption) > MAX_CAPTION_CHARS:
+            raise Refusal(f"a file's caption is at most {MAX_CAPTION_CHARS} characters, not {len(spec.caption)}")
+        outbound_id = f"ipc-{request.seq}"
+        try:
+            file = take_file(self.settings, request.folder, spec.path, outbound_id)
+        except (FileRefused, GroupError) as exc:
+            raise Refusal(f"file not sent: {exc}") from exc
+        request.tx.append(
+            t.OutboundQueued(outbound_id=outbound_id, chat_jid=spec.chat_jid, text=spec.caption, origin="ipc",
+                             file=file),
+            key=f"out:{outbound_id}",
+        )
+        logger.info("{}: IPC file {} ({} bytes, {}) queued for {}", request.folder, file.name, file.size,
+                    file.media_type, spec.chat_jid)
         return False
 
     # --- tasks -------------------------------------------------------------------------

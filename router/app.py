@@ -86,7 +86,7 @@ class RouterApp:
         for stage in self.stages:
             replayed = await self.on_db(consumer.drain, self.log, stage)
             logger.info("replayed {} event(s) past the {} stage's checkpoint", replayed, stage.name)
-        self.delivery = Delivery(self.log, self.channels, self.on_db)
+        self.delivery = Delivery(self.log, self.channels, self.on_db, data_dir=self.settings.data_dir)
         self.typing = Typing(self.log, self.channels, self.on_db)
         self.log.waker.add_listener(self._on_append)
         self._tasks += [

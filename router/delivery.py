@@ -11,15 +11,17 @@ outbound id, which a deduplicating channel absorbs.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Awaitable, Callable
 
 from loguru import logger
 
 from base.faults import fault_point
 from events import EventLog, types as t
-from events.queries import chats_with_queued_replies, next_queued_reply
+from events.queries import chats_with_queued_replies, next_queued_reply, outbound_file
 from router.channels.base import Channel
 from router.channels.registry import owner_of
+from rules.outbox import file_path, release
 
 DELIVERY_ATTEMPTS = 3
 BACKOFF_S = 1.0
@@ -32,12 +34,13 @@ RunOnDb = Callable[..., Awaitable]
 class Delivery:
     """Sends queued outbound messages through their owning channels."""
 
-    def __init__(self, log: EventLog, channels: list[Channel], on_db: RunOnDb, *,
+    def __init__(self, log: EventLog, channels: list[Channel], on_db: RunOnDb, *, data_dir: Path,
                  attempts: int = DELIVERY_ATTEMPTS, backoff_s: float = BACKOFF_S,
                  send_timeout_s: float = SEND_TIMEOUT_S):
         self.log = log
         self.channels = channels
         self.on_db = on_db
+        self.data_dir = data_dir  # where the outbox copies of files lie (rules/outbox.py)
         self.attempts = attempts
         self.backoff_s = backoff_s
         self.send_timeout_s = send_timeout_s
@@ -67,9 +70,15 @@ class Delivery:
 
     async def _deliver_chat(self, chat: str) -> None:
         while (item := await self.on_db(next_queued_reply, self.log, chat)) is not None:
-            await self._deliver(chat, item["outbound_id"], item["text"])
+            await self._deliver(chat, item["outbound_id"], item["text"], outbound_file(item))
 
-    async def _deliver(self, chat: str, outbound_id: str, text: str) -> None:
+    def _sending(self, channel: Channel, chat: str, outbound_id: str, text: str,
+                 file: t.OutboundFile | None) -> Awaitable[None]:
+        if file is None:
+            return channel.send(chat, text, outbound_id=outbound_id)
+        return channel.send_file(chat, file, file_path(self.data_dir, file), text, outbound_id=outbound_id)
+
+    async def _deliver(self, chat: str, outbound_id: str, text: str, file: t.OutboundFile | None = None) -> None:
         channel = owner_of(self.channels, chat)
         if channel is None:
             await self._record_failure(chat, outbound_id, 0, f"no channel owns {chat}")
@@ -78,7 +87,7 @@ class Delivery:
         fault_point("delivery-before-send")
         for attempt in range(1, self.attempts + 1):
             try:
-                await asyncio.wait_for(channel.send(chat, text, outbound_id=outbound_id), self.send_timeout_s)
+                await asyncio.wait_for(self._sending(channel, chat, outbound_id, text, file), self.send_timeout_s)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a channel's failure must never stall delivery
@@ -89,8 +98,12 @@ class Delivery:
                 continue
             fault_point("delivery-after-send")
             await self.on_db(self._record_sent, chat, outbound_id, attempt, channel.name)
+            if file is not None:
+                release(self.data_dir, outbound_id)
             return
         await self._record_failure(chat, outbound_id, self.attempts, reason)
+        if file is not None:
+            release(self.data_dir, outbound_id)
 
     def _record_sent(self, chat: str, outbound_id: str, attempts: int, channel: str) -> None:
         self.log.append(t.OutboundSent(outbound_id=outbound_id, chat_jid=chat, attempts=attempts, channel=channel),

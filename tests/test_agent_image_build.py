@@ -14,17 +14,19 @@ import docker
 import pytest
 
 from jobs import image
-from jobs.image import (CLAUDE_AGENT_SDK_VERSION, IMAGE_TEST_TAG, ImageBuildError, build_image, image_exists,
-                        prepare_wheels)
+from jobs.image import (CLAUDE_AGENT_SDK_VERSION, IMAGE_TEST_TAG, PLAYWRIGHT_VERSION, ImageBuildError,
+                        build_image, image_exists, prepare_wheels)
 from jobs.runtime import RuntimeUnavailable
 
 DOCKER_DOWN = "Docker is not running: start it with 'sudo systemctl start docker' (or scripts/install.sh)"
 
 
-def fake_wheel(wheels: Path) -> Path:
+def fake_wheel(wheels: Path, *, playwright: bool = True) -> Path:
     wheels.mkdir(parents=True, exist_ok=True)
     path = wheels / f"claude_agent_sdk-{CLAUDE_AGENT_SDK_VERSION}-py3-none-manylinux_2_17_{image._arch()}.whl"
     path.write_bytes(b"")
+    if playwright:
+        (wheels / f"playwright-{PLAYWRIGHT_VERSION}-py3-none-manylinux1_{image._arch()}.whl").write_bytes(b"")
     return path
 
 
@@ -50,7 +52,21 @@ def test_missing_wheels_are_downloaded_for_cpython_311_manylinux(tmp_path, monke
     assert "--only-binary=:all:" in command and "--python-version 3.11" in joined
     assert f"--platform manylinux2014_{image._arch()}" in joined
     assert f"--dest {tmp_path / 'wheels'}" in joined
-    assert command[-1] == f"claude-agent-sdk=={CLAUDE_AGENT_SDK_VERSION}"
+    assert command[-2:] == [f"claude-agent-sdk=={CLAUDE_AGENT_SDK_VERSION}", f"playwright=={PLAYWRIGHT_VERSION}"]
+
+
+def test_a_missing_playwright_wheel_is_downloaded_although_the_sdk_is_there(tmp_path, monkeypatch):
+    fake_wheel(tmp_path / "wheels", playwright=False)
+    calls = []
+
+    def fake_run(command, **kwargs):
+        calls.append(command)
+        fake_wheel(tmp_path / "wheels")
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    prepare_wheels(tmp_path)
+    assert len(calls) == 1
 
 
 def test_a_failed_download_says_what_happened(tmp_path, monkeypatch):

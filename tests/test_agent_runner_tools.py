@@ -18,7 +18,8 @@ from tests.agent_stub_api import AGENT_CONTAINER_DIR, RunnerProcess, make_worksp
 
 sys.path.insert(0, str(AGENT_CONTAINER_DIR))
 from agent_runner.cron import is_valid_cron  # noqa: E402
-from agent_runner.tools import TOOLS, ToolContext, ToolReply, call_tool, tools_for  # noqa: E402
+from agent_runner.tool_types import ToolContext, ToolReply  # noqa: E402
+from agent_runner.tools import TOOLS, call_tool, tools_for  # noqa: E402
 
 ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 FILE_NAME = re.compile(r"^\d{13}-[0-9a-z]{6}\.json$")
@@ -208,7 +209,57 @@ def test_register_group_from_main_writes_the_request(main, ipc):
 def test_register_group_is_offered_only_to_main():
     assert "register_group" in [spec.name for spec in tools_for(True)]
     assert "register_group" not in [spec.name for spec in tools_for(False)]
-    assert len(TOOLS) == 8
+
+
+def test_the_browser_tools_are_offered_only_where_there_is_a_browser():
+    browser_tools = {name for name in TOOLS if name.startswith("browser_")}
+    assert browser_tools == {"browser_open", "browser_read", "browser_click", "browser_type", "browser_fill",
+                             "browser_wait", "browser_screenshot", "browser_pdf"}
+    assert not browser_tools & {spec.name for spec in tools_for(True)}
+    assert browser_tools <= {spec.name for spec in tools_for(False, has_browser=True)}
+    assert len(TOOLS) == 9 + len(browser_tools)
+
+
+def test_a_browser_tool_without_a_browser_says_which_image_has_one(member):
+    reply = call_tool("browser_open", member, {"url": "https://example.com"})
+    assert reply.is_error and "no browser" in reply.text and "nanoclaw image build" in reply.text
+
+
+@pytest.fixture
+def group(tmp_path: Path) -> Path:
+    folder = tmp_path / "group"
+    (folder / "browser").mkdir(parents=True)
+    (folder / "browser" / "shot.png").write_bytes(b"\x89PNG\r\n\x1a\n...")
+    return folder
+
+
+@pytest.mark.parametrize("given", ["browser/shot.png", "GROUP/browser/shot.png", "./browser/../browser/shot.png"])
+def test_send_file_asks_the_host_for_a_file_of_the_group(ipc, group, given):
+    ctx = ToolContext("family@g.us", "family", False, ipc, group_dir=group)
+    reply = call_tool("send_file", ctx, {"path": given.replace("GROUP", str(group)), "caption": "the page"})
+    assert not reply.is_error, reply.text
+    assert only_file(ipc / "messages") == {"type": "file", "chatJid": "family@g.us", "path": "browser/shot.png",
+                                           "caption": "the page", "groupFolder": "family"}
+
+
+@pytest.mark.parametrize("given, words", [
+    ("../secret.txt", "Only files in the group's folder"),
+    ("/etc/passwd", "Only files in the group's folder"),
+    ("browser/missing.png", "No file at"),
+    ("browser", "No file at"),
+])
+def test_send_file_refuses_what_is_not_a_file_of_the_group(ipc, group, given, words):
+    (group.parent / "secret.txt").write_text("no")
+    ctx = ToolContext("family@g.us", "family", False, ipc, group_dir=group)
+    reply = call_tool("send_file", ctx, {"path": given})
+    assert reply.is_error and words in reply.text
+    assert not (ipc / "messages").exists()
+
+
+@pytest.mark.parametrize("value, ok", [(5, True), (2.5, True), (True, False), ("5", False)])
+def test_number_arguments_take_numbers_and_not_booleans(member, value, ok):
+    reply = call_tool("browser_wait", member, {"timeout_s": value})
+    assert ("must be a number" in reply.text) is not ok
 
 
 @pytest.mark.parametrize("name, args, message", [

@@ -64,30 +64,30 @@ def states(log) -> dict[str, tuple[str, int, str | None]]:
     return {r["outbound_id"]: (r["state"], r["attempts"], r["reason"]) for r in log.query("SELECT * FROM outbound")}
 
 
-def test_replies_to_one_chat_arrive_in_order_and_are_recorded(log):
+def test_replies_to_one_chat_arrive_in_order_and_are_recorded(log, tmp_path):
     channel = RecordingChannel()
     for n in range(5):
         queue(log, f"o{n}", "test:a", f"reply {n}")
-    asyncio.run(deliver_all(Delivery(log, [channel], on_db), log))
+    asyncio.run(deliver_all(Delivery(log, [channel], on_db, data_dir=tmp_path), log))
     assert [text for _, text, _ in channel.sent] == [f"reply {n}" for n in range(5)]
     assert set(states(log).values()) == {("sent", 1, None)}
 
 
-def test_a_failing_send_is_retried_with_backoff_then_succeeds(log):
+def test_a_failing_send_is_retried_with_backoff_then_succeeds(log, tmp_path):
     channel = RecordingChannel(failures={"o1": 2})
     queue(log, "o1", "test:a", "hello")
     started = time.monotonic()
-    asyncio.run(deliver_all(Delivery(log, [channel], on_db, backoff_s=0.1), log))
+    asyncio.run(deliver_all(Delivery(log, [channel], on_db, data_dir=tmp_path, backoff_s=0.1), log))
     assert channel.attempts["o1"] == 3
     assert time.monotonic() - started >= 0.1 + 0.2  # 0.1 s, then doubled
     assert states(log)["o1"] == ("sent", 3, None)
 
 
-def test_after_three_failed_attempts_the_reply_is_recorded_as_failed_with_the_reason(log):
+def test_after_three_failed_attempts_the_reply_is_recorded_as_failed_with_the_reason(log, tmp_path):
     channel = RecordingChannel(failures={"o1": 99})
     queue(log, "o1", "test:a", "hello")
     queue(log, "o2", "test:a", "next one still goes")
-    asyncio.run(deliver_all(Delivery(log, [channel], on_db, backoff_s=0.01), log))
+    asyncio.run(deliver_all(Delivery(log, [channel], on_db, data_dir=tmp_path, backoff_s=0.01), log))
     assert channel.attempts["o1"] == 3
     assert states(log)["o1"] == ("failed", 3, "ConnectionError: platform said no")
     assert states(log)["o2"] == ("sent", 1, None)
@@ -95,13 +95,13 @@ def test_after_three_failed_attempts_the_reply_is_recorded_as_failed_with_the_re
     assert [r.key for r in failed] == ["failed:o1"]
 
 
-def test_a_hanging_chat_does_not_stall_the_others(log):
+def test_a_hanging_chat_does_not_stall_the_others(log, tmp_path):
     channel = RecordingChannel(hang={"test:stuck"})
     queue(log, "o1", "test:stuck", "never arrives")
     queue(log, "o2", "test:b", "arrives at once")
 
     async def scenario():
-        delivery = Delivery(log, [channel], on_db, backoff_s=0.01, send_timeout_s=0.2)
+        delivery = Delivery(log, [channel], on_db, data_dir=tmp_path, backoff_s=0.01, send_timeout_s=0.2)
         started = time.monotonic()
         await delivery.dispatch()
         while not channel.sent:
@@ -116,9 +116,9 @@ def test_a_hanging_chat_does_not_stall_the_others(log):
     assert states(log)["o2"][0] == "sent"
 
 
-def test_a_reply_to_a_chat_no_channel_owns_fails_at_once(log):
+def test_a_reply_to_a_chat_no_channel_owns_fails_at_once(log, tmp_path):
     queue(log, "o1", "nowhere:1", "lost?")
-    asyncio.run(deliver_all(Delivery(log, [RecordingChannel()], on_db), log))
+    asyncio.run(deliver_all(Delivery(log, [RecordingChannel()], on_db, data_dir=tmp_path), log))
     assert states(log)["o1"] == ("failed", 0, "no channel owns nowhere:1")
 
 

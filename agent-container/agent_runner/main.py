@@ -11,12 +11,13 @@ import os
 import sys
 import time
 
+from agent_runner.browser import Browser, BrowserConfig, browser_executable
 from agent_runner.forwarder import start_forwarders
 from agent_runner.inbox import Inbox
 from agent_runner.protocol import Emitter, InputError, RunnerInput, log, parse_input, redact
 from agent_runner.providers import RunContext, get_provider
 from agent_runner.task_script import run_task_script, wake_prompt
-from agent_runner.tools import ToolContext
+from agent_runner.tool_types import ToolContext
 from agent_runner.workspace import Workspace
 
 SCHEDULED_TASK_BANNER = (
@@ -60,12 +61,27 @@ def _run(request: RunnerInput, workspace: Workspace, inbox: Inbox, out: Emitter)
         prompt = wake_prompt(outcome.data, request.prompt)
     if request.verbose:
         log(f"provider {request.provider}, group {request.group_folder}, prompt {len(prompt)} chars")
-    tools = ToolContext(request.chat_jid, request.group_folder, request.is_main, workspace.ipc)
+    browser = _browser(request, workspace)
+    tools = ToolContext(request.chat_jid, request.group_folder, request.is_main, workspace.ipc,
+                        group_dir=workspace.group, browser=browser)
     ctx = RunContext(request, workspace, prompt, inbox, out, tools)
-    get_provider(request.provider).run(ctx)
+    try:
+        get_provider(request.provider).run(ctx)
+    finally:
+        if browser is not None:
+            browser.close()
     if request.verbose:
         log("closed by the host; exiting")
     return 0
+
+
+def _browser(request: RunnerInput, workspace: Workspace) -> Browser | None:
+    """The browser the tools drive, when the image carries one; it starts only when first used."""
+    executable = browser_executable()
+    if executable is None:
+        return None
+    proxy_port = request.gateway.proxy_port if request.gateway is not None else None
+    return Browser(BrowserConfig(executable, workspace.group, proxy_port, request.keep_browser_session))
 
 
 def initial_prompt(request: RunnerInput, inbox: Inbox) -> str:

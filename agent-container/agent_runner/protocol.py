@@ -58,6 +58,7 @@ class RunnerInput:
     gateway: GatewayAccess | None = None
     timezone: str = ""
     verbose: bool = False
+    keep_browser_session: bool = False
 
 
 # stdin field name -> (attribute, accepted types, required)
@@ -75,6 +76,7 @@ INPUT_FIELDS: dict[str, tuple[str, tuple[type, ...], bool]] = {
     "gateway": ("gateway", (dict, type(None)), False),
     "timezone": ("timezone", (str,), False),
     "verbose": ("verbose", (bool,), False),
+    "keepBrowserSession": ("keep_browser_session", (bool,), False),
 }
 
 

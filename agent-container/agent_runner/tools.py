@@ -13,44 +13,17 @@ import os
 import random
 import re
 import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from agent_runner.browser_tools import BROWSER_HANDLERS
 from agent_runner.cron import is_valid_cron
 from agent_runner.tool_specs import TOOL_SPECS
+from agent_runner.tool_types import Handler, ToolContext, ToolReply, ToolSpec
 
 _BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 _OFFSET_SUFFIX = re.compile(r"[+-]\d{2}:\d{2}$")
-
-
-@dataclass(frozen=True)
-class ToolContext:
-    """Who is calling: the container's own chat, folder and main flag."""
-
-    chat_jid: str
-    group_folder: str
-    is_main: bool
-    ipc_dir: Path
-
-
-@dataclass(frozen=True)
-class ToolReply:
-    text: str
-    is_error: bool = False
-
-
-Handler = Callable[[ToolContext, dict[str, Any]], ToolReply]
-
-
-@dataclass(frozen=True)
-class ToolSpec:
-    name: str
-    description: str
-    schema: dict[str, Any]
-    handler: Handler
-    main_only: bool = False
 
 
 # --- files ---------------------------------------------------------------
@@ -127,6 +100,23 @@ def send_message(ctx: ToolContext, args: dict[str, Any]) -> ToolReply:
     data["timestamp"] = iso_now()
     write_ipc_file(ctx.ipc_dir / "messages", data)
     return _ok("Message sent.")
+
+
+def send_file(ctx: ToolContext, args: dict[str, Any]) -> ToolReply:
+    """Ask the host to send a file of the group's folder; it checks and copies it before anything is sent."""
+    raw = args["path"].strip()
+    path = Path(raw) if raw.startswith("/") else ctx.group_dir / raw
+    try:
+        relative = path.resolve().relative_to(ctx.group_dir.resolve())
+    except (ValueError, OSError):
+        return _error(f"Only files in the group's folder ({ctx.group_dir}) can be sent, not {raw}.")
+    if not path.is_file():
+        return _error(f"No file at {path}.")
+    data: dict[str, Any] = {"type": "file", "chatJid": ctx.chat_jid, "path": str(relative),
+                            "caption": args.get("caption") or "", "groupFolder": ctx.group_folder,
+                            "timestamp": iso_now()}
+    write_ipc_file(ctx.ipc_dir / "messages", data)
+    return _ok(f"File {relative} sent to the chat (the host checks it first; a refusal is logged).")
 
 
 def schedule_task(ctx: ToolContext, args: dict[str, Any]) -> ToolReply:
@@ -230,7 +220,9 @@ def register_group(ctx: ToolContext, args: dict[str, Any]) -> ToolReply:
 # --- registry and dispatch -------------------------------------------------
 
 _HANDLERS: dict[str, Handler] = {
+    **BROWSER_HANDLERS,
     "send_message": send_message,
+    "send_file": send_file,
     "schedule_task": schedule_task,
     "list_tasks": list_tasks,
     "pause_task": _task_action("pause_task", "Task {id} pause requested."),
@@ -241,14 +233,15 @@ _HANDLERS: dict[str, Handler] = {
 }
 
 TOOLS: dict[str, ToolSpec] = {
-    name: ToolSpec(name, spec.description, spec.schema, _HANDLERS[name], spec.main_only)
+    name: ToolSpec(name, spec.description, spec.schema, _HANDLERS[name], spec.main_only, spec.needs_browser)
     for name, spec in TOOL_SPECS.items()
 }
 
 
-def tools_for(is_main: bool) -> list[ToolSpec]:
-    """The tools a container offers: `register_group` only to main."""
-    return [spec for spec in TOOLS.values() if is_main or not spec.main_only]
+def tools_for(is_main: bool, has_browser: bool = False) -> list[ToolSpec]:
+    """The tools a container offers: `register_group` only to main, `browser_*` only with a browser."""
+    return [spec for spec in TOOLS.values()
+            if (is_main or not spec.main_only) and (has_browser or not spec.needs_browser)]
 
 
 def call_tool(name: str, ctx: ToolContext, args: dict[str, Any]) -> ToolReply:
@@ -262,7 +255,9 @@ def call_tool(name: str, ctx: ToolContext, args: dict[str, Any]) -> ToolReply:
     return spec.handler(ctx, args)
 
 
-_JSON_TYPES = {"string": str, "boolean": bool, "object": dict}
+_JSON_TYPES: dict[str, type | tuple[type, ...]] = {
+    "string": str, "boolean": bool, "object": dict, "number": (int, float), "integer": int,
+}
 
 
 def check_arguments(schema: dict[str, Any], args: Any) -> str | None:
@@ -276,7 +271,8 @@ def check_arguments(schema: dict[str, Any], args: Any) -> str | None:
         if key not in args or (args[key] is None and key not in schema.get("required", [])):
             continue
         expected = _JSON_TYPES.get(prop.get("type", ""))
-        if expected and not isinstance(args[key], expected):
+        wrong_bool = isinstance(args[key], bool) and prop.get("type") in ("number", "integer")
+        if expected and (wrong_bool or not isinstance(args[key], expected)):
             return f"Argument {key} must be a {prop['type']}"
         if "enum" in prop and args[key] not in prop["enum"]:
             return f"Argument {key} must be one of: {', '.join(prop['enum'])}"

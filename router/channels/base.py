@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Awaitable, Callable
 
 import msgspec
 
 from base.config import Settings
+from events.types import OutboundFile
 
 
 class ChannelStartError(Exception):
@@ -72,6 +74,14 @@ class Channel(ABC):
     async def send(self, jid: str, text: str, *, outbound_id: str) -> None:
         """Deliver text to a chat; raise when it was not delivered."""
 
+    async def send_file(self, jid: str, file: OutboundFile, path: Path, caption: str, *, outbound_id: str) -> None:
+        """Deliver a file (the host's copy at `path`) with its caption; raise when it was not delivered.
+
+        A channel that cannot carry files says so in the chat rather than dropping the reply.
+        """
+        note = f"[{file.name}, {describe_size(file.size)}: a file this chat cannot show]"
+        await self.send(jid, f"{caption}\n{note}" if caption else note, outbound_id=outbound_id)
+
     @abstractmethod
     def owns_jid(self, jid: str) -> bool:
         """True when this channel is responsible for the chat."""
@@ -88,6 +98,15 @@ class Channel(ABC):
 
     async def sync_groups(self, force: bool) -> None:
         """Refresh chat names and metadata from the platform, where supported."""
+
+
+def describe_size(size: int) -> str:
+    """`812 bytes`, `16 KB`, `2.4 MB`: a file's size as a chat shows it."""
+    if size < 1024:
+        return f"{size} bytes"
+    if size < 1024 * 1024:
+        return f"{size / 1024:.0f} KB"
+    return f"{size / (1024 * 1024):.1f} MB"
 
 
 ChannelFactory = Callable[[ChannelContext], "Channel | None"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import socket
 from pathlib import Path
 
@@ -22,13 +23,15 @@ from loguru import logger
 
 from base.config import Settings
 from base.timefmt import iso_now
+from events.types import OutboundFile
 from router.channels import registry
-from router.channels.base import Channel, ChannelContext, InboundMessage
+from router.channels.base import Channel, ChannelContext, InboundMessage, describe_size
 from router.channels.local_socket import SocketPlaceError, client_refusal, peer_of, prepare_folder
 
 PREFIX = "local:"
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 HISTORY_LINES = 20
+FILES_DIR = "files"  # beside the transcripts: files the assistant sent, one folder per reply
 MAX_MESSAGE_BYTES = 256 * 1024  # one request line (JSON); also bounds each connection's read buffer
 MAX_CONNECTIONS = 64  # open at once; more are refused with a message
 HANDSHAKE_TIMEOUT_S = 5.0  # for a connection's first complete request; after it, no idle limit
@@ -236,6 +239,21 @@ class LocalChannel(Channel):
             logger.info("local chat {}: reply {} was already delivered; not writing it twice", jid, outbound_id)
             return
         entry = {"kind": "reply", "id": outbound_id, "at": iso_now(), "text": text}
+        transcript.append(entry, durable=True)
+        await self._push(jid, {"op": "reply", "jid": jid, **entry})
+
+    async def send_file(self, jid: str, file: OutboundFile, path: Path, caption: str, *, outbound_id: str) -> None:
+        """The person is on this machine: the file is kept beside the transcript and the reply names it."""
+        transcript = self.transcript(jid)
+        if outbound_id in transcript.delivered():
+            logger.info("local chat {}: file {} was already delivered; not writing it twice", jid, outbound_id)
+            return
+        kept = transcript.path.parent / FILES_DIR / outbound_id / file.name
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, kept)
+        note = f"[file {file.name}, {describe_size(file.size)}, {file.media_type}: {kept}]"
+        entry = {"kind": "reply", "id": outbound_id, "at": iso_now(), "text": f"{caption}\n{note}" if caption else note,
+                 "file": {"name": file.name, "path": str(kept), "size": file.size, "media_type": file.media_type}}
         transcript.append(entry, durable=True)
         await self._push(jid, {"op": "reply", "jid": jid, **entry})
 

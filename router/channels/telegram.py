@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 
 from loguru import logger
 from telegram import Bot, BotCommand, Message, Update
@@ -18,6 +19,7 @@ from telegram.error import Conflict, InvalidToken, NetworkError, RetryAfter, Tel
 from telegram.request import HTTPXRequest
 
 from base.timefmt import to_iso
+from events.types import OutboundFile
 from router.channels import registry
 from router.channels.base import Channel, ChannelContext, ChannelStartError
 from router.channels.telegram_inbound import PREFIX, chat_facts, chat_id_of, command_of, to_inbound
@@ -195,6 +197,11 @@ class TelegramChannel(Channel):
         chat_id = self._chat_id(jid)
         self._stop_typing(jid)
         await self.sender.send(jid, chat_id, text, outbound_id=outbound_id)
+
+    async def send_file(self, jid: str, file: OutboundFile, path: Path, caption: str, *, outbound_id: str) -> None:
+        chat_id = self._chat_id(jid)
+        self._stop_typing(jid)
+        await self.sender.send_file(jid, chat_id, path, file, caption)
 
     async def set_typing(self, jid: str, on: bool) -> None:
         chat_id = self._chat_id(jid)

@@ -11,6 +11,8 @@ import asyncio
 import time
 import warnings
 from datetime import timedelta
+from pathlib import Path
+from typing import Awaitable, Callable
 
 import httpx  # python-telegram-bot's HTTP client: its exceptions say whether a request left
 from loguru import logger
@@ -18,11 +20,14 @@ from telegram import Bot
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, ChatMigrated, NetworkError, RetryAfter
 
+from events.types import OutboundFile
 from router.channels.telegram_format import split_message, to_telegram_html
 
 UNSENT_RETRY_S = 20.0  # how long a part is retried while the API cannot be reached
 UNSENT_BACKOFF_MAX_S = 4.0
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+PHOTO_TYPES = ("image/png", "image/jpeg", "image/webp")  # shown inline; anything else goes as a document
+PHOTO_MAX_BYTES = 10 * 1024 * 1024  # the Bot API's limit for a photo
 
 
 class TelegramSendError(Exception):
@@ -59,24 +64,42 @@ class ReplySender:
         if first:
             logger.info("telegram {}: resuming reply {} at part {}/{}", jid, outbound_id, first + 1, len(parts))
         for index in range(first, len(parts)):
-            await self._send_part(jid, chat_id, parts[index], f"{index + 1}/{len(parts)}")
+            part = parts[index]
+            await self._send_part(jid, f"part {index + 1}/{len(parts)}",
+                                  lambda formatted, part=part: self._post(chat_id, part, formatted))
             if outbound_id:
                 self._progress[outbound_id] = index + 1
         if outbound_id:
             self._progress.pop(outbound_id, None)
         return len(parts)
 
-    async def _send_part(self, jid: str, chat_id: int, part: str, which: str) -> None:
+    async def send_file(self, jid: str, chat_id: int, path: Path, file: OutboundFile, caption: str) -> None:
+        """One file with its caption: a photo when Telegram shows it as one, else a document."""
+        data = path.read_bytes()
+        as_photo = file.media_type in PHOTO_TYPES and file.size <= PHOTO_MAX_BYTES
+
+        async def post(formatted: bool) -> None:
+            shown = to_telegram_html(caption) if formatted and caption else caption
+            options = {"caption": shown or None, "parse_mode": ParseMode.HTML if formatted and caption else None}
+            if as_photo:
+                await self.bot.send_photo(chat_id, photo=data, filename=file.name, **options)
+            else:
+                await self.bot.send_document(chat_id, document=data, filename=file.name, **options)
+
+        await self._send_part(jid, f"file {file.name}", post)
+
+    async def _send_part(self, jid: str, which: str, post: Callable[[bool], Awaitable[None]]) -> None:
+        """Send one part (`post(formatted)`) until Telegram takes it: 429s waited out, formatting dropped if refused."""
         formatted = True
         unsent_since: float | None = None
         backoff = 0.5
         while True:
             try:
-                await self._post(chat_id, part, formatted)
+                await post(formatted)
                 return
             except RetryAfter as exc:
                 wait = retry_after_s(exc)
-                logger.info("telegram {}: rate-limited; waiting {:g} s, then sending part {} again", jid, wait, which)
+                logger.info("telegram {}: rate-limited; waiting {:g} s, then sending {} again", jid, wait, which)
                 await asyncio.sleep(wait)
             except ChatMigrated as exc:
                 raise TelegramSendError(
@@ -85,14 +108,14 @@ class ReplySender:
             except BadRequest as exc:
                 if not (formatted and refused_formatting(exc)):
                     raise
-                logger.warning("telegram {}: Telegram refused the formatting of part {} ({}); sending it as "
+                logger.warning("telegram {}: Telegram refused the formatting of {} ({}); sending it as "
                                "plain text", jid, which, exc.message)
                 formatted = False
             except NetworkError as exc:
                 unsent_since = unsent_since or time.monotonic()
                 if not never_sent(exc) or time.monotonic() - unsent_since > UNSENT_RETRY_S:
                     raise
-                logger.debug("telegram {}: Bot API unreachable ({}); part {} again in {:g} s", jid, exc, which,
+                logger.debug("telegram {}: Bot API unreachable ({}); {} again in {:g} s", jid, exc, which,
                              backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, UNSENT_BACKOFF_MAX_S)

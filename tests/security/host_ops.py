@@ -21,6 +21,7 @@ from jobs.cleanup import run_cleanup
 from jobs.workspace import base_mounts, container_user
 from rules.groups import register_group
 from rules.ipc_folder import clear_input, request_close, write_input
+from rules.outbox import FileRefused, take_file
 from rules.refusals import record_refusal, recorder
 from rules.snapshots import write_groups_snapshot, write_tasks_snapshot
 
@@ -61,6 +62,18 @@ def everything(settings, log, folder: str, times: int = 1, name: str | None = No
     return {"done": times}
 
 
+def send_file(settings, log, folder: str, path: str, times: int = 1) -> dict:
+    """What the actions stage does with a `file` request, `times` over: the copies taken, the refusals."""
+    taken, refused = [], []
+    for n in range(times):
+        try:
+            file = take_file(settings, folder, path, f"attack-{n}")
+            taken.append((settings.data_dir / file.path).read_text(errors="replace"))
+        except FileRefused as exc:
+            refused.append(str(exc))
+    return {"taken": taken, "refused": refused}
+
+
 def refusals(settings, log) -> dict:
     found = [r.event for r in log.read_since(0, types=[t.HostPathRefused], limit=None)]
     return {"refusals": [[e.folder, e.path, e.operation, e.reason] for e in found]}  # type: ignore[attr-defined]
@@ -73,6 +86,7 @@ OPERATIONS = {
     "prepare": prepare,
     "pipe": pipe,
     "everything": everything,
+    "send_file": send_file,
     "refusals": refusals,
 }
 

@@ -13,7 +13,7 @@ from typing import Protocol
 
 from agent_runner.inbox import Inbox
 from agent_runner.protocol import Emitter, RunnerInput
-from agent_runner.tools import ToolContext
+from agent_runner.tool_types import ToolContext
 from agent_runner.workspace import Workspace
 
 

@@ -22,7 +22,8 @@ from claude_agent_sdk import (
 from agent_runner.protocol import GatewayAccess, log
 from agent_runner.providers import RunContext
 from agent_runner.providers.transcript_archive import archive_transcript
-from agent_runner.tools import ToolSpec, call_tool, tools_for
+from agent_runner.tool_types import ToolSpec
+from agent_runner.tools import call_tool, tools_for
 from agent_runner.workspace import claude_config_dir
 
 MCP_SERVER_NAME = "nanoclaw"
@@ -50,7 +51,7 @@ def build_options(
     resume_at: str | None,
     on_stderr: Callable[[str], None],
 ) -> ClaudeAgentOptions:
-    specs = tools_for(ctx.request.is_main)
+    specs = tools_for(ctx.request.is_main, has_browser=ctx.tools.browser is not None)
     return ClaudeAgentOptions(
         cwd=str(ctx.workspace.group),
         resume=resume,
