@@ -41,6 +41,9 @@ def log(settings: Settings):
     event_log.close()
 
 
+BROWSER_IMAGE_TAG = "nanoclaw-agent:browser-test"
+
+
 @pytest.fixture(scope="session")
 def agent_image() -> str:
     """The `test` target of the agent image, rebuilt when its sources changed (a digest label)."""
@@ -49,6 +52,17 @@ def agent_image() -> str:
     tag = image.IMAGE_TEST_TAG
     if not image.image_exists(tag) or image.image_is_stale(tag):
         image.build_image(target="test", tag=tag, on_progress=lambda line: None)
+    return tag
+
+
+@pytest.fixture(scope="session")
+def browser_image() -> str:
+    """The `full` target (the test image plus Chromium), rebuilt when its sources changed."""
+    from jobs import image
+
+    tag = BROWSER_IMAGE_TAG
+    if not image.image_exists(tag) or image.image_is_stale(tag):
+        image.build_image(target="full", tag=tag, on_progress=lambda line: None)
     return tag
 
 

@@ -24,8 +24,8 @@ LOCK_DIR = Path(tempfile.gettempdir())
 
 # The server run inside the namespace: answers GET and POST, logs each request as a JSON line.
 _SERVER = r"""
-import http.server, json, ssl, sys
-address, port, log_path, cert, key = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+import http.server, json, mimetypes, os, ssl, sys
+address, port, log_path, cert, key, pages = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6]
 
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -40,7 +40,24 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
     def do_GET(self):
+        name = self.path.split("?", 1)[0].removeprefix("/pages/")
+        if pages and self.path.startswith("/pages/") and os.path.isfile(os.path.join(pages, name)):
+            return self.page(name)
         self.answer(b"")
+    def page(self, name):
+        with open(log_path, "a") as log:
+            log.write(json.dumps({"method": "GET", "path": self.path, "headers": dict(self.headers.items()),
+                                  "body": ""}) + "\n")
+        with open(os.path.join(pages, name), "rb") as source:
+            body = source.read()
+        kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        self.send_response(200)
+        self.send_header("Content-Type", kind + ("; charset=utf-8" if kind.startswith("text/") else ""))
+        if not kind.startswith("text/html"):
+            self.send_header("Content-Disposition", f'attachment; filename="{name}"')
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
     def do_POST(self):
         self.answer(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
     def log_message(self, *args):
@@ -146,11 +163,16 @@ class NetnsHost:
         """Run a command inside the namespace to its end (a firewall rule, a route); raises if it fails."""
         return subprocess.run(["ip", "netns", "exec", self.name, *argv], capture_output=True, text=True, check=True)
 
-    def serve_http(self, port: int, tls: Certificate | None = None) -> NetnsServer:
-        """An HTTP server (HTTPS with a certificate) on the remote address, ready when this returns."""
+    def serve_http(self, port: int, tls: Certificate | None = None, pages: Path | None = None) -> NetnsServer:
+        """An HTTP server (HTTPS with a certificate) on the remote address, ready when this returns.
+
+        With `pages`, GET /pages/<name> answers that file of the folder (HTML as a page, anything else
+        as a download); every other request is answered with one line naming it.
+        """
         log_path = self._workdir / f"requests-{port}.jsonl"
         cert, key = (str(tls.cert), str(tls.key)) if tls else ("", "")
-        argv = [sys.executable, "-c", _SERVER, self.remote_address, str(port), str(log_path), cert, key]
+        argv = [sys.executable, "-c", _SERVER, self.remote_address, str(port), str(log_path), cert, key,
+                str(pages or "")]
         process = self.spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         if process.stdout.readline().strip() != "ready":
             process.kill()

@@ -41,8 +41,9 @@ NAVIGATION_TIMEOUT_S = 30.0
 PROBE_TIMEOUT_S = 5.0
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 _SCHEMES = ("http", "https")
-# Chromium's own words when the proxy would not open a tunnel or answer.
-_PROXY_FAILURES = ("ERR_TUNNEL_CONNECTION_FAILED", "ERR_PROXY_CONNECTION_FAILED", "ERR_HTTP_RESPONSE_CODE_FAILURE")
+# Chromium's own words when the proxy would not open a tunnel or answer, or a navigation ended on its error page.
+_PROXY_FAILURES = ("ERR_TUNNEL_CONNECTION_FAILED", "ERR_PROXY_CONNECTION_FAILED", "ERR_HTTP_RESPONSE_CODE_FAILURE",
+                   "ERR_EMPTY_RESPONSE", "chrome-error://")
 _REFUSAL_PREFIX = "nanoclaw egress"
 
 
@@ -77,6 +78,7 @@ class Browser:
         self._playwright: Any = None
         self.started_at: float | None = None  # seconds the first start took
         self.downloads: list[Path] = []  # saved so far, newest last
+        self._pending: list[Any] = []     # started during the current action
 
     # --- the thread --------------------------------------------------------
 
@@ -105,6 +107,7 @@ class Browser:
                 if self._page is None and action is not self._shutdown:
                     self._start()
                 result = action(self._page)
+                self._save_downloads()
                 if self._context is not None and self.config.keep_session:
                     self._save_session()
                 done.set_result(result)
@@ -157,9 +160,16 @@ class Browser:
         page.on("download", self._save_download)
 
     def _save_download(self, download: Any) -> None:
-        target = unique_path(self.config.group_dir / DOWNLOADS_DIR, safe_name(download.suggested_filename, "download"))
-        download.save_as(str(target))
-        self.downloads.append(target)
+        """Note a download as it starts; it is saved after the action, outside Playwright's event callback."""
+        self._pending.append(download)
+
+    def _save_downloads(self) -> None:
+        while self._pending:
+            download = self._pending.pop(0)
+            name = safe_name(download.suggested_filename, "download")
+            target = unique_path(self.config.group_dir / DOWNLOADS_DIR, name)
+            download.save_as(str(target))
+            self.downloads.append(target)
 
     # --- helpers the tools share -------------------------------------------
 
@@ -225,6 +235,11 @@ def unique_path(directory: Path, name: str) -> Path:
         n += 1
         candidate = directory / f"{stem}-{n}{dot}{suffix}"
     return candidate
+
+
+def refused(url: str, reason: str) -> str:
+    """What the agent is told when the egress policy (or the proxy's address rules) refused a page."""
+    return f"The group's egress policy refused {url}: {reason.strip()}"
 
 
 def proxy_failure(message: str) -> bool:

@@ -13,12 +13,13 @@ import time
 from typing import Any, Callable
 
 from agent_runner.browser import (DOWNLOADS_DIR, MAX_TEXT_CHARS, MAX_TIMEOUT_S, OUTPUT_DIR, BrowserError, check_url,
-                                  is_refusal_page, proxy_failure, safe_name, unique_path)
+                                  is_refusal_page, proxy_failure, refused, safe_name, unique_path)
 from agent_runner.tool_types import Handler, ToolContext, ToolReply
 
 NO_BROWSER = ("This container has no browser: the group runs the slim agent image. The full image "
               "(`nanoclaw image build`) carries Chromium.")
 SETTLE_MS = 5_000  # after a click or a submit, how long to wait for a navigation it starts
+DOWNLOAD_GRACE_MS = 300  # and for a download it starts to be announced
 
 
 def _timeout_ms(args: dict[str, Any], default_s: float) -> float:
@@ -46,8 +47,12 @@ def _where(page: Any) -> str:
 
 
 def _settle(page: Any) -> None:
-    """Let a navigation started by the last action finish, without failing when none was started."""
+    """Let a navigation or a download started by the last action begin and a page load finish.
+
+    Never fails: the action may well have started neither.
+    """
     try:
+        page.wait_for_timeout(DOWNLOAD_GRACE_MS)
         page.wait_for_load_state("load", timeout=SETTLE_MS)
     except Exception:
         pass
@@ -64,7 +69,7 @@ def _open(args: dict[str, Any]) -> Callable[[Any], str]:
         status = response.status if response is not None else None
         text = _page_text(page)
         if is_refusal_page(status, text):
-            raise BrowserError(f"the group's egress policy refused {url}: {text.strip()}")
+            raise BrowserError(refused(url, text))
         shown = f"status {status}" if status is not None else "no HTTP status"
         return f"Opened {_where(page)}, {shown}.\n\n{_clip(text)}"
 
@@ -212,7 +217,7 @@ def _explain(ctx: ToolContext, args: dict[str, Any], exc: Exception) -> str:
     if url and proxy_failure(message):
         reason = ctx.browser.refusal_of(check_url(url))
         if reason:
-            return f"The group's egress policy refused {url}: {reason}"
+            return refused(url, reason)
         return f"Could not reach {url} through the gateway's proxy ({message})."
     return f"The browser failed: {message}"
 

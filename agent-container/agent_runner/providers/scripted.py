@@ -87,9 +87,12 @@ def _run_step(ctx: RunContext, step: dict[str, Any], prompt: str) -> None:
 
 
 def _tool(ctx: RunContext, step: dict[str, Any], prompt: str) -> None:
+    """Call a tool; with `"show": true` its reply is also an output, so a test reads it in the chat."""
     name = step["tool"]
     reply = call_tool(name, ctx.tools, step.get("args") or {})
     log(f"tool {name}{' error' if reply.is_error else ''}: {reply.text}")
+    if step.get("show"):
+        ctx.out.success(f"[{name}{' error' if reply.is_error else ''}] {reply.text}")
 
 
 def _crash(ctx: RunContext, step: dict[str, Any], prompt: str) -> None:
