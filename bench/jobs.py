@@ -44,8 +44,9 @@ def pct(values: list[float], q: float) -> float:
 
 
 def fresh_root(tmp: str, **env: str):
-    os.environ.update(NANOCLAW_ROOT=tmp, HOME=tmp, CONTAINER_IMAGE=IMAGE, CONTAINER_NETWORK="none",
-                      AGENT_PROVIDER="scripted", IDLE_TIMEOUT="1000", **env)
+    defaults = dict(NANOCLAW_ROOT=tmp, HOME=tmp, CONTAINER_IMAGE=IMAGE, CONTAINER_NETWORK="none",
+                    AGENT_PROVIDER="scripted", IDLE_TIMEOUT="1000")
+    os.environ.update({**defaults, **env})  # `env` may override any default
     settings = load_settings()
     settings.ensure_dirs()
     return settings, EventLog(settings.db_path)

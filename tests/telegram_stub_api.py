@@ -3,13 +3,16 @@
 It speaks the wire protocol (`/bot<token>/<method>`, form or JSON bodies,
 `{"ok": ..., "result": ...}` answers with Telegram's JSON shapes and error
 descriptions): getMe, getUpdates as a long poll with offsets, sendMessage
-(checking length and HTML entities as Telegram does), sendChatAction and the
-start-up calls. Tests play the users (`say`), make it rate-limit or refuse
+(checking length and HTML entities as Telegram does), sendPhoto and
+sendDocument (multipart uploads; a photo must be an image), sendChatAction
+and the start-up calls. Tests play the users (`say`), make it rate-limit or refuse
 formatting, and take it away and bring it back on the same port.
 """
 
 from __future__ import annotations
 
+import email
+import email.policy
 import json
 import re
 import socket
@@ -85,6 +88,19 @@ def utf16_units(text: str) -> int:
 
 
 @dataclass
+class SentFile:
+    """One photo or document the bot uploaded, as the stand-in accepted it."""
+
+    chat_id: int
+    kind: str  # "photo" or "document"
+    filename: str
+    data: bytes
+    caption: str | None
+    parse_mode: str | None
+    message_id: int
+
+
+@dataclass
 class Sent:
     """One message the bot sent, as the stand-in accepted it."""
 
@@ -104,6 +120,7 @@ class TelegramStub:
         self.bot = dict(bot or BOT_USER)
         self.port = 0
         self.sent: list[Sent] = []
+        self.files: list[SentFile] = []
         self.actions: list[tuple[int, str, float]] = []
         self.calls: list[tuple[str, dict, float]] = []
         self.rate_limited: list[float] = []  # when each 429 was answered
@@ -277,6 +294,36 @@ class TelegramStub:
         return {"message_id": message_id, "from": self.bot, "chat": self.chats[chat_id], "date": int(time.time()),
                 "text": shown}
 
+    def api_sendPhoto(self, params: dict) -> dict:
+        return self._upload("photo", params)
+
+    def api_sendDocument(self, params: dict) -> dict:
+        return self._upload("document", params)
+
+    def _upload(self, kind: str, params: dict) -> dict:
+        chat_id = self._known_chat(params)
+        upload = params.get(kind)
+        if not isinstance(upload, dict) or not upload.get("data"):
+            raise ApiError(400, f"Bad Request: there is no {kind} in the request")
+        if kind == "photo" and not upload["data"].startswith((b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"RIFF")):
+            raise ApiError(400, "Bad Request: IMAGE_PROCESS_FAILED")
+        caption, mode = params.get("caption"), params.get("parse_mode")
+        with self._cond:
+            self._check_flood()
+            if caption and mode and self._refuse_formatting > 0:
+                self._refuse_formatting -= 1
+                self.refused_formatting.append(caption)
+                raise _entities_error("Can't find end of the entity starting at byte offset 0")
+            message_id = self._new_message_id(chat_id)
+            self.files.append(SentFile(chat_id, kind, upload["filename"], upload["data"], caption, mode, message_id))
+        shown = {"file_id": f"file-{message_id}", "file_unique_id": f"u{message_id}", "file_size": len(upload["data"])}
+        media = [{**shown, "width": 1, "height": 1}] if kind == "photo" else {**shown, "file_name": upload["filename"]}
+        answer = {"message_id": message_id, "from": self.bot, "chat": self.chats[chat_id], "date": int(time.time()),
+                  kind: media}
+        if caption:
+            answer["caption"] = visible_text(caption) if mode == "HTML" else caption
+        return answer
+
     def _check_flood(self) -> None:
         answers, retry_after, start = self._flood
         if answers > 0 and len(self.sent) >= start:
@@ -298,6 +345,8 @@ def _decode_params(query: str, body: bytes, content_type: str) -> dict:
     raw: dict[str, Any] = {k: v[-1] for k, v in parse_qs(query).items()}
     if content_type.startswith("application/json") and body:
         raw.update(json.loads(body))
+    elif content_type.startswith("multipart/form-data") and body:
+        raw.update(_multipart(body, content_type))
     elif body:
         raw.update({k: v[-1] for k, v in parse_qs(body.decode()).items()})
     params = {}
@@ -308,6 +357,19 @@ def _decode_params(query: str, body: bytes, content_type: str) -> dict:
             value = json.loads(value)
         params[key] = value
     return params
+
+
+def _multipart(body: bytes, content_type: str) -> dict[str, Any]:
+    """The fields of a multipart/form-data body: text as str, an uploaded file as {filename, data}."""
+    message = email.message_from_bytes(f"Content-Type: {content_type}\r\n\r\n".encode() + body,
+                                       policy=email.policy.HTTP)
+    fields: dict[str, Any] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        data = part.get_payload(decode=True) or b""
+        filename = part.get_filename()
+        fields[name] = {"filename": filename, "data": data} if filename else data.decode()
+    return fields
 
 
 def _handler_for(stub: TelegramStub):

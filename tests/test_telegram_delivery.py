@@ -162,3 +162,54 @@ def test_a_send_to_a_chat_telegram_does_not_know_is_recorded_as_failed(stub, tg_
     [failed] = of_type(tg_log, t.OutboundFailed)
     assert failed.reason == "BadRequest: Chat not found" and failed.attempts == 3
     assert stub.sent == []
+
+
+# --- files ------------------------------------------------------------------------------------------
+
+
+def queue_file(settings, log, outbound_id: str, name: str, data: bytes, media_type: str, caption: str) -> None:
+    """A file reply as the actions stage queues it: the host's copy in the outbox, then the event."""
+    copy = settings.data_dir / "outbox" / outbound_id / name
+    copy.parent.mkdir(parents=True)
+    copy.write_bytes(data)
+    file = t.OutboundFile(name=name, path=f"outbox/{outbound_id}/{name}", size=len(data), media_type=media_type)
+    log.append(t.OutboundQueued(outbound_id=outbound_id, chat_jid=JID, text=caption, origin="ipc", file=file),
+               key=f"out:{outbound_id}")
+
+
+def test_an_image_goes_as_a_photo_and_anything_else_as_a_document_each_with_its_caption(
+        stub, tg_settings, tg_log):
+    from tests.test_sent_files import png
+    main_chat(stub, tg_settings, tg_log)
+
+    async def scenario():
+        async with live_router(tg_settings, tg_log):
+            queue_file(tg_settings, tg_log, "shot", "shot.png", png(), "image/png", "the **page**")
+            queue_file(tg_settings, tg_log, "doc", "report.pdf", b"%PDF-1.7 ...", "application/pdf", "")
+            await delivered(tg_log, 2)
+
+    asyncio.run(scenario())
+    photo, document = stub.files
+    assert (photo.kind, photo.filename, photo.data, photo.caption, photo.parse_mode) == (
+        "photo", "shot.png", png(), "the <b>page</b>", "HTML")
+    assert (document.kind, document.filename, document.data, document.caption) == (
+        "document", "report.pdf", b"%PDF-1.7 ...", None)
+    assert outcomes(tg_log) == {"shot": "sent", "doc": "sent"}
+    assert not (tg_settings.data_dir / "outbox" / "shot").exists()  # released once sent
+
+
+def test_a_files_refused_caption_formatting_and_a_429_are_handled_like_a_texts(stub, tg_settings, tg_log):
+    from tests.test_sent_files import png
+    main_chat(stub, tg_settings, tg_log)
+    stub.refuse_formatting(1)
+    stub.flood_limit(1, retry_after_s=1)
+
+    async def scenario():
+        async with live_router(tg_settings, tg_log):
+            queue_file(tg_settings, tg_log, "shot", "shot.png", png(), "image/png", "a *caption*")
+            await delivered(tg_log, 1)
+
+    asyncio.run(scenario())
+    [photo] = stub.files
+    assert (photo.caption, photo.parse_mode) == ("a *caption*", None)
+    assert len(stub.rate_limited) == 1 and outcomes(tg_log) == {"shot": "sent"}

@@ -89,8 +89,10 @@ def _run_step(ctx: RunContext, step: dict[str, Any], prompt: str) -> None:
 def _tool(ctx: RunContext, step: dict[str, Any], prompt: str) -> None:
     """Call a tool; with `"show": true` its reply is also an output, so a test reads it in the chat."""
     name = step["tool"]
+    started = time.perf_counter()
     reply = call_tool(name, ctx.tools, step.get("args") or {})
-    log(f"tool {name}{' error' if reply.is_error else ''}: {reply.text}")
+    took_ms = (time.perf_counter() - started) * 1000  # bench/browser.py reads this
+    log(f"tool {name}{' error' if reply.is_error else ''} ({took_ms:.1f} ms): {reply.text}")
     if step.get("show"):
         ctx.out.success(f"[{name}{' error' if reply.is_error else ''}] {reply.text}")
 
