@@ -36,7 +36,8 @@ def test_wheels_already_present_are_not_downloaded_again(tmp_path, monkeypatch):
     assert prepare_wheels(tmp_path) == tmp_path / "wheels"
 
 
-def test_missing_wheels_are_downloaded_for_cpython_311_manylinux(tmp_path, monkeypatch):
+def fake_pip(tmp_path, monkeypatch) -> list[list[str]]:
+    """pip download stood in for: each command is kept, and it leaves both pinned wheels behind."""
     calls = []
 
     def fake_run(command, **kwargs):
@@ -45,6 +46,11 @@ def test_missing_wheels_are_downloaded_for_cpython_311_manylinux(tmp_path, monke
         return subprocess.CompletedProcess(command, 0, "", "")
 
     monkeypatch.setattr(subprocess, "run", fake_run)
+    return calls
+
+
+def test_missing_wheels_are_downloaded_for_cpython_311_manylinux(tmp_path, monkeypatch):
+    calls = fake_pip(tmp_path, monkeypatch)
     prepare_wheels(tmp_path)
     [command] = calls
     joined = " ".join(command)
@@ -57,14 +63,7 @@ def test_missing_wheels_are_downloaded_for_cpython_311_manylinux(tmp_path, monke
 
 def test_a_missing_playwright_wheel_is_downloaded_although_the_sdk_is_there(tmp_path, monkeypatch):
     fake_wheel(tmp_path / "wheels", playwright=False)
-    calls = []
-
-    def fake_run(command, **kwargs):
-        calls.append(command)
-        fake_wheel(tmp_path / "wheels")
-        return subprocess.CompletedProcess(command, 0, "", "")
-
-    monkeypatch.setattr(subprocess, "run", fake_run)
+    calls = fake_pip(tmp_path, monkeypatch)
     prepare_wheels(tmp_path)
     assert len(calls) == 1
 
