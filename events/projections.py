@@ -53,7 +53,8 @@ TABLES: dict[str, str] = {
         outbound_id TEXT PRIMARY KEY, chat_jid TEXT NOT NULL, origin TEXT NOT NULL,
         run_id TEXT, text TEXT NOT NULL, state TEXT NOT NULL, queued_seq INTEGER NOT NULL,
         queued_at TEXT NOT NULL, done_at TEXT, attempts INTEGER NOT NULL DEFAULT 0,
-        reason TEXT, file TEXT)""",  # file: the OutboundFile as JSON, for a reply that is a file
+        reason TEXT, file TEXT, parts_sent INTEGER NOT NULL DEFAULT 0)""",
+    # file: the OutboundFile as JSON, for a reply that is a file; parts_sent: of a split reply, accepted so far
     # model calls through the gateway, summed per UTC day (from the event's time), group and model
     "usage": """CREATE TABLE usage (
         day TEXT NOT NULL, folder TEXT NOT NULL, model TEXT NOT NULL, calls INTEGER NOT NULL,
@@ -231,6 +232,10 @@ def _outbound_queued(db: sqlite3.Connection, seq: int, at: str, ev: t.OutboundQu
     _bump(db, "outbound")
 
 
+def _outbound_part_sent(db: sqlite3.Connection, seq: int, at: str, ev: t.OutboundPartSent) -> None:
+    db.execute("UPDATE outbound SET parts_sent = max(parts_sent, ?) WHERE outbound_id = ?", (ev.part, ev.outbound_id))
+
+
 def _outbound_sent(db: sqlite3.Connection, seq: int, at: str, ev: t.OutboundSent) -> None:
     db.execute(
         "UPDATE outbound SET state = 'sent', done_at = ?, attempts = ? WHERE outbound_id = ?",
@@ -331,6 +336,7 @@ APPLY: dict[type[t.Event], Callable] = {
     t.AgentOutput: _agent_output,
     t.AgentRunFinished: _run_finished,
     t.OutboundQueued: _outbound_queued,
+    t.OutboundPartSent: _outbound_part_sent,
     t.OutboundSent: _outbound_sent,
     t.OutboundFailed: _outbound_failed,
     t.TaskScheduled: _task_scheduled,

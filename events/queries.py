@@ -252,8 +252,8 @@ def chats_with_queued_replies(db: Reader) -> list[str]:
 
 
 def next_queued_reply(db: Reader, chat_jid: str) -> sqlite3.Row | None:
-    """The chat's oldest reply still to send (`outbound_id`, `text`, `file` as JSON or None), or None."""
-    rows = db.query("SELECT outbound_id, text, file FROM outbound WHERE state = 'queued' AND chat_jid = ?"
+    """The chat's oldest reply still to send (`outbound_id`, `text`, `file` as JSON or None, `parts_sent`), or None."""
+    rows = db.query("SELECT outbound_id, text, file, parts_sent FROM outbound WHERE state = 'queued' AND chat_jid = ?"
                     " ORDER BY queued_seq LIMIT 1", (chat_jid,))
     return rows[0] if rows else None
 

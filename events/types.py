@@ -244,6 +244,20 @@ class OutboundQueued(Event):
     file: OutboundFile | None = None
 
 
+class OutboundPartSent(Event):
+    """The owning channel accepted part `part` (from 1) of a reply split into `parts` (key: `part:<id>:<n>`).
+
+    Recorded after each part of a reply its channel splits, so delivery after
+    a restart resumes at the first part not yet accepted.
+    """
+
+    STREAM: ClassVar[str] = "chat_jid"
+    outbound_id: str
+    chat_jid: str
+    part: int
+    parts: int
+
+
 class OutboundSent(Event):
     """The owning channel accepted a queued reply."""
 
@@ -489,6 +503,7 @@ AnyEvent = (
     | AgentOutput
     | AgentRunFinished
     | OutboundQueued
+    | OutboundPartSent
     | OutboundSent
     | OutboundFailed
     | IpcReceived

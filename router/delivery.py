@@ -3,9 +3,11 @@
 The `outbound` projection is the outbox: every row still `queued` is owed to
 a chat, so a restart resumes exactly where delivery stopped. Each chat has
 its own sender task, so a chat whose channel fails or hangs delays only its
-own replies. A send is recorded as `OutboundSent` right after
-it returns; a crash between the two resends the reply once, with the same
-outbound id, which a deduplicating channel absorbs.
+own replies. A reply its channel splits is sent part by part, each recorded
+as `OutboundPartSent` once accepted, so a restart resumes at the first part
+not sent; the whole is recorded as `OutboundSent`. A crash between a send
+and its record sends that part (or reply) once more, with the same outbound
+id, which a deduplicating channel absorbs.
 """
 
 from __future__ import annotations
@@ -46,9 +48,12 @@ class Delivery:
         self.send_timeout_s = send_timeout_s
         self._chats: dict[str, asyncio.Task] = {}
         self._seen_version: int | None = None
+        self._stopping = False
 
     async def dispatch(self) -> None:
-        """Start a sender for every chat that has queued replies and none running."""
+        """Start a sender for every chat that has queued replies and none running (none once stopping)."""
+        if self._stopping:
+            return
         version = self.log.table_version("outbound")
         finished = [chat for chat, task in self._chats.items() if task.done()]
         for chat in finished:
@@ -64,30 +69,36 @@ class Delivery:
                 self._chats[chat] = task
 
     async def stop(self) -> None:
+        """Cancel the senders; their ends start nothing new (a part cut off is sent again after the restart)."""
+        self._stopping = True
         for task in self._chats.values():
             task.cancel()
         await asyncio.gather(*self._chats.values(), return_exceptions=True)
 
     async def _deliver_chat(self, chat: str) -> None:
-        while (item := await self.on_db(next_queued_reply, self.log, chat)) is not None:
-            await self._deliver(chat, item["outbound_id"], item["text"], outbound_file(item))
+        while not self._stopping and (item := await self.on_db(next_queued_reply, self.log, chat)) is not None:
+            await self._deliver(chat, item["outbound_id"], item["text"], outbound_file(item), item["parts_sent"])
 
-    def _sending(self, channel: Channel, chat: str, outbound_id: str, text: str,
-                 file: t.OutboundFile | None) -> Awaitable[None]:
-        if file is None:
-            return channel.send(chat, text, outbound_id=outbound_id)
-        return channel.send_file(chat, file, file_path(self.data_dir, file), text, outbound_id=outbound_id)
-
-    async def _deliver(self, chat: str, outbound_id: str, text: str, file: t.OutboundFile | None = None) -> None:
+    async def _deliver(self, chat: str, outbound_id: str, text: str, file: t.OutboundFile | None = None,
+                       parts_sent: int = 0) -> None:
+        """Send the reply's parts from the first not yet sent, each recorded; then the reply as sent or failed."""
         channel = owner_of(self.channels, chat)
         if channel is None:
             await self._record_failure(chat, outbound_id, 0, f"no channel owns {chat}")
             return
+        parts = [text] if file is not None else channel.split(text)
         reason = "unknown"
         fault_point("delivery-before-send")
         for attempt in range(1, self.attempts + 1):
             try:
-                await asyncio.wait_for(self._sending(channel, chat, outbound_id, text, file), self.send_timeout_s)
+                while parts_sent < len(parts):
+                    await asyncio.wait_for(self._sending(channel, chat, outbound_id, parts[parts_sent], file),
+                                           self.send_timeout_s)
+                    parts_sent += 1
+                    if len(parts) > 1:
+                        fault_point("delivery-after-part")
+                        await self.on_db(self._record_part, chat, outbound_id, parts_sent, len(parts))
+                        fault_point("delivery-part-recorded")
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a channel's failure must never stall delivery
@@ -104,6 +115,16 @@ class Delivery:
         await self._record_failure(chat, outbound_id, self.attempts, reason)
         if file is not None:
             release(self.data_dir, outbound_id)
+
+    def _sending(self, channel: Channel, chat: str, outbound_id: str, text: str,
+                 file: t.OutboundFile | None) -> Awaitable[None]:
+        if file is None:
+            return channel.send(chat, text, outbound_id=outbound_id)
+        return channel.send_file(chat, file, file_path(self.data_dir, file), text, outbound_id=outbound_id)
+
+    def _record_part(self, chat: str, outbound_id: str, part: int, parts: int) -> None:
+        self.log.append(t.OutboundPartSent(outbound_id=outbound_id, chat_jid=chat, part=part, parts=parts),
+                        key=f"part:{outbound_id}:{part}")
 
     def _record_sent(self, chat: str, outbound_id: str, attempts: int, channel: str) -> None:
         self.log.append(t.OutboundSent(outbound_id=outbound_id, chat_jid=chat, attempts=attempts, channel=channel),

@@ -68,3 +68,53 @@ def test_a_refused_token_is_a_fatal_start_up_error_that_does_not_print_it(stub, 
     assert process.proc.wait(timeout=60) == 1
     assert "FATAL: Telegram refused TELEGRAM_BOT_TOKEN" in process.stderr()
     assert wrong not in process.stderr() and "Refused" * 4 not in process.stderr()
+
+
+def _three_part_reply(log) -> list[str]:
+    """A reply Telegram takes in three parts, queued before the service starts."""
+    from router.channels.telegram_format import split_message
+    from tests.test_telegram_delivery import long_reply
+
+    text = long_reply(10_000)
+    log.append(t.OutboundQueued(outbound_id="long", chat_jid="tg:42", text=text), key="out:long")
+    parts = split_message(text)
+    assert len(parts) == 3
+    return parts
+
+
+def _shown(stub) -> list[str]:
+    return [sent.shown for sent in stub.sent]
+
+
+@pytest.mark.parametrize("fault, resent", [("delivery-part-recorded", 0), ("delivery-after-part", 1)])
+def test_a_reply_cut_by_a_kill_resumes_at_the_first_part_not_recorded(stub, settings, log, telegram_env,
+                                                                     fault, resent):
+    parts = _three_part_reply(log)
+    crashed = RouterProcess(settings, NANOCLAW_FAULT=fault)
+    assert crashed.proc.wait(timeout=60) == -signal.SIGKILL
+    assert len(stub.sent) == 1
+    restarted = RouterProcess(settings).wait_ready()
+    try:
+        wait_for(lambda: of_type(log, t.OutboundSent), timeout=60, what="the reply to be sent")
+    finally:
+        assert restarted.stop() == 0
+    # killed after part 1 was recorded: nothing again; killed between its send and its record: it alone again
+    assert _shown(stub) == [parts[0]] * (1 + resent) + parts[1:]
+    assert [e.part for e in of_type(log, t.OutboundPartSent)] == [1, 2, 3]
+
+
+def test_a_reply_cut_by_sigterm_sends_nothing_while_stopping_and_resumes_after_the_restart(
+        stub, settings, log, telegram_env):
+    parts = _three_part_reply(log)
+    stub.flood_limit(answers=1, retry_after_s=30, after=1)  # part 2 must wait half a minute
+    service = RouterProcess(settings).wait_ready()
+    wait_for(lambda: stub.rate_limited, timeout=60, what="part 2 to meet the rate limit")
+    assert service.stop(timeout=30) == 0  # SIGTERM while part 2 waits
+    after_stop = list(stub.sent)
+    assert [s.shown for s in after_stop] == parts[:1]
+    restarted = RouterProcess(settings).wait_ready()
+    try:
+        wait_for(lambda: of_type(log, t.OutboundSent), timeout=60, what="the reply to be sent")
+    finally:
+        assert restarted.stop() == 0
+    assert _shown(stub) == parts  # each part once, in order

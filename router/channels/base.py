@@ -72,7 +72,14 @@ class Channel(ABC):
 
     @abstractmethod
     async def send(self, jid: str, text: str, *, outbound_id: str) -> None:
-        """Deliver text to a chat; raise when it was not delivered."""
+        """Deliver one part of a reply (all of it unless `split` cuts it); raise when it was not delivered."""
+
+    def split(self, text: str) -> list[str]:
+        """A reply as the parts this channel sends, in order; the same text always splits the same way.
+
+        Delivery records each part once it is sent, so a restart resumes at the first part not sent.
+        """
+        return [text]
 
     async def send_file(self, jid: str, file: OutboundFile, path: Path, caption: str, *, outbound_id: str) -> None:
         """Deliver a file (the host's copy at `path`) with its caption; raise when it was not delivered.

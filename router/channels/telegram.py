@@ -22,6 +22,7 @@ from base.timefmt import to_iso
 from events.types import OutboundFile
 from router.channels import registry
 from router.channels.base import Channel, ChannelContext, ChannelStartError
+from router.channels.telegram_format import split_message
 from router.channels.telegram_inbound import PREFIX, chat_facts, chat_id_of, command_of, to_inbound
 from router.channels.telegram_send import ReplySender, retry_after_s
 
@@ -193,10 +194,13 @@ class TelegramChannel(Channel):
             logger.warning("telegram {}: could not answer /{}: {}", facts.jid, command, redact(str(exc), self.token))
 
     # ----- outbound -----------------------------------------------------------------------------
+    def split(self, text: str) -> list[str]:
+        return split_message(text)
+
     async def send(self, jid: str, text: str, *, outbound_id: str) -> None:
         chat_id = self._chat_id(jid)
         self._stop_typing(jid)
-        await self.sender.send(jid, chat_id, text, outbound_id=outbound_id)
+        await self.sender.send_part(jid, chat_id, text, f"a part of {outbound_id}")
 
     async def send_file(self, jid: str, file: OutboundFile, path: Path, caption: str, *, outbound_id: str) -> None:
         chat_id = self._chat_id(jid)

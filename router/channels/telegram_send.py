@@ -1,8 +1,8 @@
-"""Sending one reply to Telegram: its parts in order, each once, whatever the API answers.
+"""Sending to Telegram: one part of a reply, or a file, until the API takes it, whatever it answers.
 
 A 429 is waited out and the part sent again; a part whose formatting is refused goes again as plain
-text; a request that never left (connection refused) is retried for a while. Accepted parts are
-remembered per outbound id, so a delivery retry resumes with the next part instead of repeating.
+text; a request that never left (connection refused) is retried for a while. Splitting a reply is
+`split_message`'s; delivery records each accepted part, so a restart resumes at the next one.
 """
 
 from __future__ import annotations
@@ -51,27 +51,21 @@ def refused_formatting(exc: BadRequest) -> bool:
 
 
 class ReplySender:
-    """Sends replies part by part through one `Bot`."""
+    """Sends replies part by part through one `Bot`; which parts went out is the caller's to record."""
 
     def __init__(self, bot: Bot):
         self.bot = bot
-        self._progress: dict[str, int] = {}
 
-    async def send(self, jid: str, chat_id: int, text: str, *, outbound_id: str | None = None) -> int:
-        """Send every part not yet accepted; returns how many parts the reply has."""
+    async def send(self, jid: str, chat_id: int, text: str) -> int:
+        """Every part of a text that is not in the outbox (a command's answer); returns how many parts."""
         parts = split_message(text)
-        first = self._progress.get(outbound_id, 0) if outbound_id else 0
-        if first:
-            logger.info("telegram {}: resuming reply {} at part {}/{}", jid, outbound_id, first + 1, len(parts))
-        for index in range(first, len(parts)):
-            part = parts[index]
-            await self._send_part(jid, f"part {index + 1}/{len(parts)}",
-                                  lambda formatted, part=part: self._post(chat_id, part, formatted))
-            if outbound_id:
-                self._progress[outbound_id] = index + 1
-        if outbound_id:
-            self._progress.pop(outbound_id, None)
+        for index, part in enumerate(parts):
+            await self.send_part(jid, chat_id, part, f"part {index + 1}/{len(parts)}")
         return len(parts)
+
+    async def send_part(self, jid: str, chat_id: int, part: str, which: str = "the reply") -> None:
+        """One part (at most Telegram's length), formatted, or plain when the formatting is refused."""
+        await self._send_part(jid, which, lambda formatted: self._post(chat_id, part, formatted))
 
     async def send_file(self, jid: str, chat_id: int, path: Path, file: OutboundFile, caption: str) -> None:
         """One file with its caption: a photo when Telegram shows it as one, else a document."""
