@@ -53,7 +53,7 @@ TABLES: dict[str, str] = {
         outbound_id TEXT PRIMARY KEY, chat_jid TEXT NOT NULL, origin TEXT NOT NULL,
         run_id TEXT, text TEXT NOT NULL, state TEXT NOT NULL, queued_seq INTEGER NOT NULL,
         queued_at TEXT NOT NULL, done_at TEXT, attempts INTEGER NOT NULL DEFAULT 0,
-        reason TEXT, file TEXT, parts_sent INTEGER NOT NULL DEFAULT 0)""",
+        reason TEXT, file TEXT, parts_sent INTEGER NOT NULL DEFAULT 0, thread_id TEXT)""",
     # file: the OutboundFile as JSON, for a reply that is a file; parts_sent: of a split reply, accepted so far
     # model calls through the gateway, summed per UTC day (from the event's time), group and model
     "usage": """CREATE TABLE usage (
@@ -224,10 +224,10 @@ def _run_finished(db: sqlite3.Connection, seq: int, at: str, ev: t.AgentRunFinis
 def _outbound_queued(db: sqlite3.Connection, seq: int, at: str, ev: t.OutboundQueued) -> None:
     db.execute(
         """INSERT INTO outbound (outbound_id, chat_jid, origin, run_id, text, state,
-                                 queued_seq, queued_at, file)
-           VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?)""",
+                                 queued_seq, queued_at, file, thread_id)
+           VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?)""",
         (ev.outbound_id, ev.chat_jid, ev.origin, ev.run_id, ev.text, seq, at,
-         msgspec.json.encode(ev.file).decode() if ev.file is not None else None),
+         msgspec.json.encode(ev.file).decode() if ev.file is not None else None, ev.thread_id),
     )
     _bump(db, "outbound")
 

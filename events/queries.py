@@ -252,10 +252,19 @@ def chats_with_queued_replies(db: Reader) -> list[str]:
 
 
 def next_queued_reply(db: Reader, chat_jid: str) -> sqlite3.Row | None:
-    """The chat's oldest reply still to send (`outbound_id`, `text`, `file` as JSON or None, `parts_sent`), or None."""
-    rows = db.query("SELECT outbound_id, text, file, parts_sent FROM outbound WHERE state = 'queued' AND chat_jid = ?"
+    """The chat's oldest reply still to send (`outbound_id`, `text`, `file` as JSON or None, `parts_sent`,
+    `thread_id`), or None."""
+    rows = db.query("SELECT outbound_id, text, file, parts_sent, thread_id FROM outbound"
+                    " WHERE state = 'queued' AND chat_jid = ?"
                     " ORDER BY queued_seq LIMIT 1", (chat_jid,))
     return rows[0] if rows else None
+
+
+def reply_thread(db: Reader, chat_jid: str) -> str | None:
+    """The thread a reply to the chat goes to: that of its newest message from someone else (None: the chat)."""
+    rows = db.query("SELECT json_extract(data, '$.thread_id') FROM events WHERE stream = ? AND type = 'MessageReceived'"
+                    " AND coalesce(json_extract(data, '$.is_from_me'), 0) = 0 ORDER BY seq DESC LIMIT 1", (chat_jid,))
+    return rows[0][0] if rows else None
 
 
 def outbound_file(row: sqlite3.Row) -> t.OutboundFile | None:

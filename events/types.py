@@ -232,6 +232,8 @@ class OutboundQueued(Event):
     """A reply is due to a chat; delivery sends it (key: the outbound id).
 
     With `file`, the reply is that file and `text` its caption (may be empty).
+    `thread_id` is the thread (a Telegram forum topic) it goes to: that of the
+    chat's newest message when it was queued; None for the chat itself.
     """
 
     STREAM: ClassVar[str] = "chat_jid"
@@ -242,6 +244,7 @@ class OutboundQueued(Event):
     run_id: str | None = None
     sender: str | None = None
     file: OutboundFile | None = None
+    thread_id: str | None = None
 
 
 class OutboundPartSent(Event):

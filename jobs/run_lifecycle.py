@@ -24,7 +24,7 @@ from base.config import Settings
 from base.faults import fault_point
 from base.timefmt import iso_now
 from events import EventLog, Transaction, types as t
-from events.queries import Group, cursor_of, due_tasks, pending_messages, replies_queued_by_run
+from events.queries import Group, cursor_of, due_tasks, pending_messages, replies_queued_by_run, reply_thread
 from jobs.containers import ContainerRunner, RunResult, RunSpec, container_name
 from jobs.contract import AgentInput, AgentResult
 from jobs.liveness import this_worker
@@ -211,7 +211,8 @@ class RunLifecycle:
             if text:
                 outbound_id = f"{claim.run_id}-{index}"
                 tx.append(t.OutboundQueued(outbound_id=outbound_id, chat_jid=claim.reply_to, text=text,
-                                           origin=self.origin, run_id=claim.run_id), key=f"out:{outbound_id}")
+                                           origin=self.origin, run_id=claim.run_id,
+                                           thread_id=reply_thread(tx, claim.reply_to)), key=f"out:{outbound_id}")
             session = result.newSessionId
             if self.keeps_session and session and session != progress.session_id:
                 tx.append(t.SessionUpdated(folder=folder, session_id=session, run_id=claim.run_id))

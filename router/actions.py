@@ -22,7 +22,7 @@ from base.config import MAX_TIMEOUT_MS, MIN_TIMEOUT_MS, Settings
 from base.faults import fault_point
 from events import Record, Transaction, types as t
 from events.consumer import Stage
-from events.queries import group_by_jid, main_group, task_by_id
+from events.queries import group_by_jid, main_group, reply_thread, task_by_id
 from rules.groups import GroupError, group_dir, register_group
 from rules.outbox import FileRefused, take_file
 from rules.schedule import ScheduleError, first_run
@@ -245,7 +245,8 @@ class ActionsStage(Stage):
         outbound_id = f"ipc-{request.seq}"
         request.tx.append(
             t.OutboundQueued(outbound_id=outbound_id, chat_jid=message.chat_jid, text=message.text,
-                             origin="ipc", sender=message.sender or None),
+                             origin="ipc", sender=message.sender or None,
+                             thread_id=reply_thread(request.tx, message.chat_jid)),
             key=f"out:{outbound_id}",
         )
         logger.info("{}: IPC message queued for {}", request.folder, message.chat_jid)
@@ -265,7 +266,7 @@ class ActionsStage(Stage):
             raise Refusal(f"file not sent: {exc}") from exc
         request.tx.append(
             t.OutboundQueued(outbound_id=outbound_id, chat_jid=spec.chat_jid, text=spec.caption, origin="ipc",
-                             file=file),
+                             file=file, thread_id=reply_thread(request.tx, spec.chat_jid)),
             key=f"out:{outbound_id}",
         )
         logger.info("{}: IPC file {} ({} bytes, {}) queued for {}", request.folder, file.name, file.size,

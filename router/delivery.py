@@ -77,10 +77,11 @@ class Delivery:
 
     async def _deliver_chat(self, chat: str) -> None:
         while not self._stopping and (item := await self.on_db(next_queued_reply, self.log, chat)) is not None:
-            await self._deliver(chat, item["outbound_id"], item["text"], outbound_file(item), item["parts_sent"])
+            await self._deliver(chat, item["outbound_id"], item["text"], outbound_file(item), item["parts_sent"],
+                                item["thread_id"])
 
     async def _deliver(self, chat: str, outbound_id: str, text: str, file: t.OutboundFile | None = None,
-                       parts_sent: int = 0) -> None:
+                       parts_sent: int = 0, thread_id: str | None = None) -> None:
         """Send the reply's parts from the first not yet sent, each recorded; then the reply as sent or failed."""
         channel = owner_of(self.channels, chat)
         if channel is None:
@@ -92,8 +93,8 @@ class Delivery:
         for attempt in range(1, self.attempts + 1):
             try:
                 while parts_sent < len(parts):
-                    await asyncio.wait_for(self._sending(channel, chat, outbound_id, parts[parts_sent], file),
-                                           self.send_timeout_s)
+                    await asyncio.wait_for(self._sending(channel, chat, outbound_id, parts[parts_sent], file,
+                                                         thread_id), self.send_timeout_s)
                     parts_sent += 1
                     if len(parts) > 1:
                         fault_point("delivery-after-part")
@@ -117,10 +118,11 @@ class Delivery:
             release(self.data_dir, outbound_id)
 
     def _sending(self, channel: Channel, chat: str, outbound_id: str, text: str,
-                 file: t.OutboundFile | None) -> Awaitable[None]:
+                 file: t.OutboundFile | None, thread_id: str | None) -> Awaitable[None]:
         if file is None:
-            return channel.send(chat, text, outbound_id=outbound_id)
-        return channel.send_file(chat, file, file_path(self.data_dir, file), text, outbound_id=outbound_id)
+            return channel.send(chat, text, outbound_id=outbound_id, thread_id=thread_id)
+        return channel.send_file(chat, file, file_path(self.data_dir, file), text, outbound_id=outbound_id,
+                                 thread_id=thread_id)
 
     def _record_part(self, chat: str, outbound_id: str, part: int, parts: int) -> None:
         self.log.append(t.OutboundPartSent(outbound_id=outbound_id, chat_jid=chat, part=part, parts=parts),

@@ -46,7 +46,7 @@ class GroupDirectory:
         self._checked = now
         signature = self.log.table_version("groups")
         if signature != self._signature:
-            self._chats = {g.jid: RegisteredChat(g.jid, g.name, g.folder, g.is_main) for g in list_groups(self.log)}
+            self._chats = {g.jid: RegisteredChat(g.jid, g.name, g.folder, g.is_main, g.trigger) for g in list_groups(self.log)}
             self._signature = signature
         return self._chats
 

@@ -19,7 +19,7 @@ from loguru import logger
 from base.config import Settings
 from base.timefmt import to_iso
 from events import Transaction, types as t
-from events.queries import Group, main_group, notice_queued_since
+from events.queries import Group, main_group, notice_queued_since, reply_thread
 from rules.failures import Kind, notice
 
 NOTICE_INTERVAL_S = 60
@@ -70,5 +70,5 @@ def _queue(tx: Transaction, jid: str, outbound_id: str, text: str, run_id: str |
     if limit and notice_queued_since(tx, jid, since):
         logger.info("{}: a failure notice was sent less than {} s ago; not another", jid, NOTICE_INTERVAL_S)
         return
-    tx.append(t.OutboundQueued(outbound_id=outbound_id, chat_jid=jid, text=text, origin="notice", run_id=run_id),
-              key=f"out:{outbound_id}")
+    tx.append(t.OutboundQueued(outbound_id=outbound_id, chat_jid=jid, text=text, origin="notice", run_id=run_id,
+                               thread_id=reply_thread(tx, jid)), key=f"out:{outbound_id}")

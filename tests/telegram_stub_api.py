@@ -98,6 +98,7 @@ class SentFile:
     caption: str | None
     parse_mode: str | None
     message_id: int
+    topic: int | None = None  # message_thread_id: the forum topic it went to
 
 
 @dataclass
@@ -110,6 +111,7 @@ class Sent:
     shown: str  # what a user sees
     message_id: int
     at: float
+    topic: int | None = None  # message_thread_id: the forum topic it went to
 
 
 class TelegramStub:
@@ -122,6 +124,7 @@ class TelegramStub:
         self.sent: list[Sent] = []
         self.files: list[SentFile] = []
         self.actions: list[tuple[int, str, float]] = []
+        self.action_topics: list[int | None] = []  # beside `actions`: the topic each went to
         self.calls: list[tuple[str, dict, float]] = []
         self.rate_limited: list[float] = []  # when each 429 was answered
         self.refused_formatting: list[str] = []
@@ -270,6 +273,7 @@ class TelegramStub:
         chat_id = self._known_chat(params)
         with self._cond:
             self.actions.append((chat_id, params.get("action", ""), time.monotonic()))
+            self.action_topics.append(params.get("message_thread_id"))
         return True
 
     def api_sendMessage(self, params: dict) -> dict:
@@ -290,7 +294,8 @@ class TelegramStub:
             raise ApiError(400, "Bad Request: message is too long")
         with self._cond:
             message_id = self._new_message_id(chat_id)
-            self.sent.append(Sent(chat_id, text, mode, shown, message_id, time.monotonic()))
+            self.sent.append(Sent(chat_id, text, mode, shown, message_id, time.monotonic(),
+                                  params.get("message_thread_id")))
         return {"message_id": message_id, "from": self.bot, "chat": self.chats[chat_id], "date": int(time.time()),
                 "text": shown}
 
@@ -315,7 +320,8 @@ class TelegramStub:
                 self.refused_formatting.append(caption)
                 raise _entities_error("Can't find end of the entity starting at byte offset 0")
             message_id = self._new_message_id(chat_id)
-            self.files.append(SentFile(chat_id, kind, upload["filename"], upload["data"], caption, mode, message_id))
+            self.files.append(SentFile(chat_id, kind, upload["filename"], upload["data"], caption, mode, message_id,
+                                       params.get("message_thread_id")))
         shown = {"file_id": f"file-{message_id}", "file_unique_id": f"u{message_id}", "file_size": len(upload["data"])}
         media = [{**shown, "width": 1, "height": 1}] if kind == "photo" else {**shown, "file_name": upload["filename"]}
         answer = {"message_id": message_id, "from": self.bot, "chat": self.chats[chat_id], "date": int(time.time()),

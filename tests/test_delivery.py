@@ -32,7 +32,7 @@ class RecordingChannel(Channel):
     def owns_jid(self, jid):
         return jid.startswith("test:")
 
-    async def send(self, jid, text, *, outbound_id):
+    async def send(self, jid, text, *, outbound_id, thread_id=None):
         self.attempts[outbound_id] = self.attempts.get(outbound_id, 0) + 1
         if jid in self.hang:
             await asyncio.sleep(3600)

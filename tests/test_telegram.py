@@ -8,6 +8,7 @@ HTTP on 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from loguru import logger
@@ -89,6 +90,19 @@ def test_mentioning_the_bot_by_its_username_counts_as_the_trigger(stub, tg_setti
 
     asyncio.run(scenario())
     assert [m.content for m in of_type(tg_log, t.MessageReceived)] == ["@Andy hey @andy_test_bot what's for dinner?"]
+
+
+def test_a_mention_stands_for_the_groups_own_trigger(stub, tg_settings, tg_log):
+    club = stub.group(-100201, "Club")
+    register_group(tg_log, tg_settings, jid="tg:-100201", name="Club", folder="club", trigger="@Bob")
+
+    async def scenario():
+        async with live_router(tg_settings, tg_log):
+            stub.say(club, ALICE, "@andy_test_bot any news?", entities=[{"type": "mention", "offset": 0, "length": 14}])
+            return await until(lambda: of_type(tg_log, t.AgentRunRequested), what="a run request")
+
+    asyncio.run(scenario())
+    assert [m.content for m in of_type(tg_log, t.MessageReceived)] == ["@Bob @andy_test_bot any news?"]
 
 
 def test_an_unregistered_chat_is_seen_but_its_messages_are_not_recorded(stub, tg_settings, tg_log):
@@ -206,3 +220,37 @@ def test_the_token_is_a_secret_kept_out_of_the_environment(root):
     (root / ".env").write_text(f"TELEGRAM_BOT_TOKEN={TOKEN}\n")
     settings = load_settings()
     assert settings.secret("TELEGRAM_BOT_TOKEN") == TOKEN and TOKEN not in repr(settings)
+
+
+def test_in_a_forum_the_reply_typing_and_chatid_go_to_the_topic_the_person_wrote_in(stub, tg_settings, tg_log):
+    forum = {**stub.group(-100900, "Team"), "is_forum": True}
+    stub.chats[-100900] = forum
+    register_group(tg_log, tg_settings, jid="tg:-100900", name="Team", folder="team", requires_trigger=False)
+    topic = {"message_thread_id": 7, "is_topic_message": True}
+
+    def agent_says(text: str) -> None:
+        name = f"{time.time_ns()}-abc.json"
+        tg_log.append(t.IpcReceived(folder="team", kind="messages", file=name,
+                                    payload={"type": "message", "chatJid": "tg:-100900", "text": text}),
+                      key=f"ipc:team/messages/{name}")
+
+    async def scenario():
+        async with live_router(tg_settings, tg_log):
+            stub.say(forum, ALICE, "/chatid", **topic)
+            stub.say(forum, ALICE, "the release is out?", **topic)
+            await until(lambda: of_type(tg_log, t.MessageReceived), what="the message")
+            tg_log.append(t.AgentRunStarted(run_id="r1", folder="team", chat_jid="tg:-100900", container="c"))
+            agent_says("yes, this morning")
+            await until(lambda: len(stub.sent) == 2 and stub.actions, what="the answers")
+            stub.say(forum, ALICE, "and in General?")
+            await until(lambda: len(of_type(tg_log, t.MessageReceived)) == 2, what="the second message")
+            agent_says("General, too")
+            await until(lambda: len(stub.sent) == 3, what="the reply in General")
+
+    asyncio.run(scenario())
+    [chatid] = [s for s in stub.sent if "This chat is" in s.shown]
+    replies = {s.shown: s.topic for s in stub.sent if s is not chatid}
+    assert chatid.topic == 7
+    assert replies == {"yes, this morning": 7, "General, too": None}
+    assert [m.thread_id for m in of_type(tg_log, t.MessageReceived)] == ["7", None]
+    assert stub.action_topics[0] == 7

@@ -82,3 +82,23 @@ def test_private_chats_are_named_after_the_person_and_are_not_groups():
     facts = chat_facts(message("x", chat={"id": 42, "type": "private", "first_name": "Alice",
                                           "last_name": "Smith"}).chat)
     assert (facts.jid, facts.name, facts.is_group) == ("tg:42", "Alice Smith", False)
+
+
+ANONYMOUS = {"id": 1087968824, "is_bot": True, "first_name": "Group", "username": "GroupAnonymousBot"}
+OTHER_BOT = {"id": 555, "is_bot": True, "first_name": "Weather", "username": "weather_bot"}
+
+
+def test_an_anonymous_admin_is_a_person_writing_as_the_group():
+    msg = inbound(message("@Andy what's on today?", sender=ANONYMOUS, sender_chat=FORUM))
+    assert (msg.is_bot_message, msg.is_from_me) == (False, False)
+    assert (msg.sender, msg.sender_name) == (str(FORUM["id"]), "Team")
+
+
+@pytest.mark.parametrize("sender, sender_chat", [
+    (OTHER_BOT, None),                                                        # a bot is a bot
+    (ANONYMOUS, {"id": -100777, "type": "channel", "title": "Elsewhere"}),    # not the group itself
+    ({**OTHER_BOT, "username": "GroupAnonymousBot", "is_bot": True}, None),   # the name alone is not enough
+])
+def test_other_bots_and_look_alikes_stay_bots(sender, sender_chat):
+    extra = {"sender_chat": sender_chat} if sender_chat else {}
+    assert inbound(message("@Andy hello", sender=sender, **extra)).is_bot_message

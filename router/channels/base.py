@@ -49,6 +49,7 @@ class RegisteredChat:
     name: str
     folder: str
     is_main: bool
+    trigger: str = ""  # the group's own trigger word (`@Andy`); a mention of the bot stands for it
 
 
 @dataclass(frozen=True)
@@ -71,8 +72,11 @@ class Channel(ABC):
         """Establish the platform connection (awaited at start-up)."""
 
     @abstractmethod
-    async def send(self, jid: str, text: str, *, outbound_id: str) -> None:
-        """Deliver one part of a reply (all of it unless `split` cuts it); raise when it was not delivered."""
+    async def send(self, jid: str, text: str, *, outbound_id: str, thread_id: str | None = None) -> None:
+        """Deliver one part of a reply (all of it unless `split` cuts it); raise when it was not delivered.
+
+        `thread_id` is the thread of the chat it answers (a forum topic), None for the chat itself.
+        """
 
     def split(self, text: str) -> list[str]:
         """A reply as the parts this channel sends, in order; the same text always splits the same way.
@@ -81,13 +85,14 @@ class Channel(ABC):
         """
         return [text]
 
-    async def send_file(self, jid: str, file: OutboundFile, path: Path, caption: str, *, outbound_id: str) -> None:
+    async def send_file(self, jid: str, file: OutboundFile, path: Path, caption: str, *, outbound_id: str,
+                        thread_id: str | None = None) -> None:
         """Deliver a file (the host's copy at `path`) with its caption; raise when it was not delivered.
 
         A channel that cannot carry files says so in the chat rather than dropping the reply.
         """
         note = f"[{file.name}, {describe_size(file.size)}: a file this chat cannot show]"
-        await self.send(jid, f"{caption}\n{note}" if caption else note, outbound_id=outbound_id)
+        await self.send(jid, f"{caption}\n{note}" if caption else note, outbound_id=outbound_id, thread_id=thread_id)
 
     @abstractmethod
     def owns_jid(self, jid: str) -> bool:

@@ -233,7 +233,7 @@ class LocalChannel(Channel):
     def owns_jid(self, jid: str) -> bool:
         return jid.startswith(PREFIX)
 
-    async def send(self, jid: str, text: str, *, outbound_id: str) -> None:
+    async def send(self, jid: str, text: str, *, outbound_id: str, thread_id: str | None = None) -> None:
         transcript = self.transcript(jid)
         if outbound_id in transcript.delivered():
             logger.info("local chat {}: reply {} was already delivered; not writing it twice", jid, outbound_id)
@@ -242,7 +242,8 @@ class LocalChannel(Channel):
         transcript.append(entry, durable=True)
         await self._push(jid, {"op": "reply", "jid": jid, **entry})
 
-    async def send_file(self, jid: str, file: OutboundFile, path: Path, caption: str, *, outbound_id: str) -> None:
+    async def send_file(self, jid: str, file: OutboundFile, path: Path, caption: str, *, outbound_id: str,
+                        thread_id: str | None = None) -> None:
         """The person is on this machine: the file is kept beside the transcript and the reply names it."""
         transcript = self.transcript(jid)
         if outbound_id in transcript.delivered():

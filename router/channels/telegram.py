@@ -21,9 +21,9 @@ from telegram.request import HTTPXRequest
 from base.timefmt import to_iso
 from events.types import OutboundFile
 from router.channels import registry
-from router.channels.base import Channel, ChannelContext, ChannelStartError
+from router.channels.base import Channel, ChannelContext, ChannelStartError, RegisteredChat
 from router.channels.telegram_format import split_message
-from router.channels.telegram_inbound import PREFIX, chat_facts, chat_id_of, command_of, to_inbound
+from router.channels.telegram_inbound import PREFIX, chat_facts, chat_id_of, command_of, to_inbound, topic_of
 from router.channels.telegram_send import ReplySender, retry_after_s
 
 TOKEN_KEY = "TELEGRAM_BOT_TOKEN"
@@ -59,6 +59,7 @@ class TelegramChannel(Channel):
         self._ready = False
         self._poller: asyncio.Task | None = None
         self._typing: dict[str, asyncio.Task] = {}
+        self._topics: dict[str, int | None] = {}  # per chat, the forum topic of its newest message
         self._chores: set[asyncio.Task] = set()
 
     # ----- lifetime -----------------------------------------------------------------------------
@@ -163,19 +164,21 @@ class TelegramChannel(Channel):
             command = command_of(message, self.bot.username)
             if command is not None:
                 self._chore(self._answer_command(command, message))
-            elif self._registered(facts.jid):
+            elif (chat := self._registered(facts.jid)) is not None:
                 inbound = to_inbound(message, bot_id=self.bot.id, bot_username=self.bot.username,
                                      assistant_name=self.ctx.settings.assistant_name,
-                                     trigger=self.ctx.settings.trigger)
+                                     trigger=chat.trigger or self.ctx.settings.trigger)
                 if inbound is not None:
                     pending.append(inbound)
+                    self._topics[facts.jid] = topic_of(message)
             else:
                 logger.debug("telegram: message in unregistered chat {} ({!r}) not recorded; /chatid there "
                              "tells how to register it", facts.jid, facts.name)
         await asyncio.gather(*(self.ctx.on_message(self.name, inbound) for inbound in pending))
 
-    def _registered(self, jid: str) -> bool:
-        return jid in self.ctx.registered_groups() or jid in self.ctx.registered_groups(fresh=True)
+    def _registered(self, jid: str) -> RegisteredChat | None:
+        """The registered group of the chat (asked again once before a message is dropped), or None."""
+        return self.ctx.registered_groups().get(jid) or self.ctx.registered_groups(fresh=True).get(jid)
 
     def _chore(self, coro) -> None:
         task = asyncio.create_task(coro)
@@ -189,7 +192,7 @@ class TelegramChannel(Channel):
         else:
             text = registration_help(facts.jid, facts.name, self.ctx.registered_groups(fresh=True).get(facts.jid))
         try:
-            await self.sender.send(facts.jid, message.chat.id, text)
+            await self.sender.send(facts.jid, message.chat.id, text, topic_of(message))
         except TelegramError as exc:
             logger.warning("telegram {}: could not answer /{}: {}", facts.jid, command, redact(str(exc), self.token))
 
@@ -197,33 +200,36 @@ class TelegramChannel(Channel):
     def split(self, text: str) -> list[str]:
         return split_message(text)
 
-    async def send(self, jid: str, text: str, *, outbound_id: str) -> None:
+    async def send(self, jid: str, text: str, *, outbound_id: str, thread_id: str | None = None) -> None:
         chat_id = self._chat_id(jid)
         self._stop_typing(jid)
-        await self.sender.send_part(jid, chat_id, text, f"a part of {outbound_id}")
+        await self.sender.send_part(jid, chat_id, text, f"a part of {outbound_id}", _topic(thread_id))
 
-    async def send_file(self, jid: str, file: OutboundFile, path: Path, caption: str, *, outbound_id: str) -> None:
+    async def send_file(self, jid: str, file: OutboundFile, path: Path, caption: str, *, outbound_id: str,
+                        thread_id: str | None = None) -> None:
         chat_id = self._chat_id(jid)
         self._stop_typing(jid)
-        await self.sender.send_file(jid, chat_id, path, file, caption)
+        await self.sender.send_file(jid, chat_id, path, file, caption, _topic(thread_id))
 
     async def set_typing(self, jid: str, on: bool) -> None:
+        """Typing in the topic of the chat's newest message (its General topic when that had none)."""
         chat_id = self._chat_id(jid)
         self._stop_typing(jid)
         if on:
-            self._typing[jid] = asyncio.create_task(self._keep_typing(jid, chat_id), name=f"typing {jid}")
+            self._typing[jid] = asyncio.create_task(self._keep_typing(jid, chat_id, self._topics.get(jid)),
+                                                    name=f"typing {jid}")
 
     def _stop_typing(self, jid: str) -> None:
         task = self._typing.pop(jid, None)
         if task is not None:
             task.cancel()
 
-    async def _keep_typing(self, jid: str, chat_id: int) -> None:
+    async def _keep_typing(self, jid: str, chat_id: int, topic: int | None) -> None:
         """Renew the indicator until the reply, the end of the run, or TYPING_MAX_S."""
         deadline = asyncio.get_running_loop().time() + TYPING_MAX_S
         while asyncio.get_running_loop().time() < deadline:
             try:
-                await self.bot.send_chat_action(chat_id, ChatAction.TYPING)
+                await self.bot.send_chat_action(chat_id, ChatAction.TYPING, message_thread_id=topic)
             except TelegramError as exc:
                 logger.debug("telegram {}: typing indicator not shown: {}", jid, redact(str(exc), self.token))
             await asyncio.sleep(TYPING_REFRESH_S)
@@ -234,6 +240,11 @@ class TelegramChannel(Channel):
         if chat_id is None:
             raise ValueError(f"not a Telegram JID: {jid!r} (expected tg:<chat id>)")
         return chat_id
+
+
+def _topic(thread_id: str | None) -> int | None:
+    """A stored thread id as the Bot API's `message_thread_id`."""
+    return int(thread_id) if thread_id and thread_id.lstrip("-").isdigit() else None
 
 
 def registration_help(jid: str, name: str, registered) -> str:

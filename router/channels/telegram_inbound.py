@@ -17,6 +17,8 @@ from router.channels.base import InboundMessage
 from rules.triggers import matches_trigger
 
 PREFIX = "tg:"
+# Telegram's stand-in author of a group admin's anonymous message; the group itself is `sender_chat`.
+ANONYMOUS_ADMIN_BOT = "GroupAnonymousBot"
 GROUP_TYPES = (Chat.GROUP, Chat.SUPERGROUP)
 COMMANDS = ("chatid", "start", "ping")
 
@@ -109,15 +111,29 @@ def to_inbound(message: Message, *, bot_id: int | None, bot_username: str | None
     if mentions_bot(message, bot_username) and not matches_trigger(content, trigger, trigger):
         content = f"{trigger} {content}"  # `@andy_bot hi` in a group means the trigger
     user = message.from_user
+    if is_anonymous_admin(message):
+        user = None  # a person writing as the group: the group is the sender, and no bot
     sender = str(user.id) if user is not None else str((message.sender_chat or message.chat).id)
     from_me = user is not None and bot_id is not None and user.id == bot_id
     return InboundMessage(
         chat_jid=jid_of(message.chat.id), message_id=str(message.message_id), sender=sender,
         sender_name=display_name(user, message.sender_chat), content=content, timestamp=to_iso(message.date),
         is_from_me=from_me, is_bot_message=from_me or bool(user and user.is_bot),
-        thread_id=str(message.message_thread_id) if message.is_topic_message else None,
+        thread_id=str(topic_of(message)) if topic_of(message) is not None else None,
         **_reply_fields(message.reply_to_message, bot_id, assistant_name),
     )
+
+
+def topic_of(message: Message) -> int | None:
+    """The forum topic a message was written in; None in a chat without topics or in its General topic."""
+    return message.message_thread_id if message.is_topic_message else None
+
+
+def is_anonymous_admin(message: Message) -> bool:
+    """A group admin writing anonymously: Telegram's `GroupAnonymousBot` as author, the group as `sender_chat`."""
+    user, chat = message.from_user, message.sender_chat
+    return (user is not None and user.is_bot and user.username == ANONYMOUS_ADMIN_BOT
+            and chat is not None and chat.id == message.chat.id)
 
 
 def _reply_fields(quoted: Message | None, bot_id: int | None, assistant_name: str) -> dict:

@@ -56,25 +56,31 @@ class ReplySender:
     def __init__(self, bot: Bot):
         self.bot = bot
 
-    async def send(self, jid: str, chat_id: int, text: str) -> int:
+    async def send(self, jid: str, chat_id: int, text: str, topic: int | None = None) -> int:
         """Every part of a text that is not in the outbox (a command's answer); returns how many parts."""
         parts = split_message(text)
         for index, part in enumerate(parts):
-            await self.send_part(jid, chat_id, part, f"part {index + 1}/{len(parts)}")
+            await self.send_part(jid, chat_id, part, f"part {index + 1}/{len(parts)}", topic)
         return len(parts)
 
-    async def send_part(self, jid: str, chat_id: int, part: str, which: str = "the reply") -> None:
-        """One part (at most Telegram's length), formatted, or plain when the formatting is refused."""
-        await self._send_part(jid, which, lambda formatted: self._post(chat_id, part, formatted))
+    async def send_part(self, jid: str, chat_id: int, part: str, which: str = "the reply",
+                        topic: int | None = None) -> None:
+        """One part (at most Telegram's length), formatted, or plain when the formatting is refused.
 
-    async def send_file(self, jid: str, chat_id: int, path: Path, file: OutboundFile, caption: str) -> None:
+        `topic` is the forum topic (`message_thread_id`) it goes to; None for the chat's General.
+        """
+        await self._send_part(jid, which, lambda formatted: self._post(chat_id, part, formatted, topic))
+
+    async def send_file(self, jid: str, chat_id: int, path: Path, file: OutboundFile, caption: str,
+                        topic: int | None = None) -> None:
         """One file with its caption: a photo when Telegram shows it as one, else a document."""
         data = path.read_bytes()
         as_photo = file.media_type in PHOTO_TYPES and file.size <= PHOTO_MAX_BYTES
 
         async def post(formatted: bool) -> None:
             shown = to_telegram_html(caption) if formatted and caption else caption
-            options = {"caption": shown or None, "parse_mode": ParseMode.HTML if formatted and caption else None}
+            options = {"caption": shown or None, "parse_mode": ParseMode.HTML if formatted and caption else None,
+                       "message_thread_id": topic}
             if as_photo:
                 await self.bot.send_photo(chat_id, photo=data, filename=file.name, **options)
             else:
@@ -114,8 +120,9 @@ class ReplySender:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, UNSENT_BACKOFF_MAX_S)
 
-    async def _post(self, chat_id: int, part: str, formatted: bool) -> None:
+    async def _post(self, chat_id: int, part: str, formatted: bool, topic: int | None) -> None:
         if formatted:
-            await self.bot.send_message(chat_id, to_telegram_html(part), parse_mode=ParseMode.HTML)
+            await self.bot.send_message(chat_id, to_telegram_html(part), parse_mode=ParseMode.HTML,
+                                        message_thread_id=topic)
         else:
-            await self.bot.send_message(chat_id, part)
+            await self.bot.send_message(chat_id, part, message_thread_id=topic)
