@@ -77,8 +77,8 @@ def replies_at(client: LocalChatClient, count: int) -> list[tuple[float, str]]:
 
 
 def tool_times(stderr: str) -> list[float]:
-    """Each browser tool call's duration (seconds) from the scripted agent's `tool NAME (N ms):` lines."""
-    found = re.findall(r"\] tool (browser_\w+) \(([\d.]+) ms\):", stderr)
+    """Each browser tool call's duration (seconds) from the scripted agent's `tool NAME took N ms` lines."""
+    found = re.findall(r"\] tool (browser_\w+) took ([\d.]+) ms", stderr)
     if len(found) != CALLS:
         raise RuntimeError(f"expected {CALLS} browser tool lines in the container's log, found {found}")
     return [float(ms) / 1000 for _, ms in found]

@@ -267,6 +267,18 @@ def reply_thread(db: Reader, chat_jid: str) -> str | None:
     return rows[0][0] if rows else None
 
 
+def queued_file_bytes(db: Reader, chat_jid: str) -> int:
+    """The bytes of files queued for the chat and not sent yet (their outbox copies)."""
+    rows = db.query("SELECT coalesce(sum(json_extract(file, '$.size')), 0) FROM outbound"
+                    " WHERE state = 'queued' AND chat_jid = ? AND file IS NOT NULL", (chat_jid,))
+    return int(rows[0][0])
+
+
+def queued_outbound_ids(db: Reader) -> set[str]:
+    """Every reply still owed to a chat."""
+    return {row[0] for row in db.query("SELECT outbound_id FROM outbound WHERE state = 'queued'")}
+
+
 def outbound_file(row: sqlite3.Row) -> t.OutboundFile | None:
     """The file a queued reply carries (next_queued_reply's `file`), or None for text."""
     return msgspec.json.decode(row["file"], type=t.OutboundFile) if row["file"] else None

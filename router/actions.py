@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import re
+import sqlite3
 import string
 import time
 from contextlib import contextmanager
@@ -22,7 +23,7 @@ from base.config import MAX_TIMEOUT_MS, MIN_TIMEOUT_MS, Settings
 from base.faults import fault_point
 from events import Record, Transaction, types as t
 from events.consumer import Stage
-from events.queries import group_by_jid, main_group, reply_thread, task_by_id
+from events.queries import group_by_jid, main_group, queued_file_bytes, reply_thread, task_by_id
 from rules.groups import GroupError, group_dir, register_group
 from rules.outbox import FileRefused, take_file
 from rules.schedule import ScheduleError, first_run
@@ -198,6 +199,13 @@ class ActionsStage(Stage):
         except Refusal as refusal:
             self._reject(request, str(refusal))
             return False
+        except sqlite3.Error:
+            raise  # the log itself failed: the stage stops here and takes the request again
+        except Exception as exc:  # one odd request must never stop every group's IPC
+            logger.opt(exception=exc).error("{}: IPC {} request {} failed", request.folder, request.type,
+                                            request.file)
+            self._reject(request, f"the host could not carry out the request ({type(exc).__name__}: {exc})")
+            return False
 
     # --- identity and refusals --------------------------------------------------------
 
@@ -261,7 +269,8 @@ class ActionsStage(Stage):
             raise Refusal(f"a file's caption is at most {MAX_CAPTION_CHARS} characters, not {len(spec.caption)}")
         outbound_id = f"ipc-{request.seq}"
         try:
-            file = take_file(self.settings, request.folder, spec.path, outbound_id)
+            file = take_file(self.settings, request.folder, spec.path, outbound_id,
+                             queued_bytes=queued_file_bytes(request.tx, spec.chat_jid))
         except (FileRefused, GroupError) as exc:
             raise Refusal(f"file not sent: {exc}") from exc
         request.tx.append(

@@ -20,14 +20,15 @@ from loguru import logger
 
 from base.faults import fault_point
 from events import EventLog, types as t
-from events.queries import chats_with_queued_replies, next_queued_reply, outbound_file
+from events.queries import chats_with_queued_replies, next_queued_reply, outbound_file, queued_outbound_ids
 from router.channels.base import Channel
 from router.channels.registry import owner_of
-from rules.outbox import file_path, release
+from rules.outbox import file_path, release, sweep
 
 DELIVERY_ATTEMPTS = 3
 BACKOFF_S = 1.0
 SEND_TIMEOUT_S = 30.0
+FILE_SEND_TIMEOUT_S = 180.0  # a 20 MB upload on an ordinary uplink
 READ_LIMIT = 1000
 
 RunOnDb = Callable[..., Awaitable]
@@ -49,11 +50,17 @@ class Delivery:
         self._chats: dict[str, asyncio.Task] = {}
         self._seen_version: int | None = None
         self._stopping = False
+        self._swept = False  # outbox copies left by a crash are removed at the first dispatch
 
     async def dispatch(self) -> None:
         """Start a sender for every chat that has queued replies and none running (none once stopping)."""
         if self._stopping:
             return
+        if not self._swept:
+            self._swept = True
+            queued = await self.on_db(queued_outbound_ids, self.log)
+            for outbound_id in sweep(self.data_dir, queued):
+                logger.info("outbox: removed the copy of {}, whose reply was already sent or given up", outbound_id)
         version = self.log.table_version("outbound")
         finished = [chat for chat, task in self._chats.items() if task.done()]
         for chat in finished:
@@ -86,6 +93,8 @@ class Delivery:
         channel = owner_of(self.channels, chat)
         if channel is None:
             await self._record_failure(chat, outbound_id, 0, f"no channel owns {chat}")
+            if file is not None:
+                release(self.data_dir, outbound_id)
             return
         parts = [text] if file is not None else channel.split(text)
         reason = "unknown"
@@ -94,7 +103,8 @@ class Delivery:
             try:
                 while parts_sent < len(parts):
                     await asyncio.wait_for(self._sending(channel, chat, outbound_id, parts[parts_sent], file,
-                                                         thread_id), self.send_timeout_s)
+                                                         thread_id),
+                                           self.send_timeout_s if file is None else FILE_SEND_TIMEOUT_S)
                     parts_sent += 1
                     if len(parts) > 1:
                         fault_point("delivery-after-part")

@@ -25,6 +25,7 @@ from events import types as t
 from rules.groups import group_dir
 
 MAX_FILE_BYTES = 20 * 1024 * 1024  # below every channel's upload limit (Telegram's bots: 50 MB)
+MAX_QUEUED_BYTES = 100 * 1024 * 1024  # of files waiting for one chat: an agent cannot fill the host's disk
 MAX_NAME_CHARS = 120
 AGENT_GROUP_DIR = PurePosixPath("/workspace/group")  # the group's folder as the agent sees it
 OUTBOX_DIR = "outbox"
@@ -75,8 +76,22 @@ def outbox_dir(data_dir: Path, outbound_id: str) -> Path:
     return data_dir / OUTBOX_DIR / outbound_id
 
 
-def take_file(settings: Settings, folder: str, path: str, outbound_id: str) -> t.OutboundFile:
-    """Copy the group's file into the outbox as the reply `outbound_id` will send it."""
+def take_file(settings: Settings, folder: str, path: str, outbound_id: str, *, queued_bytes: int = 0
+              ) -> t.OutboundFile:
+    """Copy the group's file into the outbox as the reply `outbound_id` will send it.
+
+    `queued_bytes` is what files to the same chat already wait in the outbox; with this one they
+    may not pass MAX_QUEUED_BYTES. Any failure, the disk's included, is a FileRefused.
+    """
+    try:
+        return _take(settings, folder, path, outbound_id, queued_bytes)
+    except OSError as exc:
+        raise FileRefused(f"{path} could not be read or copied: {exc.strerror or exc}") from None
+    except ValueError as exc:  # a name the file system cannot take (a NUL deep in a part)
+        raise FileRefused(f"{path}: {exc}") from None
+
+
+def _take(settings: Settings, folder: str, path: str, outbound_id: str, queued_bytes: int) -> t.OutboundFile:
     parts = group_parts(path)
     base = group_dir(settings, folder)
     try:
@@ -95,6 +110,9 @@ def take_file(settings: Settings, folder: str, path: str, outbound_id: str) -> t
             raise FileRefused(f"{path} has {info.st_nlink} hard links; only a file with one is sent")
         if info.st_size > MAX_FILE_BYTES:
             raise FileRefused(f"{path} is {info.st_size:,} bytes; files up to {MAX_FILE_BYTES:,} bytes are sent")
+        if queued_bytes + info.st_size > MAX_QUEUED_BYTES:
+            raise FileRefused(f"{queued_bytes:,} bytes of files to this chat wait to be sent already; "
+                              f"{MAX_QUEUED_BYTES:,} may wait at once")
         data = source.read(MAX_FILE_BYTES + 1)
     if len(data) > MAX_FILE_BYTES:
         raise FileRefused(f"{path} grew past {MAX_FILE_BYTES:,} bytes while it was read")
@@ -103,7 +121,10 @@ def take_file(settings: Settings, folder: str, path: str, outbound_id: str) -> t
     name = shown_name(parts[-1])
     target = outbox_dir(settings.data_dir, outbound_id)
     target.mkdir(parents=True, exist_ok=True)
-    (target / name).write_bytes(data)
+    with open(target / name, "wb") as copy:
+        copy.write(data)
+        copy.flush()
+        os.fsync(copy.fileno())  # on the disk before the reply that names it commits
     return t.OutboundFile(name=name, path=f"{OUTBOX_DIR}/{outbound_id}/{name}", size=len(data),
                           media_type=media_type(data[:SNIFF_BYTES], name))
 
@@ -111,6 +132,17 @@ def take_file(settings: Settings, folder: str, path: str, outbound_id: str) -> t
 def file_path(data_dir: Path, file: t.OutboundFile) -> Path:
     """Where the outbox copy lies on the host."""
     return data_dir / file.path
+
+
+def sweep(data_dir: Path, queued: set[str]) -> list[str]:
+    """Remove outbox copies no queued reply names (a crash between a reply's end and its release)."""
+    top = data_dir / OUTBOX_DIR
+    removed = []
+    for entry in sorted(top.iterdir()) if top.is_dir() else []:
+        if entry.name not in queued:
+            release(data_dir, entry.name)
+            removed.append(entry.name)
+    return removed
 
 
 def release(data_dir: Path, outbound_id: str) -> None:

@@ -312,6 +312,8 @@ class TelegramStub:
             raise ApiError(400, f"Bad Request: there is no {kind} in the request")
         if kind == "photo" and not upload["data"].startswith((b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"RIFF")):
             raise ApiError(400, "Bad Request: IMAGE_PROCESS_FAILED")
+        if kind == "photo" and upload["data"].startswith(b"\x89PNG") and _png_too_long(upload["data"]):
+            raise ApiError(400, "Bad Request: PHOTO_INVALID_DIMENSIONS")
         caption, mode = params.get("caption"), params.get("parse_mode")
         with self._cond:
             self._check_flood()
@@ -363,6 +365,12 @@ def _decode_params(query: str, body: bytes, content_type: str) -> dict:
             value = json.loads(value)
         params[key] = value
     return params
+
+
+def _png_too_long(data: bytes) -> bool:
+    """Telegram's photo rule: width + height at most 10,000 and a side at most 20 times the other."""
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    return width + height > 10_000 or max(width, height) > 20 * max(min(width, height), 1)
 
 
 def _multipart(body: bytes, content_type: str) -> dict[str, Any]:

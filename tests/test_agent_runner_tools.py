@@ -8,6 +8,7 @@ both providers reach the same functions.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -245,11 +246,20 @@ def test_send_file_asks_the_host_for_a_file_of_the_group(ipc, group, given):
 @pytest.mark.parametrize("given, words", [
     ("../secret.txt", "Only files in the group's folder"),
     ("/etc/passwd", "Only files in the group's folder"),
-    ("browser/missing.png", "No file at"),
-    ("browser", "No file at"),
+    ("browser/missing.png", "there is no such file"),
+    ("browser", "not a regular file"),
+    ("link.png", "symbolic link"),
+    ("hard.png", "2 hard links"),
+    ("empty.png", "it is empty"),
+    ("big.bin", "over 20,971,520 bytes"),
 ])
-def test_send_file_refuses_what_is_not_a_file_of_the_group(ipc, group, given, words):
+def test_send_file_tells_the_agent_at_once_what_the_host_would_refuse(ipc, group, given, words):
     (group.parent / "secret.txt").write_text("no")
+    (group / "link.png").symlink_to(group / "browser" / "shot.png")
+    os.link(group / "browser" / "shot.png", group / "hard.png")
+    (group / "empty.png").write_bytes(b"")
+    with open(group / "big.bin", "wb") as big:
+        big.truncate(20 * 1024 * 1024 + 1)
     ctx = ToolContext("family@g.us", "family", False, ipc, group_dir=group)
     reply = call_tool("send_file", ctx, {"path": given})
     assert reply.is_error and words in reply.text

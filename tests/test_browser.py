@@ -12,6 +12,7 @@ in tests/test_claude_browser.py.
 from __future__ import annotations
 
 import json
+import os
 import struct
 import time
 from pathlib import Path
@@ -160,6 +161,14 @@ def test_cookies_outlive_the_container_only_when_the_group_keeps_its_session(
         client.send("first visit")
         replies(client, 1)
         client.close()
+    session = group_dir(settings, "web") / ".browser" / "session.json"
+    if not keep:  # a session left from when the group kept it: forgetting removes it before the page opens
+        session.parent.mkdir(parents=True, exist_ok=True)
+        session.write_text(json.dumps({"cookies": [{"name": "planted", "value": "yes", "domain": remote.address,
+                                                    "path": "/", "expires": -1, "httpOnly": False,
+                                                    "secure": False, "sameSite": "Lax"}], "origins": []}))
+        for made in (session.parent, session):
+            os.chown(made, 1000, 1000)  # as the agent's own browser would have left it
     with start(settings, monkeypatch, browser_image, [second], policy=f"allow:{remote.address}:{SITE_PORT}",
                keep_session=keep) as service:  # a new service: a new container, a new browser
         client = LocalChatClient(service.socket, JID)
@@ -167,5 +176,4 @@ def test_cookies_outlive_the_container_only_when_the_group_keeps_its_session(
         [seen] = replies(client, 1)
         client.close()
     assert expected in seen, seen
-    session = group_dir(settings, "web") / ".browser" / "session.json"
     assert session.exists() is keep

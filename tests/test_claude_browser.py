@@ -135,3 +135,4 @@ def test_a_page_that_injects_the_model_cannot_take_the_browser_past_the_policy(
     refused = {(e.host, e.port) for e in (r.event for r in log.read_since(0, types=[t.EgressChecked]))
                if not e.allowed}
     assert {("collector.example", 80), (remote.address, 80)} <= refused
+    assert ("127.0.0.1", 3129) in refused  # the page's own request went to the proxy, which refused it

@@ -105,6 +105,18 @@ def test_the_agents_tools_offer_the_schedule_kinds_and_context_modes_the_host_ac
     assert offered == accepted, f"the schedule_task tool offers {offered}, the host accepts {accepted}"
 
 
+def test_the_send_file_tool_checks_the_limits_the_host_applies():
+    from router.actions import MAX_CAPTION_CHARS
+    from rules.outbox import MAX_FILE_BYTES
+
+    sys.path.insert(0, str(AGENT_RUNNER.parent))
+    try:
+        from agent_runner import tools
+    finally:
+        sys.path.remove(str(AGENT_RUNNER.parent))
+    assert (tools.SEND_FILE_MAX_BYTES, tools.CAPTION_MAX_CHARS) == (MAX_FILE_BYTES, MAX_CAPTION_CHARS)
+
+
 def test_a_request_the_host_encodes_arrives_in_the_runner_field_for_field(runner):
     access = RunAccess("run-1", "family", Path("/tmp/gateway-run-1"), "token-run-1", "open")
     sent = AgentInput(prompt="hi", groupFolder="family", chatJid="tg:1", isMain=True, assistantName="Bo",

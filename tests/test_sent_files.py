@@ -185,3 +185,58 @@ def test_a_file_whose_delivery_fails_is_recorded_failed_and_released(world, sett
     [row] = world.query("SELECT state, reason FROM outbound WHERE outbound_id = ?", (queued.outbound_id,))
     assert row["state"] == "failed" and "platform said no" in row["reason"]
     assert not outbox_dir(settings.data_dir, queued.outbound_id).exists()
+
+
+# --- what must never stop the actions stage, or fill the disk ------------------------------------------
+
+
+def test_a_name_too_long_for_the_file_system_is_refused_and_the_stage_goes_on(world, settings):
+    refused = ask(world, settings, "family", "a" * 300)
+    assert isinstance(refused, t.IpcRejected) and "could not be read or copied" in refused.reason
+    assert isinstance(ask(world, settings, "family", "browser/shot.png"), t.OutboundQueued)  # the next one works
+
+
+def test_a_full_disk_while_copying_is_a_refusal(world, settings, monkeypatch):
+    import errno
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    refused = ask(world, settings, "family", "browser/shot.png")
+    assert isinstance(refused, t.IpcRejected) and "No space left on device" in refused.reason
+
+
+def test_an_unexpected_failure_in_a_request_is_recorded_as_its_refusal_not_raised(world, settings, monkeypatch):
+    from router import actions
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("something nobody foresaw")
+
+    monkeypatch.setattr(actions, "take_file", broken)
+    refused = ask(world, settings, "family", "browser/shot.png")
+    assert isinstance(refused, t.IpcRejected) and "something nobody foresaw" in refused.reason
+
+
+def test_files_waiting_for_one_chat_are_capped(world, settings, monkeypatch):
+    from rules import outbox
+
+    monkeypatch.setattr(outbox, "MAX_QUEUED_BYTES", 2 * len(png()))
+    first, second, third = (ask(world, settings, "family", "browser/shot.png") for _ in range(3))
+    assert isinstance(first, t.OutboundQueued) and isinstance(second, t.OutboundQueued)
+    assert isinstance(third, t.IpcRejected) and "wait to be sent already" in third.reason
+
+
+def test_copies_no_queued_reply_names_are_swept_and_a_reply_no_channel_owns_is_released(world, settings):
+    orphan = outbox_dir(settings.data_dir, "ipc-999")
+    orphan.mkdir(parents=True)
+    (orphan / "left.png").write_bytes(png())
+    register_group(world, settings, jid="nowhere:1", name="N", folder="nowhere")
+    group_dir(settings, "nowhere").mkdir(parents=True, exist_ok=True)
+    (group_dir(settings, "nowhere") / "a.png").write_bytes(png())
+    queued = ask(world, settings, "nowhere", "a.png", jid="nowhere:1")
+    asyncio.run(deliver_all(Delivery(world, [RecordingChannel()], on_db, data_dir=settings.data_dir), world))
+    assert not orphan.exists()
+    [row] = world.query("SELECT state, reason FROM outbound WHERE outbound_id = ?", (queued.outbound_id,))
+    assert row["state"] == "failed" and "no channel owns" in row["reason"]
+    assert not outbox_dir(settings.data_dir, queued.outbound_id).exists()

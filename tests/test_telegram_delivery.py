@@ -213,3 +213,19 @@ def test_a_files_refused_caption_formatting_and_a_429_are_handled_like_a_texts(s
     [photo] = stub.files
     assert (photo.caption, photo.parse_mode) == ("a *caption*", None)
     assert len(stub.rate_limited) == 1 and outcomes(tg_log) == {"shot": "sent"}
+
+
+def test_an_image_telegram_will_not_show_as_a_photo_goes_as_a_document(stub, tg_settings, tg_log):
+    from tests.test_sent_files import png
+    main_chat(stub, tg_settings, tg_log)
+    tall = png(width=100, height=3000)  # a full-page screenshot of a long page: too long for a photo
+
+    async def scenario():
+        async with live_router(tg_settings, tg_log):
+            queue_file(tg_settings, tg_log, "tall", "page.png", tall, "image/png", "")
+            await delivered(tg_log, 1)
+
+    asyncio.run(scenario())
+    [sent] = stub.files
+    assert (sent.kind, sent.filename, sent.data) == ("document", "page.png", tall)
+    assert outcomes(tg_log) == {"tall": "sent"}

@@ -13,13 +13,15 @@ import time
 from typing import Any, Callable
 
 from agent_runner.browser import (DOWNLOADS_DIR, MAX_TEXT_CHARS, MAX_TIMEOUT_S, OUTPUT_DIR, BrowserError, check_url,
-                                  is_refusal_page, proxy_failure, refused, safe_name, unique_path)
+                                  is_refusal_page, proxy_failure, proxy_refusal, refused, safe_name,
+                                  unique_path)
 from agent_runner.tool_types import Handler, ToolContext, ToolReply
 
 NO_BROWSER = ("This container has no browser: the group runs the slim agent image. The full image "
               "(`nanoclaw image build`) carries Chromium.")
 SETTLE_MS = 5_000  # after a click or a submit, how long to wait for a navigation it starts
 DOWNLOAD_GRACE_MS = 300  # and for a download it starts to be announced
+MAX_FIELDS = 50
 
 
 def _timeout_ms(args: dict[str, Any], default_s: float) -> float:
@@ -117,10 +119,13 @@ def _fill(args: dict[str, Any]) -> Callable[[Any], str]:
     fields = args["fields"]
     if not fields or not all(isinstance(k, str) and isinstance(v, (str, bool)) for k, v in fields.items()):
         raise BrowserError("fields must map selectors to text (or true/false for a checkbox)")
+    if len(fields) > MAX_FIELDS:
+        raise BrowserError(f"at most {MAX_FIELDS} fields at once, not {len(fields)}")
 
     def action(page: Any) -> str:
-        timeout = _timeout_ms(args, 15)
+        deadline = time.monotonic() + _timeout_ms(args, 15) / 1000  # one wait for the whole form
         for selector, value in fields.items():
+            timeout = max((deadline - time.monotonic()) * 1000, 1)
             field = page.locator(selector)
             if isinstance(value, bool):
                 field.set_checked(value, timeout=timeout)
@@ -130,7 +135,7 @@ def _fill(args: dict[str, Any]) -> Callable[[Any], str]:
                 field.fill(value, timeout=timeout)
         done = f"Filled {len(fields)} field(s)"
         if args.get("submit"):
-            page.locator(args["submit"]).click(timeout=timeout)
+            page.locator(args["submit"]).click(timeout=max((deadline - time.monotonic()) * 1000, 1))
             _settle(page)
             done += f" and clicked {args['submit']!r}"
         return f"{done}; now at {_where(page)}."
@@ -199,6 +204,8 @@ def _handler(make: Callable[..., Callable[[Any], str]], *, with_context: bool = 
             return ToolReply(f"Timed out: {_first_line(exc)}", is_error=True)
         except PlaywrightError as exc:
             return ToolReply(_explain(ctx, args, exc), is_error=True)
+        except Exception as exc:  # the provider must never fall over because a page did something odd
+            return ToolReply(f"The browser failed: {type(exc).__name__}: {_first_line(exc)}", is_error=True)
         for path in ctx.browser.downloads[before:]:
             text += f"\nDownloaded {path.name} into {DOWNLOADS_DIR}/ of the group's folder."
         return ToolReply(text)
@@ -215,7 +222,7 @@ def _explain(ctx: ToolContext, args: dict[str, Any], exc: Exception) -> str:
     message = _first_line(exc)
     url = args.get("url")
     if url and proxy_failure(message):
-        reason = ctx.browser.refusal_of(check_url(url))
+        reason = proxy_refusal(ctx.browser.config.proxy_port, check_url(url))
         if reason:
             return refused(url, reason)
         return f"Could not reach {url} through the gateway's proxy ({message})."

@@ -12,6 +12,7 @@ import json
 import os
 import random
 import re
+import stat
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,6 +24,9 @@ from agent_runner.tool_specs import TOOL_SPECS
 from agent_runner.tool_types import Handler, ToolContext, ToolReply, ToolSpec
 
 _BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+# The host's limits for send_file (rules/outbox.py, router/actions.py); tests/test_contract.py keeps them equal.
+SEND_FILE_MAX_BYTES = 20 * 1024 * 1024
+CAPTION_MAX_CHARS = 1024
 _OFFSET_SUFFIX = re.compile(r"[+-]\d{2}:\d{2}$")
 
 
@@ -107,16 +111,40 @@ def send_file(ctx: ToolContext, args: dict[str, Any]) -> ToolReply:
     raw = args["path"].strip()
     path = Path(raw) if raw.startswith("/") else ctx.group_dir / raw
     try:
-        relative = path.resolve().relative_to(ctx.group_dir.resolve())
+        relative = path.parent.resolve().relative_to(ctx.group_dir.resolve()) / path.name
     except (ValueError, OSError):
+        relative = None
+    if relative is None or path.name in ("", ".", ".."):
         return _error(f"Only files in the group's folder ({ctx.group_dir}) can be sent, not {raw}.")
-    if not path.is_file():
-        return _error(f"No file at {path}.")
+    try:
+        info: os.stat_result | None = os.lstat(ctx.group_dir / relative)
+    except OSError:
+        info = None
+    problem = _unsendable(info, len(args.get("caption") or ""))
+    if problem:
+        return _error(f"{raw} cannot be sent: {problem}.")
     data: dict[str, Any] = {"type": "file", "chatJid": ctx.chat_jid, "path": str(relative),
                             "caption": args.get("caption") or "", "groupFolder": ctx.group_folder,
                             "timestamp": iso_now()}
     write_ipc_file(ctx.ipc_dir / "messages", data)
     return _ok(f"File {relative} sent to the chat (the host checks it first; a refusal is logged).")
+
+
+def _unsendable(info: os.stat_result | None, caption_chars: int) -> str | None:
+    """Why the host would refuse the file (told to the agent at once), or None."""
+    if info is None:
+        return "there is no such file"
+    if stat.S_ISLNK(info.st_mode):
+        return "it is a symbolic link; the host never follows one (send the file itself)"
+    if not stat.S_ISREG(info.st_mode):
+        return "it is not a regular file"
+    if info.st_nlink != 1:
+        return f"it has {info.st_nlink} hard links; only a file with one is sent (copy it)"
+    if not 0 < info.st_size <= SEND_FILE_MAX_BYTES:
+        return "it is empty" if not info.st_size else f"it is over {SEND_FILE_MAX_BYTES:,} bytes"
+    if caption_chars > CAPTION_MAX_CHARS:
+        return f"the caption is over {CAPTION_MAX_CHARS} characters"
+    return None
 
 
 def schedule_task(ctx: ToolContext, args: dict[str, Any]) -> ToolReply:

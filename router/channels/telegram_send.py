@@ -28,6 +28,7 @@ UNSENT_BACKOFF_MAX_S = 4.0
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 PHOTO_TYPES = ("image/png", "image/jpeg", "image/webp")  # shown inline; anything else goes as a document
 PHOTO_MAX_BYTES = 10 * 1024 * 1024  # the Bot API's limit for a photo
+UPLOAD_TIMEOUT_S = 150.0  # writing a file of up to 20 MB (python-telegram-bot's default is 20 s)
 
 
 class TelegramSendError(Exception):
@@ -78,13 +79,22 @@ class ReplySender:
         as_photo = file.media_type in PHOTO_TYPES and file.size <= PHOTO_MAX_BYTES
 
         async def post(formatted: bool) -> None:
+            nonlocal as_photo
             shown = to_telegram_html(caption) if formatted and caption else caption
             options = {"caption": shown or None, "parse_mode": ParseMode.HTML if formatted and caption else None,
-                       "message_thread_id": topic}
+                       "message_thread_id": topic, "write_timeout": UPLOAD_TIMEOUT_S}
             if as_photo:
-                await self.bot.send_photo(chat_id, photo=data, filename=file.name, **options)
-            else:
-                await self.bot.send_document(chat_id, document=data, filename=file.name, **options)
+                try:
+                    await self.bot.send_photo(chat_id, photo=data, filename=file.name, **options)
+                    return
+                except BadRequest as exc:
+                    if refused_formatting(exc):
+                        raise
+                    # too tall, too wide, or not an image Telegram can show: the file itself, as a document
+                    logger.info("telegram {}: Telegram would not show {} as a photo ({}); sending it as a document",
+                                jid, file.name, exc.message)
+                    as_photo = False
+            await self.bot.send_document(chat_id, document=data, filename=file.name, **options)
 
         await self._send_part(jid, f"file {file.name}", post)
 

@@ -91,8 +91,8 @@ def _tool(ctx: RunContext, step: dict[str, Any], prompt: str) -> None:
     name = step["tool"]
     started = time.perf_counter()
     reply = call_tool(name, ctx.tools, step.get("args") or {})
-    took_ms = (time.perf_counter() - started) * 1000  # bench/browser.py reads this
-    log(f"tool {name}{' error' if reply.is_error else ''} ({took_ms:.1f} ms): {reply.text}")
+    log(f"tool {name} took {(time.perf_counter() - started) * 1000:.1f} ms")  # bench/browser.py reads this
+    log(f"tool {name}{' error' if reply.is_error else ''}: {reply.text}")
     if step.get("show"):
         ctx.out.success(f"[{name}{' error' if reply.is_error else ''}] {reply.text}")
 
