@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -108,6 +109,28 @@ def test_a_crash_between_send_and_record_delivers_the_reply_once(settings, main_
     lines = (settings.data_dir / "local" / "me.jsonl").read_text().splitlines()
     assert [json.loads(line)["id"] for line in lines] == ["o1"]
     assert len(of_type(main_group, t.OutboundSent)) == 1
+
+
+def test_a_crash_between_sending_a_file_and_its_record_keeps_the_copy_for_the_resend(settings, main_group):
+    from tests.test_sent_files import png
+    copy = settings.data_dir / "outbox" / "f1" / "shot.png"
+    copy.parent.mkdir(parents=True)
+    copy.write_bytes(png())
+    file = t.OutboundFile(name="shot.png", path="outbox/f1/shot.png", size=len(png()), media_type="image/png")
+    main_group.append(t.OutboundQueued(outbound_id="f1", chat_jid="local:me", text="", origin="ipc", file=file),
+                      key="out:f1")
+    crashed = RouterProcess(settings, NANOCLAW_FAULT="delivery-after-send")
+    assert crashed.proc.wait(timeout=30) == -signal.SIGKILL
+    assert copy.exists()  # sent, the record lost: the copy waits for the resend
+    restarted = RouterProcess(settings).wait_ready()
+    try:
+        wait_for(lambda: of_type(main_group, t.OutboundSent), what="the resend to be recorded")
+    finally:
+        restarted.stop()
+    lines = [json.loads(line) for line in (settings.data_dir / "local" / "me.jsonl").read_text().splitlines()]
+    assert [line["id"] for line in lines] == ["f1"]  # the local chat took it once
+    assert Path(lines[0]["file"]["path"]).read_bytes() == png()
+    assert not copy.parent.exists()  # released once recorded
 
 
 def test_messages_recorded_while_the_router_was_down_are_acted_on_at_start(settings, main_group):
