@@ -212,6 +212,9 @@ def _telegram_api_url(source: _Source) -> str | None:
     if url is None:
         return None
     url = url.strip().rstrip("/")
+    if url.lower().endswith("/bot"):
+        raise ConfigError("TELEGRAM_API_BASE_URL", f"{url!r} ends in /bot: give the server's root without it "
+                          f"({url[:-4]!r}); the bot adds /bot<token> itself")
     if not re.match(r"^https?://[^\s/]+(/[^\s]*)?$", url):
         raise ConfigError("TELEGRAM_API_BASE_URL", f"{url!r} is not an http(s) URL (accepted: the server's root, "
                           "for example http://127.0.0.1:8081)")

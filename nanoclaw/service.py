@@ -32,8 +32,10 @@ from router.heartbeat import Heartbeat
 from rules.groups import ensure_global_memory
 from rules.ready import request_ready_at_start
 
-EXIT_FATAL = 1
-EXIT_DAMAGED_LOG = 2  # the unit's RestartPreventExitStatus: restarting cannot repair the file, a person can
+EXIT_FATAL = 1  # the unit restarts the service: what failed may be back (the container runtime)
+# The unit's RestartPreventExitStatus: restarting cannot fix it, a person can (a damaged event log, a
+# configuration error such as a token the platform refuses); the same code as a bad setting at the CLI.
+EXIT_NEEDS_A_PERSON = 2
 RESTART_DELAY_S = 1.0
 MAX_RESTART_DELAY_S = 30.0
 WORKER_STOP_TIMEOUT_S = 30.0
@@ -58,7 +60,7 @@ def run_service(settings: Settings, *, with_worker: bool = True) -> int:
     ensure_global_memory(settings)
     if (problem := log_problem(settings.db_path)) is not None:
         return _fatal(f"the event log {settings.db_path} {problem}.\nNothing was changed. To recover: {RECOVERY_HINT}.",
-                      code=EXIT_DAMAGED_LOG)
+                      code=EXIT_NEEDS_A_PERSON)
     log = EventLog(settings.db_path, sync=settings.event_log_sync)
     # after opening the log: it tells which runs other `nanoclaw worker` processes still drive
     remove_orphans(settings, keep=lambda: live_runs(settings, log))
@@ -66,7 +68,9 @@ def run_service(settings: Settings, *, with_worker: bool = True) -> int:
         request_ready_at_start(tx, settings)
     try:
         return asyncio.run(_serve(settings, log, with_worker))
-    except (NoChannelsError, LocalChatError, ChannelStartError) as exc:
+    except (NoChannelsError, ChannelStartError) as exc:
+        return _fatal(str(exc), code=EXIT_NEEDS_A_PERSON)
+    except LocalChatError as exc:  # another router holds the socket: it may be gone by the next start
         return _fatal(str(exc))
     finally:
         log.close()

@@ -134,7 +134,8 @@ def test_chatid_answers_with_the_jid_and_the_command_that_registers_it(stub, tg_
     asyncio.run(scenario())
     first, second = (s.shown for s in stub.sent)
     assert "This chat is tg:-100555." in first
-    assert "nanoclaw groups add tg:-100555 --name \"Book 'club'\" --folder FOLDER" in first
+    assert ".venv/bin/nanoclaw groups add tg:-100555 --name \"Book 'club'\" --folder FOLDER" in first
+    assert f"run in the NanoClaw folder ({tg_settings.root})" in first
     assert "registered as a group ('Books', folder books)" in second
     assert [m.content for m in of_type(tg_log, t.MessageReceived)] == ["/chatid@some_other_bot"]
 
@@ -254,3 +255,14 @@ def test_in_a_forum_the_reply_typing_and_chatid_go_to_the_topic_the_person_wrote
     assert replies == {"yes, this morning": 7, "General, too": None}
     assert [m.thread_id for m in of_type(tg_log, t.MessageReceived)] == ["7", None]
     assert stub.action_topics[0] == 7
+
+
+def test_the_readme_shows_the_chatid_answer_word_for_word():
+    from pathlib import Path
+
+    from router.channels.telegram import registration_help
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("It answers\n   with the chat's JID and the command that registers it:\n\n   ```text\n", 1)[1]
+    shown = "\n".join(line.removeprefix("   ") for line in block.split("   ```", 1)[0].splitlines())
+    assert shown.strip() == registration_help("tg:123456789", "Me", None, Path("/home/you/nanoclaw"))

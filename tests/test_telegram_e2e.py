@@ -65,7 +65,7 @@ def test_a_refused_token_is_a_fatal_start_up_error_that_does_not_print_it(stub, 
     monkeypatch.setenv("TELEGRAM_BOT_TOKEN", wrong)
     monkeypatch.setenv("TELEGRAM_API_BASE_URL", stub.url)
     process = RouterProcess(settings)
-    assert process.proc.wait(timeout=60) == 1
+    assert process.proc.wait(timeout=60) == 2  # the unit's RestartPreventExitStatus: no restart every 5 s
     assert "FATAL: Telegram refused TELEGRAM_BOT_TOKEN" in process.stderr()
     assert wrong not in process.stderr() and "Refused" * 4 not in process.stderr()
 
@@ -118,3 +118,12 @@ def test_a_reply_cut_by_sigterm_sends_nothing_while_stopping_and_resumes_after_t
     finally:
         assert restarted.stop() == 0
     assert _shown(stub) == parts  # each part once, in order
+
+
+def test_a_base_url_ending_in_bot_is_a_configuration_error_naming_the_root_to_use(stub, settings, monkeypatch):
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", stub.token)
+    monkeypatch.setenv("TELEGRAM_API_BASE_URL", f"{stub.url}/bot")
+    process = RouterProcess(settings)
+    assert process.proc.wait(timeout=60) == 2
+    assert f"TELEGRAM_API_BASE_URL: '{stub.url}/bot' ends in /bot: give the server's root without it " \
+           f"('{stub.url}')" in process.stderr()

@@ -190,7 +190,8 @@ class TelegramChannel(Channel):
         if command == "ping":
             text = f"{self.ctx.settings.assistant_name} is online."
         else:
-            text = registration_help(facts.jid, facts.name, self.ctx.registered_groups(fresh=True).get(facts.jid))
+            text = registration_help(facts.jid, facts.name, self.ctx.registered_groups(fresh=True).get(facts.jid),
+                                     self.ctx.settings.root)
         try:
             await self.sender.send(facts.jid, message.chat.id, text, topic_of(message))
         except TelegramError as exc:
@@ -247,14 +248,14 @@ def _topic(thread_id: str | None) -> int | None:
     return int(thread_id) if thread_id and thread_id.lstrip("-").isdigit() else None
 
 
-def registration_help(jid: str, name: str, registered) -> str:
-    """The answer to /chatid: this chat's JID and the command that registers it."""
+def registration_help(jid: str, name: str, registered, root: Path) -> str:
+    """The answer to /chatid: this chat's JID and the command that registers it (the README shows it)."""
     if registered is not None:
         role = "the main group" if registered.is_main else "a group"
         return (f"This chat is {jid}, registered as {role} ({registered.name!r}, folder {registered.folder}).")
     quoted = '"' + name.replace('"', "'") + '"'
-    return (f"This chat is {jid}.\n\nTo let the assistant answer here, run on the NanoClaw host:\n\n"
-            f"nanoclaw groups add {jid} --name {quoted} --folder FOLDER\n\n"
+    return (f"This chat is {jid}.\n\nTo let the assistant answer here, run in the NanoClaw folder ({root}):\n\n"
+            f".venv/bin/nanoclaw groups add {jid} --name {quoted} --folder FOLDER\n\n"
             "(add --main for your own main chat; FOLDER is a short name such as telegram_family)")
 
 
