@@ -28,7 +28,8 @@ from rules.outbox import file_path, release, sweep
 DELIVERY_ATTEMPTS = 3
 BACKOFF_S = 1.0
 SEND_TIMEOUT_S = 30.0
-FILE_SEND_TIMEOUT_S = 180.0  # a 20 MB upload on an ordinary uplink
+FILE_SEND_TIMEOUT_S = 180.0
+STOP_GRACE_S = 2.0  # at a stop, for a send under way to finish and be recorded  # a 20 MB upload on an ordinary uplink
 READ_LIMIT = 1000
 
 RunOnDb = Callable[..., Awaitable]
@@ -76,8 +77,14 @@ class Delivery:
                 self._chats[chat] = task
 
     async def stop(self) -> None:
-        """Cancel the senders; their ends start nothing new (a part cut off is sent again after the restart)."""
+        """Start nothing new; give the sends under way STOP_GRACE_S to finish and be recorded; cancel the rest.
+
+        A part cut off (a 429 being waited out) is sent again after the restart.
+        """
         self._stopping = True
+        running = [task for task in self._chats.values() if not task.done()]
+        if running:
+            await asyncio.wait(running, timeout=STOP_GRACE_S)
         for task in self._chats.values():
             task.cancel()
         await asyncio.gather(*self._chats.values(), return_exceptions=True)
@@ -102,6 +109,8 @@ class Delivery:
         for attempt in range(1, self.attempts + 1):
             try:
                 while parts_sent < len(parts):
+                    if self._stopping:
+                        return  # the rest waits, recorded as queued, for the next start
                     await asyncio.wait_for(self._sending(channel, chat, outbound_id, parts[parts_sent], file,
                                                          thread_id),
                                            self.send_timeout_s if file is None else FILE_SEND_TIMEOUT_S)

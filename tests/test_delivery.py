@@ -130,3 +130,25 @@ def test_recording_the_outcome_twice_is_harmless(log, outcome):
     first = log.append(outcome(outbound_id="o1", chat_jid="test:a", **kwargs), key=key)
     again = log.append(outcome(outbound_id="o1", chat_jid="test:a", **kwargs), key=key)
     assert first.seq == again.seq and not again.created
+
+
+def test_a_stop_lets_a_send_under_way_finish_and_be_recorded_and_starts_nothing_new(log, tmp_path):
+    class SlowChannel(RecordingChannel):
+        async def send(self, jid, text, *, outbound_id, thread_id=None):
+            await asyncio.sleep(0.3)
+            await super().send(jid, text, outbound_id=outbound_id)
+
+    channel = SlowChannel(hang={"test:stuck"})
+    queue(log, "a1", "test:a", "under way at the stop")
+    queue(log, "a2", "test:a", "not begun at the stop")
+    queue(log, "s1", "test:stuck", "hangs past the grace")
+
+    async def scenario():
+        delivery = Delivery(log, [channel], on_db, data_dir=tmp_path)
+        await delivery.dispatch()
+        await asyncio.sleep(0.1)  # a1 and s1 are being sent
+        await delivery.stop()
+
+    asyncio.run(scenario())
+    assert [text for _, text, _ in channel.sent] == ["under way at the stop"]
+    assert states(log) == {"a1": ("sent", 1, None), "a2": ("queued", 0, None), "s1": ("queued", 0, None)}
