@@ -96,13 +96,21 @@ class Delivery:
 
     async def _deliver(self, chat: str, outbound_id: str, text: str, file: t.OutboundFile | None = None,
                        parts_sent: int = 0, thread_id: str | None = None) -> None:
-        """Send the reply's parts from the first not yet sent, each recorded; then the reply as sent or failed."""
+        """Send the reply, then release a file's outbox copy once the reply is recorded sent or failed."""
+        ended = await self._send_reply(chat, outbound_id, text, file, parts_sent, thread_id)
+        if ended and file is not None:
+            release(self.data_dir, outbound_id)
+
+    async def _send_reply(self, chat: str, outbound_id: str, text: str, file: t.OutboundFile | None,
+                          parts_sent: int, thread_id: str | None) -> bool:
+        """The reply's parts from the first not yet sent, each recorded; then the reply as sent or failed.
+
+        Returns False when a stop cut it short: it stays queued for the next start.
+        """
         channel = owner_of(self.channels, chat)
         if channel is None:
             await self._record_failure(chat, outbound_id, 0, f"no channel owns {chat}")
-            if file is not None:
-                release(self.data_dir, outbound_id)
-            return
+            return True
         parts = [text] if file is not None else channel.split(text)
         reason = "unknown"
         fault_point("delivery-before-send")
@@ -110,7 +118,7 @@ class Delivery:
             try:
                 while parts_sent < len(parts):
                     if self._stopping:
-                        return  # the rest waits, recorded as queued, for the next start
+                        return False
                     await asyncio.wait_for(self._sending(channel, chat, outbound_id, parts[parts_sent], file,
                                                          thread_id),
                                            self.send_timeout_s if file is None else FILE_SEND_TIMEOUT_S)
@@ -129,12 +137,9 @@ class Delivery:
                 continue
             fault_point("delivery-after-send")
             await self.on_db(self._record_sent, chat, outbound_id, attempt, channel.name)
-            if file is not None:
-                release(self.data_dir, outbound_id)
-            return
+            return True
         await self._record_failure(chat, outbound_id, self.attempts, reason)
-        if file is not None:
-            release(self.data_dir, outbound_id)
+        return True
 
     def _sending(self, channel: Channel, chat: str, outbound_id: str, text: str,
                  file: t.OutboundFile | None, thread_id: str | None) -> Awaitable[None]:

@@ -29,10 +29,12 @@ address, port, log_path, cert, key, pages = sys.argv[1], int(sys.argv[2]), sys.a
 
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    def answer(self, body_in):
+    def record(self, body_in):
         with open(log_path, "a") as log:
             log.write(json.dumps({"method": self.command, "path": self.path,
                                   "headers": dict(self.headers.items()), "body": body_in.decode("latin-1")}) + "\n")
+    def answer(self, body_in):
+        self.record(body_in)
         body = f"hello from {address}:{port} {self.command} {self.path}\n".encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
@@ -45,9 +47,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self.page(name)
         self.answer(b"")
     def page(self, name):
-        with open(log_path, "a") as log:
-            log.write(json.dumps({"method": "GET", "path": self.path, "headers": dict(self.headers.items()),
-                                  "body": ""}) + "\n")
+        self.record(b"")
         with open(os.path.join(pages, name), "rb") as source:
             body = source.read()
         kind = mimetypes.guess_type(name)[0] or "application/octet-stream"

@@ -113,12 +113,9 @@ def test_a_crash_between_send_and_record_delivers_the_reply_once(settings, main_
 
 def test_a_crash_between_sending_a_file_and_its_record_keeps_the_copy_for_the_resend(settings, main_group):
     from tests.test_sent_files import png
+    from tests.test_telegram_delivery import queue_file
+    queue_file(settings, main_group, "f1", "shot.png", png(), "image/png", "", jid="local:me")
     copy = settings.data_dir / "outbox" / "f1" / "shot.png"
-    copy.parent.mkdir(parents=True)
-    copy.write_bytes(png())
-    file = t.OutboundFile(name="shot.png", path="outbox/f1/shot.png", size=len(png()), media_type="image/png")
-    main_group.append(t.OutboundQueued(outbound_id="f1", chat_jid="local:me", text="", origin="ipc", file=file),
-                      key="out:f1")
     crashed = RouterProcess(settings, NANOCLAW_FAULT="delivery-after-send")
     assert crashed.proc.wait(timeout=30) == -signal.SIGKILL
     assert copy.exists()  # sent, the record lost: the copy waits for the resend

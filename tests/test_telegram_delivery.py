@@ -167,13 +167,14 @@ def test_a_send_to_a_chat_telegram_does_not_know_is_recorded_as_failed(stub, tg_
 # --- files ------------------------------------------------------------------------------------------
 
 
-def queue_file(settings, log, outbound_id: str, name: str, data: bytes, media_type: str, caption: str) -> None:
+def queue_file(settings, log, outbound_id: str, name: str, data: bytes, media_type: str, caption: str,
+               jid: str = JID) -> None:
     """A file reply as the actions stage queues it: the host's copy in the outbox, then the event."""
     copy = settings.data_dir / "outbox" / outbound_id / name
     copy.parent.mkdir(parents=True)
     copy.write_bytes(data)
     file = t.OutboundFile(name=name, path=f"outbox/{outbound_id}/{name}", size=len(data), media_type=media_type)
-    log.append(t.OutboundQueued(outbound_id=outbound_id, chat_jid=JID, text=caption, origin="ipc", file=file),
+    log.append(t.OutboundQueued(outbound_id=outbound_id, chat_jid=jid, text=caption, origin="ipc", file=file),
                key=f"out:{outbound_id}")
 
 

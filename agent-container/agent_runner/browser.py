@@ -25,7 +25,6 @@ import queue
 import re
 import socket
 import threading
-import time
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -84,11 +83,6 @@ class Browser:
         self._lock = threading.Lock()
         self._worker: _Worker | None = None
         self.downloads: list[Path] = []  # saved so far, newest last
-
-    @property
-    def started_at(self) -> float | None:
-        """Seconds the current browser took to start, once it has."""
-        return self._worker.session.started_s if self._worker else None
 
     def call(self, action: Callable[[Any], str], timeout_s: float = CALL_TIMEOUT_S) -> str:
         with self._lock:
@@ -156,7 +150,6 @@ class _Session:
         self.context: Any = None
         self.page: Any = None
         self.pending: list[Any] = []  # downloads started during the current action
-        self.started_s: float | None = None
 
     def run(self, action: Callable[[Any], str]) -> str:
         if self.context is None:
@@ -179,7 +172,6 @@ class _Session:
     def _start(self) -> None:
         from playwright.sync_api import sync_playwright
 
-        started = time.monotonic()
         try:
             self.playwright = sync_playwright().start()
             launch: dict[str, Any] = {"executable_path": self.config.executable, "headless": True,
@@ -197,7 +189,6 @@ class _Session:
         except BaseException:
             self._teardown()  # a half-started browser would make every later call fail
             raise
-        self.started_s = time.monotonic() - started
 
     def _teardown(self) -> None:
         for step in (lambda: self.context and self.context.browser.close(),
