@@ -62,6 +62,14 @@ def test_a_code_block_cut_in_two_is_closed_and_reopened():
     assert body == code.split("\n")
 
 
+def test_a_code_block_that_fits_in_a_part_is_never_cut():
+    prose = "words " * 600
+    code = "```sh\n" + "\n".join(f"echo {n}" for n in range(300)) + "\n```"
+    parts = split_message(f"{prose}\n\n{code}\n\nafter")
+    assert any(part.startswith(code) for part in parts)
+    assert all(part.count("```") % 2 == 0 for part in parts)
+
+
 @settings(max_examples=60, deadline=None)
 @given(TEXTS)
 def test_parts_fit_keep_every_word_in_order_and_never_cut_a_word(text):
@@ -84,7 +92,10 @@ def test_any_markdown_becomes_html_telegram_can_parse(markdown):
     ("[no](javascript:alert)", "[no](javascript:alert)"),
     ("~~old~~", "<s>old</s>"),
     ("## Plan", "<b>Plan</b>"),
-    ("- one\n* two", "• one\n• two"),
+    ("- one\n- two\n  - nested\n\n3. three\n4. four", "• one\n• two\n  • nested\n\n3. three\n4. four"),
+    ("<b>raw</b> & ![chart](https://e.x/c.png)", '&lt;b&gt;raw&lt;/b&gt; &amp; <a href="https://e.x/c.png">chart</a>'),
+    ("| a | b |\n|---|---|\n| 1 | <2> |", "<pre>a | b\n1 | &lt;2&gt;</pre>"),
+    ("one\nline each\n\n---\nafter", "one\nline each\n\n———\n\nafter"),
     ("> said **this**\n> and that", "<blockquote>said <b>this</b>\nand that</blockquote>"),
     ("```sh\nls *.py\n```", '<pre><code class="language-sh">ls *.py</code></pre>'),
     ("```\n<tag>\n```", "<pre>&lt;tag&gt;</pre>"),
