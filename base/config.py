@@ -208,16 +208,21 @@ def _base_url(source: _Source) -> str | None:
 
 def _telegram_api_url(source: _Source) -> str | None:
     """`TELEGRAM_API_BASE_URL`: a Bot API server other than Telegram's (a local one, a stand-in)."""
-    url = source.get("TELEGRAM_API_BASE_URL")
+    url = _server_root(source, "TELEGRAM_API_BASE_URL", "http://127.0.0.1:8081")
+    if url is not None and url.lower().endswith("/bot"):
+        raise ConfigError("TELEGRAM_API_BASE_URL", f"{url!r} ends in /bot: give the server's root without it "
+                          f"({url[:-4]!r}); the bot adds /bot<token> itself")
+    return url
+
+
+def _server_root(source: _Source, key: str, example: str) -> str | None:
+    """A chat platform's server other than its own (`SLACK_API_BASE_URL`, ...): an http(s) root, no trailing /."""
+    url = source.get(key)
     if url is None:
         return None
     url = url.strip().rstrip("/")
-    if url.lower().endswith("/bot"):
-        raise ConfigError("TELEGRAM_API_BASE_URL", f"{url!r} ends in /bot: give the server's root without it "
-                          f"({url[:-4]!r}); the bot adds /bot<token> itself")
     if not re.match(r"^https?://[^\s/]+(/[^\s]*)?$", url):
-        raise ConfigError("TELEGRAM_API_BASE_URL", f"{url!r} is not an http(s) URL (accepted: the server's root, "
-                          "for example http://127.0.0.1:8081)")
+        raise ConfigError(key, f"{url!r} is not an http(s) URL (accepted: the server's root, for example {example})")
     return url
 
 
@@ -295,6 +300,8 @@ class Settings:
     container_runtime: str = "docker"
     anthropic_base_url: str | None = None
     telegram_api_base_url: str | None = None
+    slack_api_base_url: str | None = None  # the Web API's root (Slack's own: https://slack.com)
+    discord_api_base_url: str | None = None  # the REST API's root (Discord's own: https://discord.com)
     scripted_agent_file: Path | None = None
     runtime_dir: Path | None = None
     local_chat_socket_setting: Path | None = None
@@ -420,6 +427,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         container_runtime=source.choice("CONTAINER_RUNTIME", "docker", CONTAINER_RUNTIMES),
         anthropic_base_url=_base_url(source),
         telegram_api_base_url=_telegram_api_url(source),
+        slack_api_base_url=_server_root(source, "SLACK_API_BASE_URL", "http://127.0.0.1:3000"),
+        discord_api_base_url=_server_root(source, "DISCORD_API_BASE_URL", "http://127.0.0.1:3000"),
         scripted_agent_file=Path(p).expanduser() if (p := source.get("SCRIPTED_AGENT_FILE")) else None,
         runtime_dir=_runtime_dir(env),
         local_chat_socket_setting=_local_chat_socket(source, root),

@@ -7,15 +7,11 @@ steps inside `live_router` and wait with `until`.
 
 from __future__ import annotations
 
-import asyncio
-import time
-from contextlib import asynccontextmanager
-
 import pytest
 
 from base.config import load_settings
 from events import EventLog
-from router.app import RouterApp
+from tests.live_router import keys_of, live_router, until  # noqa: F401  (the Telegram tests import them from here)
 from tests.observe import of_type  # noqa: F401  (the Telegram tests import it from here)
 from tests.telegram_stub_api import TelegramStub
 
@@ -44,28 +40,3 @@ def tg_log(tg_settings):
     log = EventLog(tg_settings.db_path)
     yield log
     log.close()
-
-
-@asynccontextmanager
-async def live_router(settings, log):
-    app = RouterApp(settings, log)
-    await app.start()
-    try:
-        yield app
-    finally:
-        await app.stop()
-
-
-async def until(predicate, timeout: float = 30.0, what: str = "a condition"):
-    """Wait (without blocking the router's loop) until `predicate()` is truthy; return its value."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-
-
-def keys_of(log: EventLog, cls) -> list[str | None]:
-    return [r.key for r in log.read_since(0, types=[cls], limit=None)]

@@ -261,7 +261,7 @@ def test_in_a_forum_the_reply_typing_and_chatid_go_to_the_topic_the_person_wrote
 def test_the_readme_shows_the_chatid_answer_word_for_word():
     from pathlib import Path
 
-    from router.channels.telegram import registration_help
+    from router.channels.registration import registration_help
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     block = readme.split("It answers\n   with the chat's JID and the command that registers it:\n\n   ```text\n", 1)[1]

@@ -1,4 +1,11 @@
-"""Chat channels. Importing this package registers every installed channel."""
+"""Chat channels. Importing this package registers every channel; each is skipped without its credentials.
+
+Slack and Discord are declared here and imported only when their tokens are
+set, so a service without them does not load their client libraries.
+"""
 
 from router.channels import local  # noqa: F401  (registers itself)
-from router.channels import telegram  # noqa: F401  (registers itself; skipped without a token)
+from router.channels import registry, telegram  # noqa: F401  (telegram registers itself)
+
+registry.declare("slack", "router.channels.slack", credentials=("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN"),
+                 jid_prefix="slack:")

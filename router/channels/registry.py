@@ -10,6 +10,8 @@ unreachable without knowing any channel itself.
 
 from __future__ import annotations
 
+import importlib
+
 from loguru import logger
 
 from router.channels.base import Channel, ChannelContext, ChannelFactory
@@ -27,6 +29,22 @@ def register(name: str, factory: ChannelFactory, *, credentials: tuple[str, ...]
     """Add or replace a channel factory (a replacement keeps its position)."""
     _factories[name] = factory
     _needs[name] = (credentials, jid_prefix)
+
+
+def declare(name: str, module: str, *, credentials: tuple[str, ...], jid_prefix: str) -> None:
+    """A channel whose module is imported only when one of its credentials is set (its client library is big).
+
+    Importing the module registers its real factory in this one's place.
+    """
+    def factory(ctx: ChannelContext) -> Channel | None:
+        if not any(ctx.settings.secret(key) for key in credentials):
+            return None
+        importlib.import_module(module)
+        real = _factories[name]
+        if real is factory:
+            raise RuntimeError(f"{module} did not register the channel {name!r}")
+        return real(ctx)
+    register(name, factory, credentials=credentials, jid_prefix=jid_prefix)
 
 
 def credentials_of(name: str) -> tuple[str, ...]:

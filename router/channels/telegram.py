@@ -22,6 +22,7 @@ from base.timefmt import to_iso
 from events.types import OutboundFile
 from router.channels import registry
 from router.channels.base import Channel, ChannelContext, ChannelStartError, RegisteredChat
+from router.channels.registration import registration_help
 from router.channels.telegram_format import split_message
 from router.channels.telegram_inbound import PREFIX, chat_facts, chat_id_of, command_of, to_inbound, topic_of
 from router.channels.telegram_send import ReplySender, retry_after_s
@@ -246,17 +247,6 @@ class TelegramChannel(Channel):
 def _topic(thread_id: str | None) -> int | None:
     """A stored thread id as the Bot API's `message_thread_id`."""
     return int(thread_id) if thread_id and thread_id.lstrip("-").isdigit() else None
-
-
-def registration_help(jid: str, name: str, registered, root: Path) -> str:
-    """The answer to /chatid: this chat's JID and the command that registers it (the README shows it)."""
-    if registered is not None:
-        role = "the main group" if registered.is_main else "a group"
-        return (f"This chat is {jid}, registered as {role} ({registered.name!r}, folder {registered.folder}).")
-    quoted = '"' + name.replace('"', "'") + '"'
-    return (f"This chat is {jid}.\n\nTo let the assistant answer here, run in the NanoClaw folder ({root}):\n\n"
-            f".venv/bin/nanoclaw groups add {jid} --name {quoted} --folder FOLDER\n\n"
-            "(add --main for your own main chat; FOLDER is a short name such as telegram_family)")
 
 
 def _factory(ctx: ChannelContext) -> Channel | None:

@@ -1,0 +1,39 @@
+"""The real `RouterApp` in the test's own event loop, for channel tests against a stand-in server.
+
+Tests run their steps inside `live_router` and wait with `until`, which
+yields to the router's loop while it waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from contextlib import asynccontextmanager
+
+from events import EventLog
+from router.app import RouterApp
+
+
+@asynccontextmanager
+async def live_router(settings, log):
+    app = RouterApp(settings, log)
+    await app.start()
+    try:
+        yield app
+    finally:
+        await app.stop()
+
+
+async def until(predicate, timeout: float = 30.0, what: str = "a condition"):
+    """Wait (without blocking the router's loop) until `predicate()` is truthy; return its value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def keys_of(log: EventLog, cls) -> list[str | None]:
+    return [r.key for r in log.read_since(0, types=[cls], limit=None)]
