@@ -18,6 +18,7 @@ import msgspec
 
 from base.config import Settings
 from events.types import OutboundFile
+from rules.triggers import matches_trigger
 
 
 class ChannelStartError(Exception):
@@ -110,6 +111,20 @@ class Channel(ABC):
 
     async def sync_groups(self, force: bool) -> None:
         """Refresh chat names and metadata from the platform, where supported."""
+
+
+def mention_as_trigger(content: str, mention: str, trigger: str) -> str:
+    """A message that mentions the bot, as the trigger: `@andy_bot what now?` is `@Andy what now?`.
+
+    A leading mention is replaced by the trigger; a mention elsewhere gets the trigger in front.
+    """
+    stripped = content.lstrip()
+    if mention and stripped.lower().startswith(mention.lower()):
+        rest = stripped[len(mention):].lstrip(" ,:")
+        return f"{trigger} {rest}".rstrip()
+    if matches_trigger(content, trigger, trigger):
+        return content
+    return f"{trigger} {content}"
 
 
 def describe_size(size: int) -> str:

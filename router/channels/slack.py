@@ -90,8 +90,7 @@ class SlackChannel(Channel):
                                         f"{'Bot User OAuth Token' if prefix == 'xoxb-' else 'App-Level Token'} "
                                         "of the Slack app); copy it again into .env")
         try:
-            auth = await self.client.auth_test()
-            self.bot_user = auth.get("user_id")
+            await self._who_am_i(raise_refusal=True)
             await self.client.apps_connections_open(app_token=self.app_token)
         except SlackApiError as exc:
             error = exc.response.get("error", "")
@@ -194,11 +193,18 @@ class SlackChannel(Channel):
         except Exception as exc:
             logger.warning("slack {}: could not say how to register it: {}", jid, exc)
 
-    async def _who_am_i(self) -> None:
+    async def _who_am_i(self, raise_refusal: bool = False) -> None:
+        """The bot's own user id and name (auth.test), so its mentions and its own messages are known."""
         try:
-            self.bot_user = (await self.client.auth_test()).get("user_id")
+            auth = await self.client.auth_test()
         except Exception as exc:
+            if raise_refusal:
+                raise
             logger.debug("slack: auth.test failed ({}); mentions of the bot are not recognized yet", exc)
+            return
+        self.bot_user = auth.get("user_id")
+        if self.bot_user:
+            self._names.setdefault(self.bot_user, auth.get("user") or "the assistant")
 
     async def _name(self, user: str) -> str:
         """A person's display name (asked once per user per run); the id when Slack will not say."""

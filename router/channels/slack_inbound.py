@@ -15,8 +15,7 @@ from datetime import datetime, timezone
 from typing import Callable
 
 from base.timefmt import to_iso
-from router.channels.base import InboundMessage
-from rules.triggers import matches_trigger
+from router.channels.base import InboundMessage, mention_as_trigger
 
 PREFIX = "slack:"
 # What a person writes; other subtypes (edits, deletions, joins, topic changes) carry nothing to answer.
@@ -73,9 +72,7 @@ def to_inbound(event: dict, *, bot_user: str | None, sender_name: str, name_of: 
     if not content:
         return None
     if mentions(raw, bot_user):
-        content = readable(raw.replace(f"<@{bot_user}>", trigger), name_of).strip()
-        if not matches_trigger(content, trigger, trigger):
-            content = f"{trigger} {content}"  # `@andy what now?` in a channel means the trigger
+        content = mention_as_trigger(content, f"@{name_of(bot_user)}", trigger)
     sender = event.get("user") or event.get("bot_id") or "unknown"
     from_me = bool(bot_user) and sender == bot_user
     thread = event.get("thread_ts")

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from telegram import Chat, Message, MessageEntity, User
 
 from base.timefmt import to_iso
-from router.channels.base import InboundMessage
-from rules.triggers import matches_trigger
+from router.channels.base import InboundMessage, mention_as_trigger
 
 PREFIX = "tg:"
 # Telegram's stand-in author of a group admin's anonymous message; the group itself is `sender_chat`.
@@ -108,8 +107,8 @@ def to_inbound(message: Message, *, bot_id: int | None, bot_username: str | None
     content = message_text(message)
     if not content.strip():
         return None
-    if mentions_bot(message, bot_username) and not matches_trigger(content, trigger, trigger):
-        content = f"{trigger} {content}"  # `@andy_bot hi` in a group means the trigger
+    if mentions_bot(message, bot_username):
+        content = mention_as_trigger(content, f"@{bot_username}", trigger)
     user = message.from_user
     if is_anonymous_admin(message):
         user = None  # a person writing as the group: the group is the sender, and no bot

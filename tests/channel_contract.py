@@ -1,0 +1,258 @@
+"""One driver per channel, so the channel contract (tests/test_channel_contract.py) is written once.
+
+A driver starts the channel's stand-in server, points the service at it,
+and plays the platform's people: it says things as a person, another bot or
+the bot itself, delivers a message again, misbehaves on request (refuses
+formatting, limits the rate, goes away) and reports what the chat was sent.
+Each channel declares what it can do: the local chat has no bots, mentions,
+rate limits or server to lose, so the contract items about them are not
+generated for it (they appear in no test id, rather than as skips).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from router.channels import slack_format, telegram_format
+from tests.local_chat_harness import RawPeer
+from tests.slack_stub_api import BOT_ID, BOT_USER, SlackStub
+from tests.telegram_stub_api import BOT_USER as TG_BOT, TelegramStub, visible_text
+
+EVERYTHING = frozenset({"bots", "mentions", "formatting", "rate_limit", "outage"})
+
+
+@dataclass
+class Said:
+    """What a driver said, enough to deliver it again."""
+
+    jid: str
+    handle: object
+    text: str = ""
+
+
+@dataclass
+class Shown:
+    text: str  # what a person sees
+    formatted: bool
+
+
+@dataclass
+class Driver:
+    name: str
+    main_jid: str  # a person's own chat with the assistant (answers everything)
+    group_jid: str  # a group chat where the trigger is needed
+    person: str  # the platform's user id of the person, as `MessageReceived.sender` records it
+    other: str  # another person in the group
+    can: frozenset[str] = field(default_factory=lambda: EVERYTHING)
+
+    def start(self, monkeypatch) -> None: ...
+    def stop(self) -> None: ...
+    def connected(self) -> bool: return True
+    def say(self, jid: str, text: str, *, sender: str | None = None, mention: bool = False) -> Said: ...
+    def say_as_bot(self, jid: str, text: str) -> None: ...
+    def say_as_self(self, jid: str, text: str) -> None: ...
+    def deliver_again(self, said: Said) -> None: ...
+    def shown(self, jid: str) -> list[Shown]: ...
+    def split(self, text: str) -> list[str]: return [text]
+    def refuse_formatting(self) -> None: ...
+    def rate_limit(self, retry_after_s: int) -> None: ...
+    def rate_limited(self) -> int: return 0
+    def go_away(self) -> None: ...
+    def come_back(self) -> None: ...
+
+
+class LocalDriver(Driver):
+    """The terminal chat: the router's own socket; a message is sent again with the same id."""
+
+    def __init__(self):
+        super().__init__("local", "local:me", "local:family", "local:alice", "local:bob",
+                         can=frozenset())
+        self._ids = itertools.count(1)
+        self._threads: list[threading.Thread] = []
+        self.answers: list[dict | None] = []
+        self.settings = None
+
+    def start(self, monkeypatch) -> None:
+        pass
+
+    def bind(self, settings) -> None:
+        self.settings = settings
+
+    def _peer(self) -> RawPeer:
+        from router.channels.local import socket_path
+        peer = RawPeer(socket_path(self.settings), timeout=10)
+        assert peer.line()["op"] == "hello"
+        return peer
+
+    def connected(self) -> bool:
+        from router.channels.local import socket_path
+        return self.settings is not None and socket_path(self.settings).exists()
+
+    def say(self, jid, text, *, sender=None, mention=False) -> Said:
+        said = Said(jid, f"m{next(self._ids)}", text)
+        self._send(said, sender or self.person)
+        return said
+
+    def _send(self, said: Said, sender: str) -> None:
+        """Send from a thread of its own: the router may be running in the caller's event loop."""
+        def exchange():
+            peer = self._peer()
+            try:
+                peer.send({"op": "send", "jid": said.jid, "id": said.handle, "text": said.text,
+                           "sender": sender.removeprefix("local:")})
+                self.answers.append(peer.line())
+            finally:
+                peer.close()
+        thread = threading.Thread(target=exchange, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def stop(self) -> None:
+        for thread in self._threads:
+            thread.join(15)
+        assert all(a is not None and a["op"] == "ack" for a in self.answers), self.answers
+
+    def deliver_again(self, said: Said) -> None:
+        self._send(said, self.person)
+
+    def shown(self, jid) -> list[Shown]:
+        transcript = self.settings.data_dir / "local" / f"{jid.split(':')[1]}.jsonl"
+        if not transcript.exists():
+            return []
+        lines = [json.loads(line) for line in transcript.read_text().splitlines() if line.strip()]
+        return [Shown(line["text"], False) for line in lines if line.get("kind") == "reply"]
+
+
+class TelegramDriver(Driver):
+    def __init__(self):
+        super().__init__("telegram", "tg:42", "tg:-1009", "42", "43")
+        self.stub = TelegramStub()
+        self.alice = TelegramStub.user(42, "Alice")
+        self.bob = TelegramStub.user(43, "Bob")
+        self.bot = TelegramStub.user(77, "Weather Bot", is_bot=True)
+
+    def start(self, monkeypatch) -> None:
+        self.stub.start()
+        self.chats = {"tg:42": self.stub.private_chat(self.alice), "tg:-1009": self.stub.group(-1009, "Family")}
+        monkeypatch.setenv("TELEGRAM_BOT_TOKEN", self.stub.token)
+        monkeypatch.setenv("TELEGRAM_API_BASE_URL", self.stub.url)
+
+    def stop(self) -> None:
+        self.stub.stop()
+
+    def say(self, jid, text, *, sender=None, mention=False) -> Said:
+        who = self.bob if sender == self.other else self.alice
+        if mention:
+            text = f"@{TG_BOT['username']} {text}"
+            entities = [{"type": "mention", "offset": 0, "length": len(TG_BOT["username"]) + 1}]
+        else:
+            entities = None
+        self.stub.say(self.chats[jid], who, text, entities=entities)
+        return Said(jid, self.stub.last_update_id(), text)
+
+    def say_as_bot(self, jid, text) -> None:
+        self.stub.say(self.chats[jid], self.bot, text)
+
+    def say_as_self(self, jid, text) -> None:
+        self.stub.say(self.chats[jid], TG_BOT, text)
+
+    def deliver_again(self, said: Said) -> None:
+        self.stub.deliver_again(said.handle)
+
+    def shown(self, jid) -> list[Shown]:
+        chat_id = int(jid.split(":")[1])
+        return [Shown(s.shown, s.parse_mode is not None) for s in self.stub.sent if s.chat_id == chat_id]
+
+    def split(self, text: str) -> list[str]:
+        return [visible_text(telegram_format.to_telegram_html(p)) for p in telegram_format.split_message(text)]
+
+    def refuse_formatting(self) -> None:
+        self.stub.refuse_formatting(1)
+
+    def rate_limit(self, retry_after_s: int) -> None:
+        self.stub.flood_limit(answers=1, retry_after_s=retry_after_s)
+
+    def rate_limited(self) -> int:
+        return len(self.stub.rate_limited)
+
+    def go_away(self) -> None:
+        self.stub.stop()
+
+    def come_back(self) -> None:
+        self.stub.start()
+
+
+class SlackDriver(Driver):
+    def __init__(self):
+        super().__init__("slack", "slack:D0ALICE", "slack:C0FAMILY", "U0ALICE", "U0BOB")
+        self.stub = SlackStub()
+
+    def start(self, monkeypatch) -> None:
+        self.stub.start()
+        self.stub.user("U0ALICE", "Alice")
+        self.stub.user("U0BOB", "Bob")
+        self.stub.channel("D0ALICE", "U0ALICE", kind="im")
+        self.stub.channel("C0FAMILY", "family")
+        monkeypatch.setenv("SLACK_BOT_TOKEN", self.stub.bot_token)
+        monkeypatch.setenv("SLACK_APP_TOKEN", self.stub.app_token)
+        monkeypatch.setenv("SLACK_API_BASE_URL", self.stub.url)
+
+    def stop(self) -> None:
+        self.stub.stop()
+
+    def connected(self) -> bool:
+        return self.stub.connected()
+
+    def say(self, jid, text, *, sender=None, mention=False) -> Said:
+        channel = jid.split(":")[1]
+        shown = f"<@{BOT_USER}> {text}" if mention else text
+        envelope, _ = self.stub.say(channel, sender or self.person, shown)
+        return Said(jid, envelope, text)
+
+    def say_as_bot(self, jid, text) -> None:
+        self.stub.say(jid.split(":")[1], None, text, bot_id="B0WEATHER", subtype="bot_message")
+
+    def say_as_self(self, jid, text) -> None:
+        self.stub.say(jid.split(":")[1], BOT_USER, text, bot_id=BOT_ID)
+
+    def deliver_again(self, said: Said) -> None:
+        self.stub.deliver_again(said.handle)
+
+    def shown(self, jid) -> list[Shown]:
+        channel = jid.split(":")[1]
+        return [Shown(p.shown, bool(p.blocks)) for p in self.stub.sent if p.channel == channel]
+
+    def split(self, text: str) -> list[str]:
+        return [slack_format.to_mrkdwn(p) for p in slack_format.split_message(text)]
+
+    def refuse_formatting(self) -> None:
+        self.stub.refuse_formatting(1)
+
+    def rate_limit(self, retry_after_s: int) -> None:
+        self.stub.flood_limit(answers=1, retry_after_s=retry_after_s)
+
+    def rate_limited(self) -> int:
+        return self.stub.rate_limited
+
+    def go_away(self) -> None:
+        self.stub.go_away()
+
+    def come_back(self) -> None:
+        self.stub.come_back()
+
+
+DRIVERS = {"local": LocalDriver, "telegram": TelegramDriver, "slack": SlackDriver}
+
+
+def drivers_that_can(*needs: str) -> list[str]:
+    return [name for name, cls in DRIVERS.items() if set(needs) <= cls().can]
+
+
+def write_allowlist(path: Path, chat: str, allowed: list[str], mode: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"default": {"allow": "*", "mode": "trigger"},
+                                "chats": {chat: {"allow": allowed, "mode": mode}}}))
