@@ -22,6 +22,8 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from tests.stub_server import StubServer
+
 BOT_TOKEN = "xoxb-1111-2222-StandInBotTokenStandIn"
 APP_TOKEN = "xapp-1-A111-3333-StandInAppTokenStandIn"
 TEAM = "T0TEAM"
@@ -73,8 +75,9 @@ class _State:
     channels: dict[str, dict] = field(default_factory=dict)
 
 
-class SlackStub:
+class SlackStub(StubServer):
     def __init__(self, bot_token: str = BOT_TOKEN, app_token: str = APP_TOKEN):
+        super().__init__()
         self.bot_token = bot_token
         self.app_token = app_token
         self.state = _State()
@@ -89,66 +92,15 @@ class SlackStub:
         self._flood: list[int] = []  # [answers, retry_after_s, after]
         self._refuse_formatting = 0
         self._envelopes: dict[str, _Envelope] = {}
-        self._sockets: set[web.WebSocketResponse] = set()
         self._pending_uploads: dict[str, dict] = {}
         self._files: dict[str, bytes] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._runner: web.AppRunner | None = None
-        self.port = 0
         self.user(BOT_USER, "andy", is_bot=True)
 
-    # ----- lifetime -----------------------------------------------------------------------------
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> "SlackStub":
-        ready = threading.Event()
-        threading.Thread(target=self._serve, args=(ready,), daemon=True, name="slack stub").start()
-        if not ready.wait(10):
-            raise RuntimeError("the Slack stand-in did not start")
-        return self
-
-    def _serve(self, ready: threading.Event) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._loop.run_until_complete(self._listen())
-        ready.set()
-        self._loop.run_forever()
-
-    async def _listen(self) -> None:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
+    def routes(self, app: web.Application) -> None:
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_get("/link", self._socket)
         app.router.add_post("/upload/{file_id}", self._upload)
         app.router.add_get("/files/{file_id}/{name}", self._download)
-        self._runner = web.AppRunner(app, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]
-
-    def _run(self, coro, timeout: float = 10):
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
-
-    def stop(self) -> None:
-        if self._loop is None:
-            return
-        self.go_away()
-        self._loop.call_soon_threadsafe(self._loop.stop)
-
-    def go_away(self) -> None:
-        """The server is gone: sockets closed, nothing listening on the port."""
-        async def close():
-            for ws in list(self._sockets):
-                await ws.close()
-            if self._runner is not None:
-                await self._runner.cleanup()
-                self._runner = None
-        self._run(close())
-
-    def come_back(self) -> None:
-        """Listening again on the same port."""
-        self._run(self._listen())
 
     # ----- the workspace ------------------------------------------------------------------------
     def user(self, user_id: str, name: str, *, is_bot: bool = False, real_name: str | None = None) -> str:
@@ -232,9 +184,6 @@ class SlackStub:
 
     def response(self, envelope_id: str) -> dict | None:
         return self._envelopes[envelope_id].response
-
-    def connected(self) -> bool:
-        return bool(self._sockets)
 
     # ----- what the server does ------------------------------------------------------------------
     def flood_limit(self, answers: int, retry_after_s: int, after: int = 0) -> None:

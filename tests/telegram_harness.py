@@ -11,7 +11,8 @@ import pytest
 
 from base.config import load_settings
 from events import EventLog
-from tests.live_router import keys_of, live_router, until  # noqa: F401  (the Telegram tests import them from here)
+from tests.live_router import (keys_of, live_router,  # noqa: F401  (the Telegram tests import them from here)
+                               until)
 from tests.observe import of_type  # noqa: F401  (the Telegram tests import it from here)
 from tests.telegram_stub_api import TelegramStub
 

@@ -1,7 +1,7 @@
 """Chat channels. Importing this package registers every channel; each is skipped without its credentials.
 
-Slack and Discord are declared here and imported only when their tokens are
-set, so a service without them does not load their client libraries.
+Slack is declared here and imported only when its tokens are
+set, so a service without it does not load its client library.
 """
 
 from router.channels import local  # noqa: F401  (registers itself)

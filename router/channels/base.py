@@ -9,12 +9,16 @@ router resends it after a crash.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Awaitable, Callable
 
+import aiohttp
 import msgspec
+from loguru import logger
 
 from base.config import Settings
 from events.types import OutboundFile
@@ -111,6 +115,35 @@ class Channel(ABC):
 
     async def sync_groups(self, force: bool) -> None:
         """Refresh chat names and metadata from the platform, where supported."""
+
+
+UNSENT_RETRY_S = 20.0  # how long a request that never reached the platform is tried again (an outage)
+UNSENT_BACKOFF_MAX_S = 4.0
+
+
+async def retry_unsent(send: Callable[[], Awaitable[None]], never_sent: Callable[[BaseException], bool],
+                       what: str) -> None:
+    """`send()` until it goes out; only a request that provably never left (connection refused) is tried again.
+
+    Anything else is raised at once: a request that may have arrived is delivery's to retry (and record).
+    """
+    started = time.monotonic()
+    backoff = 0.5
+    while True:
+        try:
+            await send()
+            return
+        except Exception as exc:
+            if not never_sent(exc) or time.monotonic() - started > UNSENT_RETRY_S:
+                raise
+            logger.debug("{}: the server is unreachable ({}); again in {:g} s", what, exc, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, UNSENT_BACKOFF_MAX_S)
+
+
+def connection_refused(exc: BaseException) -> bool:
+    """True when an aiohttp request (Slack's and Discord's clients) never reached the server."""
+    return isinstance(exc, aiohttp.ClientConnectorError)
 
 
 def mention_as_trigger(content: str, mention: str, trigger: str) -> str:

@@ -23,17 +23,19 @@ from loguru import logger
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.app.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry.builtin_async_handlers import (
-    AsyncConnectionErrorRetryHandler, AsyncRateLimitErrorRetryHandler)
+from slack_sdk.http_retry.builtin_async_handlers import (AsyncConnectionErrorRetryHandler,
+                                                         AsyncRateLimitErrorRetryHandler)
 from slack_sdk.web.async_client import AsyncWebClient
 
 from events.types import OutboundFile
 from router.channels import registry
-from router.channels.base import Channel, ChannelContext, ChannelStartError, RegisteredChat
+from router.channels.base import (Channel, ChannelContext, ChannelStartError, RegisteredChat,
+                                  connection_refused, retry_unsent)
 from router.channels.markdown import to_plain
 from router.channels.registration import registration_help
 from router.channels.slack_format import split_message, to_mrkdwn
-from router.channels.slack_inbound import GROUP_TYPES, PREFIX, channel_of, iso_of, jid_of, mentions, to_inbound
+from router.channels.slack_inbound import (GROUP_TYPES, PREFIX, channel_of, iso_of, jid_of, mentions,
+                                           to_inbound)
 
 BOT_TOKEN_KEY = "SLACK_BOT_TOKEN"
 APP_TOKEN_KEY = "SLACK_APP_TOKEN"
@@ -242,12 +244,10 @@ class SlackChannel(Channel):
         return split_message(text)
 
     async def send(self, jid: str, text: str, *, outbound_id: str, thread_id: str | None = None) -> None:
-        channel = self._channel(jid)
         plain = to_plain(text)
         try:
-            await self.client.chat_postMessage(
-                channel=channel, text=plain, thread_ts=thread_id, unfurl_links=False, unfurl_media=False,
-                blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": to_mrkdwn(text)}}])
+            await self._post(jid, outbound_id, text=plain, thread_ts=thread_id,
+                             blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": to_mrkdwn(text)}}])
             return
         except SlackApiError as exc:
             error = exc.response.get("error", "")
@@ -256,10 +256,14 @@ class SlackChannel(Channel):
             logger.warning("slack {}: Slack refused the formatting of {} ({}); sending it as plain text",
                            jid, outbound_id, error)
         try:
-            await self.client.chat_postMessage(channel=channel, text=plain, thread_ts=thread_id, mrkdwn=False,
-                                               unfurl_links=False, unfurl_media=False)
+            await self._post(jid, outbound_id, text=plain, thread_ts=thread_id, mrkdwn=False)
         except SlackApiError as exc:
             raise SlackSendError(_explain(jid, exc.response.get("error", ""))) from None
+
+    async def _post(self, jid: str, outbound_id: str, **message) -> None:
+        await retry_unsent(lambda: self.client.chat_postMessage(channel=self._channel(jid), unfurl_links=False,
+                                                                unfurl_media=False, **message),
+                           connection_refused, f"slack {jid}: {outbound_id}")
 
     async def send_file(self, jid: str, file: OutboundFile, path: Path, caption: str, *, outbound_id: str,
                         thread_id: str | None = None) -> None:

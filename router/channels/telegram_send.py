@@ -21,10 +21,9 @@ from telegram.constants import ParseMode
 from telegram.error import BadRequest, ChatMigrated, NetworkError, RetryAfter
 
 from events.types import OutboundFile
+from router.channels.base import UNSENT_BACKOFF_MAX_S, UNSENT_RETRY_S
 from router.channels.telegram_format import split_message, to_telegram_html
 
-UNSENT_RETRY_S = 20.0  # how long a part is retried while the API cannot be reached
-UNSENT_BACKOFF_MAX_S = 4.0
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 PHOTO_TYPES = ("image/png", "image/jpeg", "image/webp")  # shown inline; anything else goes as a document
 PHOTO_MAX_BYTES = 10 * 1024 * 1024  # the Bot API's limit for a photo
