@@ -19,6 +19,7 @@ from pathlib import Path
 
 from router.channels import slack_format, telegram_format
 from tests.local_chat_harness import RawPeer
+from tests.slack_harness import point_at
 from tests.slack_stub_api import BOT_ID, BOT_USER, SlackStub
 from tests.telegram_stub_api import BOT_USER as TG_BOT, TelegramStub, visible_text
 
@@ -197,9 +198,7 @@ class SlackDriver(Driver):
         self.stub.user("U0BOB", "Bob")
         self.stub.channel("D0ALICE", "U0ALICE", kind="im")
         self.stub.channel("C0FAMILY", "family")
-        monkeypatch.setenv("SLACK_BOT_TOKEN", self.stub.bot_token)
-        monkeypatch.setenv("SLACK_APP_TOKEN", self.stub.app_token)
-        monkeypatch.setenv("SLACK_API_BASE_URL", self.stub.url)
+        point_at(self.stub, monkeypatch)
 
     def stop(self) -> None:
         self.stub.stop()

@@ -10,8 +10,16 @@ import asyncio
 import time
 from contextlib import asynccontextmanager
 
+from base.config import Settings, load_settings
 from events import EventLog
 from router.app import RouterApp
+
+
+def fresh_settings() -> Settings:
+    """Settings from the test's environment (a stand-in's URL and tokens set), with their folders made."""
+    settings = load_settings()
+    settings.ensure_dirs()
+    return settings
 
 
 @asynccontextmanager

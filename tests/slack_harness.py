@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from base.config import load_settings
 from events import EventLog
+from tests.live_router import fresh_settings
 from tests.slack_stub_api import SlackStub
 
 ALICE = "U0ALICE"
@@ -34,9 +34,7 @@ def point_at(stub: SlackStub, monkeypatch) -> None:
 @pytest.fixture
 def slack_settings(root, slack, monkeypatch):
     point_at(slack, monkeypatch)
-    settings = load_settings()
-    settings.ensure_dirs()
-    return settings
+    return fresh_settings()
 
 
 @pytest.fixture

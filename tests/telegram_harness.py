@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from base.config import load_settings
 from events import EventLog
-from tests.live_router import (keys_of, live_router,  # noqa: F401  (the Telegram tests import them from here)
-                               until)
+from tests.live_router import (fresh_settings,  # noqa: F401  (the Telegram tests import them from here)
+                               keys_of, live_router, until)
 from tests.observe import of_type  # noqa: F401  (the Telegram tests import it from here)
 from tests.telegram_stub_api import TelegramStub
 
@@ -31,9 +30,7 @@ def stub():
 def tg_settings(root, stub, monkeypatch):
     monkeypatch.setenv("TELEGRAM_BOT_TOKEN", stub.token)
     monkeypatch.setenv("TELEGRAM_API_BASE_URL", stub.url)
-    settings = load_settings()
-    settings.ensure_dirs()
-    return settings
+    return fresh_settings()
 
 
 @pytest.fixture

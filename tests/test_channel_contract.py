@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from contextlib import asynccontextmanager
 
 import pytest
 
-from base.config import load_settings
 from events import EventLog, types as t
 from rules.groups import register_group
 from tests.channel_contract import DRIVERS, Driver, drivers_that_can, write_allowlist
-from tests.live_router import live_router, until
+from tests.live_router import fresh_settings, live_router, until
 from tests.observe import of_type
 from tests.router_process import RouterProcess
 from tests.waiting import wait_for
@@ -29,8 +29,7 @@ from tests.waiting import wait_for
 def _setup(name: str, root, monkeypatch) -> tuple[Driver, object, EventLog]:
     driver = DRIVERS[name]()
     driver.start(monkeypatch)
-    settings = load_settings()
-    settings.ensure_dirs()
+    settings = fresh_settings()
     if hasattr(driver, "bind"):
         driver.bind(settings)
     log = EventLog(settings.db_path)
@@ -66,6 +65,14 @@ async def _connected(driver: Driver) -> None:
     await until(driver.connected, what=f"{driver.name} to connect")
 
 
+@asynccontextmanager
+async def _live(driver: Driver, settings, log: EventLog):
+    """The router running, and the channel connected to its stand-in."""
+    async with live_router(settings, log):
+        await _connected(driver)
+        yield
+
+
 LONG = " ".join(f"word{n}" for n in range(2_400))  # about 18,000 characters: several parts on every channel
 
 
@@ -74,8 +81,7 @@ def test_a_message_is_recorded_and_the_reply_goes_back(channel):
     driver, settings, log = channel
 
     async def scenario():
-        async with live_router(settings, log):
-            await _connected(driver)
+        async with _live(driver, settings, log):
             driver.say(driver.main_jid, "what is on today?")
             await until(lambda: of_type(log, t.AgentRunRequested), what="a run request")
             _queue(log, driver.main_jid, "o1", "Nothing until **noon**.")
@@ -95,12 +101,10 @@ def test_a_message_delivered_again_after_a_restart_is_stored_once(channel):
     driver, settings, log = channel
 
     async def scenario():
-        async with live_router(settings, log):
-            await _connected(driver)
+        async with _live(driver, settings, log):
             said = driver.say(driver.main_jid, "remember the milk")
             await until(lambda: of_type(log, t.MessageReceived), what="the message")
-        async with live_router(settings, log):
-            await _connected(driver)
+        async with _live(driver, settings, log):
             driver.deliver_again(said)
             driver.say(driver.main_jid, "and the bread")
             await until(lambda: len(of_type(log, t.MessageReceived)) >= 2, what="the next message")
@@ -115,8 +119,7 @@ def test_a_long_reply_arrives_in_order_as_the_parts_the_channel_cuts(channel):
     driver, settings, log = channel
 
     async def scenario():
-        async with live_router(settings, log):
-            await _connected(driver)
+        async with _live(driver, settings, log):
             _queue(log, driver.main_jid, "long", LONG)
             await until(lambda: _outcome(log, "long"), timeout=60, what="the long reply")
 
@@ -135,8 +138,7 @@ def test_refused_formatting_is_sent_again_as_plain_text(channel):
     driver.refuse_formatting()
 
     async def scenario():
-        async with live_router(settings, log):
-            await _connected(driver)
+        async with _live(driver, settings, log):
             _queue(log, driver.main_jid, "fmt", "A **bold** plan")
             await until(lambda: _outcome(log, "fmt"), what="the reply")
 
@@ -152,8 +154,7 @@ def test_a_rate_limit_is_waited_out_and_the_reply_sent_once(channel):
     driver.rate_limit(retry_after_s=1)
 
     async def scenario():
-        async with live_router(settings, log):
-            await _connected(driver)
+        async with _live(driver, settings, log):
             _queue(log, driver.main_jid, "slow", "After the wait.")
             await until(lambda: _outcome(log, "slow"), what="the reply")
 
@@ -169,8 +170,7 @@ def test_the_server_gone_and_back_loses_nothing(channel):
     driver, settings, log = channel
 
     async def scenario():
-        async with live_router(settings, log):
-            await _connected(driver)
+        async with _live(driver, settings, log):
             driver.say(driver.main_jid, "before")
             await until(lambda: of_type(log, t.MessageReceived), what="the first message")
             driver.go_away()
@@ -194,8 +194,7 @@ def test_other_bots_and_the_bots_own_messages_never_wake_the_agent(channel):
     driver, settings, log = channel
 
     async def scenario():
-        async with live_router(settings, log):
-            await _connected(driver)
+        async with _live(driver, settings, log):
             driver.say_as_bot(driver.main_jid, "@Andy rain at five")
             driver.say_as_self(driver.main_jid, "@Andy I said this")
             driver.say(driver.main_jid, "a person, last")
@@ -215,8 +214,7 @@ def test_a_mention_of_the_bot_is_the_trigger_in_a_group(channel):
     driver, settings, log = channel
 
     async def scenario():
-        async with live_router(settings, log):
-            await _connected(driver)
+        async with _live(driver, settings, log):
             driver.say(driver.group_jid, "anyone there?", sender=driver.other)
             await until(lambda: of_type(log, t.MessageReceived), what="the plain message")
             await asyncio.sleep(0.3)
@@ -234,8 +232,7 @@ def test_the_sender_allowlist_goes_by_the_channels_user_ids(channel):
     write_allowlist(settings.sender_allowlist_path, driver.group_jid, [driver.person], mode="drop")
 
     async def scenario():
-        async with live_router(settings, log):
-            await _connected(driver)
+        async with _live(driver, settings, log):
             driver.say(driver.group_jid, "@Andy from someone not allowed", sender=driver.other)
             driver.say(driver.group_jid, "@Andy from the allowed person")
             await until(lambda: of_type(log, t.AgentRunRequested), what="the allowed person's run")

@@ -76,32 +76,23 @@ def _cut(text: str, limit: int, length: Length, fenced: bool) -> tuple[str, str]
 
 def _unclosed_fence_start(head: str) -> int:
     """Where the code block still open at the end of `head` starts (0 when it opened at the start or none is)."""
+    fence, start = _fence_at_end(head)
+    return start if fence is not None else 0
+
+
+def _fence_at_end(text: str) -> tuple[tuple[str, str] | None, int]:
+    """The fence (marker, language) still open at the end of `text`, and where its opening line starts."""
     fence, start, position = None, 0, 0
-    for line in head.split("\n"):
+    for line in text.split("\n"):
         match = _FENCE_RE.match(line)
         if match is not None:
             marker, language = match.groups()
             if fence is None:
-                fence, start = marker, position
-            elif marker[0] == fence[0] and len(marker) >= len(fence) and not language:
+                fence, start = (marker, language[:16]), position
+            elif marker[0] == fence[0][0] and len(marker) >= len(fence[0]) and not language:
                 fence = None
         position += len(line) + 1
-    return start if fence is not None else 0
-
-
-def _open_fence(text: str) -> tuple[str, str] | None:
-    """The fence (marker, language) still open at the end of `text`."""
-    fence = None
-    for line in text.split("\n"):
-        match = _FENCE_RE.match(line)
-        if match is None:
-            continue
-        marker, language = match.groups()
-        if fence is None:
-            fence = (marker, language[:16])
-        elif marker[0] == fence[0][0] and len(marker) >= len(fence[0]) and not language:
-            fence = None
-    return fence
+    return fence, start
 
 
 def _mend_fences(parts: list[str]) -> list[str]:
@@ -111,6 +102,6 @@ def _mend_fences(parts: list[str]) -> list[str]:
     for part in parts:
         if fence is not None:
             part = f"{fence[0]}{fence[1]}\n{part}"
-        fence = _open_fence(part)
+        fence, _ = _fence_at_end(part)
         mended.append(part if fence is None else f"{part}\n{fence[0]}")
     return mended

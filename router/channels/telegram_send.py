@@ -8,7 +8,6 @@ text; a request that never left (connection refused) is retried for a while. Spl
 from __future__ import annotations
 
 import asyncio
-import time
 import warnings
 from datetime import timedelta
 from pathlib import Path
@@ -21,7 +20,7 @@ from telegram.constants import ParseMode
 from telegram.error import BadRequest, ChatMigrated, NetworkError, RetryAfter
 
 from events.types import OutboundFile
-from router.channels.base import UNSENT_BACKOFF_MAX_S, UNSENT_RETRY_S
+from router.channels.base import retry_unsent
 from router.channels.telegram_format import split_message, to_telegram_html
 
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
@@ -44,6 +43,10 @@ def retry_after_s(exc: RetryAfter) -> float:
 def never_sent(exc: NetworkError) -> bool:
     """True when the request provably never reached Telegram, so sending again cannot duplicate it."""
     return isinstance(exc.__cause__, _NOT_SENT)
+
+
+def _never_left(exc: BaseException) -> bool:
+    return isinstance(exc, NetworkError) and never_sent(exc)
 
 
 def refused_formatting(exc: BadRequest) -> bool:
@@ -98,13 +101,14 @@ class ReplySender:
         await self._send_part(jid, f"file {file.name}", post)
 
     async def _send_part(self, jid: str, which: str, post: Callable[[bool], Awaitable[None]]) -> None:
-        """Send one part (`post(formatted)`) until Telegram takes it: 429s waited out, formatting dropped if refused."""
+        """Send one part (`post(formatted)`) until Telegram takes it: 429s waited out, formatting dropped if refused.
+
+        A request that never left (the API unreachable) is tried again by the rule every channel shares.
+        """
         formatted = True
-        unsent_since: float | None = None
-        backoff = 0.5
         while True:
             try:
-                await post(formatted)
+                await retry_unsent(lambda: post(formatted), _never_left, f"telegram {jid}: {which}")
                 return
             except RetryAfter as exc:
                 wait = retry_after_s(exc)
@@ -120,14 +124,6 @@ class ReplySender:
                 logger.warning("telegram {}: Telegram refused the formatting of {} ({}); sending it as "
                                "plain text", jid, which, exc.message)
                 formatted = False
-            except NetworkError as exc:
-                unsent_since = unsent_since or time.monotonic()
-                if not never_sent(exc) or time.monotonic() - unsent_since > UNSENT_RETRY_S:
-                    raise
-                logger.debug("telegram {}: Bot API unreachable ({}); {} again in {:g} s", jid, exc, which,
-                             backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, UNSENT_BACKOFF_MAX_S)
 
     async def _post(self, chat_id: int, part: str, formatted: bool, topic: int | None) -> None:
         if formatted:
