@@ -5,7 +5,7 @@ and plays the platform's people: it says things as a person, another bot or
 the bot itself, delivers a message again, misbehaves on request (refuses
 formatting, limits the rate, goes away) and reports what the chat was sent.
 Each channel declares what it can do: the local chat has no bots, mentions,
-rate limits or server to lose, so the contract items about them are not
+rate limits, length limit (so no parts) or server to lose, so the contract items about them are not
 generated for it (they appear in no test id, rather than as skips).
 """
 
@@ -17,13 +17,14 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from router.channels import slack_format, telegram_format
+from router.channels import discord_format, slack_format, telegram_format
+from tests import discord_stub_api as dc
 from tests.local_chat_harness import RawPeer
 from tests.slack_harness import point_at
 from tests.slack_stub_api import BOT_ID, BOT_USER, SlackStub
 from tests.telegram_stub_api import BOT_USER as TG_BOT, TelegramStub, visible_text
 
-EVERYTHING = frozenset({"bots", "mentions", "formatting", "rate_limit", "outage"})
+EVERYTHING = frozenset({"bots", "mentions", "formatting", "rate_limit", "outage", "parts"})
 
 
 @dataclass
@@ -49,6 +50,7 @@ class Driver:
     person: str  # the platform's user id of the person, as `MessageReceived.sender` records it
     other: str  # another person in the group
     can: frozenset[str] = field(default_factory=lambda: EVERYTHING)
+    redelivers: bool = True  # the platform sends an unconfirmed message again to a restarted service
 
     def start(self, monkeypatch) -> None: ...
     def stop(self) -> None: ...
@@ -71,7 +73,7 @@ class LocalDriver(Driver):
 
     def __init__(self):
         super().__init__("local", "local:me", "local:family", "local:alice", "local:bob",
-                         can=frozenset())
+                         can=frozenset(), redelivers=False)
         self._ids = itertools.count(1)
         self._threads: list[threading.Thread] = []
         self.answers: list[dict | None] = []
@@ -244,7 +246,64 @@ class SlackDriver(Driver):
         self.stub.come_back()
 
 
-DRIVERS = {"local": LocalDriver, "telegram": TelegramDriver, "slack": SlackDriver}
+class DiscordDriver(Driver):
+    """Discord's gateway does not send a message again after a crash; a resumed session replays it."""
+
+    def __init__(self):
+        super().__init__("discord", "dc:800000000000000001", "dc:810000000000000001", "700000000000000001",
+                         "700000000000000002", can=EVERYTHING - {"formatting"}, redelivers=False)
+        self.stub = dc.DiscordStub()
+        self.people = {self.person: dc.user(self.person, "Alice"), self.other: dc.user(self.other, "Bob")}
+        self.weather = dc.user("700000000000000077", "Weather Bot", bot=True)
+
+    def start(self, monkeypatch) -> None:
+        self.stub.start()
+        self.stub.dm(self.main_jid[3:], self.people[self.person])
+        self.stub.text_channel(self.group_jid[3:], "family")
+        monkeypatch.setenv("DISCORD_BOT_TOKEN", self.stub.token)
+        monkeypatch.setenv("DISCORD_API_BASE_URL", self.stub.url)
+
+    def stop(self) -> None:
+        self.stub.stop()
+
+    def connected(self) -> bool:
+        return self.stub.ready()
+
+    def say(self, jid, text, *, sender=None, mention=False) -> Said:
+        shown = f"<@{dc.BOT_ID}> {text}" if mention else text
+        data = self.stub.say(jid[3:], self.people[sender or self.person], shown,
+                             mentions=[dc.BOT_USER] if mention else None)
+        return Said(jid, data, text)
+
+    def say_as_bot(self, jid, text) -> None:
+        self.stub.say(jid[3:], self.weather, text)
+
+    def say_as_self(self, jid, text) -> None:
+        self.stub.say(jid[3:], dc.BOT_USER, text)
+
+    def deliver_again(self, said: Said) -> None:
+        self.stub.deliver_again(said.handle)
+
+    def shown(self, jid) -> list[Shown]:
+        return [Shown(p.shown, True) for p in self.stub.sent if p.channel == jid[3:]]
+
+    def split(self, text: str) -> list[str]:
+        return [discord_format.to_discord(p) for p in discord_format.split_message(text)]
+
+    def rate_limit(self, retry_after_s: int) -> None:
+        self.stub.flood_limit(answers=1, retry_after_s=retry_after_s)
+
+    def rate_limited(self) -> int:
+        return self.stub.rate_limited
+
+    def go_away(self) -> None:
+        self.stub.go_away()
+
+    def come_back(self) -> None:
+        self.stub.come_back()
+
+
+DRIVERS = {"local": LocalDriver, "telegram": TelegramDriver, "slack": SlackDriver, "discord": DiscordDriver}
 
 
 def drivers_that_can(*needs: str) -> list[str]:

@@ -256,7 +256,7 @@ def test_a_kill_after_recording_a_message_stores_it_once_when_it_comes_again(cha
     restarted = RouterProcess(settings).wait_ready()
     try:
         wait_for(driver.connected, timeout=30, what=f"{driver.name} to connect again")
-        if driver.name == "local":
+        if not driver.redelivers:  # the terminal's client, or a resumed Discord session, sends it again
             driver.deliver_again(said)
         driver.say(driver.main_jid, "and the bread")
         wait_for(lambda: len(of_type(log, t.MessageReceived)) >= 2, timeout=60, what="the next message")
@@ -274,3 +274,21 @@ def _say_without_ack(driver, text: str):
     assert peer.line() is None  # the router died before answering
     peer.close()
     return said
+
+
+@pytest.mark.docker
+@each("parts")
+def test_a_reply_cut_by_a_kill_resumes_at_the_first_part_not_sent(channel):
+    driver, settings, log = channel
+    parts = driver.split(LONG)
+    assert len(parts) >= 3
+    _queue(log, driver.main_jid, "cut", LONG)
+    crashed = RouterProcess(settings, NANOCLAW_FAULT="delivery-part-recorded")  # killed once part 1 is recorded
+    assert crashed.proc.wait(timeout=60) == -signal.SIGKILL
+    restarted = RouterProcess(settings).wait_ready()
+    try:
+        wait_for(lambda: _outcome(log, "cut"), timeout=120, what="the rest of the reply")
+    finally:
+        assert restarted.stop() == 0
+    assert [s.text for s in driver.shown(driver.main_jid)] == parts  # each part once, in order
+    assert [e.part for e in of_type(log, t.OutboundPartSent)] == list(range(1, len(parts) + 1))

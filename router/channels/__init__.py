@@ -1,7 +1,7 @@
 """Chat channels. Importing this package registers every channel; each is skipped without its credentials.
 
-Slack is declared here and imported only when its tokens are
-set, so a service without it does not load its client library.
+Slack and Discord are declared here and imported only when their tokens are
+set, so a service without them does not load their client libraries.
 """
 
 from router.channels import local  # noqa: F401  (registers itself)
@@ -9,3 +9,4 @@ from router.channels import registry, telegram  # noqa: F401  (telegram register
 
 registry.declare("slack", "router.channels.slack", credentials=("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN"),
                  jid_prefix="slack:")
+registry.declare("discord", "router.channels.discord", credentials=("DISCORD_BOT_TOKEN",), jid_prefix="dc:")

@@ -6,6 +6,7 @@ keep the two word for word.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from router.channels.base import RegisteredChat
@@ -21,3 +22,21 @@ def registration_help(jid: str, name: str, registered: RegisteredChat | None, ro
     return (f"This chat is {jid}.\n\nTo let the assistant answer here, run in the NanoClaw folder ({root}):\n\n"
             f".venv/bin/nanoclaw groups add {jid} --name {quoted} --folder FOLDER\n\n"
             f"(add --main for your own main chat; FOLDER is a short name such as {folder_example})")
+
+
+HELP_EVERY_S = 3600.0
+
+
+class HelpLimiter:
+    """An unregistered chat that mentions the bot is told how to register it at most once an hour."""
+
+    def __init__(self, every_s: float = HELP_EVERY_S):
+        self.every_s = every_s
+        self._helped: dict[str, float] = {}
+
+    def due(self, jid: str) -> bool:
+        now = time.monotonic()
+        if now - self._helped.get(jid, -self.every_s) < self.every_s:
+            return False
+        self._helped[jid] = now
+        return True

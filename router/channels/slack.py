@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import time
 from pathlib import Path
 
 from loguru import logger
@@ -32,7 +31,7 @@ from router.channels import registry
 from router.channels.base import (Channel, ChannelContext, ChannelStartError, RegisteredChat,
                                   connection_refused, retry_unsent)
 from router.channels.markdown import to_plain
-from router.channels.registration import registration_help
+from router.channels.registration import HelpLimiter, registration_help
 from router.channels.slack_format import split_message, to_mrkdwn
 from router.channels.slack_inbound import (GROUP_TYPES, PREFIX, channel_of, iso_of, jid_of, mentions,
                                            to_inbound)
@@ -43,7 +42,6 @@ DEFAULT_API_URL = "https://slack.com"
 WORKING_REACTION = "eyes"
 RATE_LIMIT_RETRIES = 8  # 429s waited out per request before delivery's own retry takes over
 PING_INTERVAL_S = 5.0  # the socket's ping; a dead connection is replaced after a few missed pongs
-HELP_EVERY_S = 3600.0  # an unregistered chat that mentions the bot is told how to register it, at most this often
 # Slack's answers to a token it will not take: a restart cannot fix them.
 REFUSED_TOKEN = ("invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired",
                  "not_allowed_token_type")
@@ -80,7 +78,7 @@ class SlackChannel(Channel):
         self._chats: dict[str, tuple[str, bool]] = {}  # channel id -> (name, is_group)
         self._newest: dict[str, str] = {}  # jid -> ts of the newest message recorded (the one the agent answers)
         self._working: dict[str, str] = {}  # jid -> ts wearing the working reaction
-        self._helped: dict[str, float] = {}
+        self._help = HelpLimiter()
         self._route()
 
     # ----- lifetime -----------------------------------------------------------------------------
@@ -185,10 +183,8 @@ class SlackChannel(Channel):
             logger.debug("slack: message in unregistered chat {} ({!r}) not recorded; /chatid there tells how "
                          "to register it", jid, name)
             return
-        now = time.monotonic()
-        if now - self._helped.get(jid, -HELP_EVERY_S) < HELP_EVERY_S:
+        if not self._help.due(jid):
             return
-        self._helped[jid] = now
         text = registration_help(jid, name, None, self.ctx.settings.root, "slack_team")
         try:
             await self.send(jid, text, outbound_id="registration help", thread_id=event.get("thread_ts"))
