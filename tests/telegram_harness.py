@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 
 from events import EventLog
-from tests.live_router import (fresh_settings,  # noqa: F401  (the Telegram tests import them from here)
-                               keys_of, live_router, until)
+from tests.live_router import fresh_settings  # noqa: F401  (the Telegram tests import them from here)
+from tests.live_router import keys_of, live_router, until
 from tests.observe import of_type  # noqa: F401  (the Telegram tests import it from here)
 from tests.telegram_stub_api import TelegramStub
 
