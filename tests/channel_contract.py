@@ -24,7 +24,7 @@ from tests.slack_harness import point_at
 from tests.slack_stub_api import BOT_ID, BOT_USER, SlackStub
 from tests.telegram_stub_api import BOT_USER as TG_BOT, TelegramStub, visible_text
 
-EVERYTHING = frozenset({"bots", "mentions", "formatting", "rate_limit", "outage", "parts"})
+EVERYTHING = frozenset({"bots", "mentions", "formatting", "rate_limit", "outage", "parts", "files"})
 
 
 @dataclass
@@ -57,6 +57,7 @@ class Driver:
     def connected(self) -> bool: return True
     def say(self, jid: str, text: str, *, sender: str | None = None, mention: bool = False) -> Said: ...
     def say_as_bot(self, jid: str, text: str) -> None: ...
+    def say_with_file(self, jid: str, text: str, name: str, data: bytes, media_type: str) -> None: ...
     def say_as_self(self, jid: str, text: str) -> None: ...
     def deliver_again(self, said: Said) -> None: ...
     def shown(self, jid: str) -> list[Shown]: ...
@@ -163,6 +164,13 @@ class TelegramDriver(Driver):
     def say_as_self(self, jid, text) -> None:
         self.stub.say(self.chats[jid], TG_BOT, text)
 
+    def say_with_file(self, jid, text, name, data, media_type) -> None:
+        if media_type.startswith("image/"):
+            media = {"photo": [self.stub.add_file(data, width=1, height=1)]}
+        else:
+            media = {"document": self.stub.add_file(data, file_name=name, mime_type=media_type)}
+        self.stub.say(self.chats[jid], self.alice, None, caption=text or None, **media)
+
     def deliver_again(self, said: Said) -> None:
         self.stub.deliver_again(said.handle)
 
@@ -216,6 +224,9 @@ class SlackDriver(Driver):
 
     def say_as_bot(self, jid, text) -> None:
         self.stub.say(jid.split(":")[1], None, text, bot_id="B0WEATHER", subtype="bot_message")
+
+    def say_with_file(self, jid, text, name, data, media_type) -> None:
+        self.stub.say(jid.split(":")[1], self.person, text, files=[self.stub.add_file(name, data, media_type)])
 
     def say_as_self(self, jid, text) -> None:
         self.stub.say(jid.split(":")[1], BOT_USER, text, bot_id=BOT_ID)
@@ -277,6 +288,9 @@ class DiscordDriver(Driver):
 
     def say_as_bot(self, jid, text) -> None:
         self.stub.say(jid[3:], self.weather, text)
+
+    def say_with_file(self, jid, text, name, data, media_type) -> None:
+        self.stub.say(jid[3:], self.people[self.person], text, attachments=[(name, data, media_type)])
 
     def say_as_self(self, jid, text) -> None:
         self.stub.say(jid[3:], dc.BOT_USER, text)

@@ -17,6 +17,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from urllib.parse import quote
 
 from aiohttp import WSMsgType, web
 
@@ -130,8 +131,8 @@ class DiscordStub(StubServer):
             self.attachments[attachment] = body
             data["attachments"].append({"id": attachment, "filename": name, "size": len(body),
                                         "content_type": content_type,
-                                        "url": f"{self.url}/attachments/{attachment}/{name}",
-                                        "proxy_url": f"{self.url}/attachments/{attachment}/{name}"})
+                                        "url": f"{self.url}/attachments/{attachment}/{quote(name, safe='')}",
+                                        "proxy_url": f"{self.url}/attachments/{attachment}/{quote(name, safe='')}"})
         if webhook:
             data["webhook_id"] = snowflake()
         self.dispatch("MESSAGE_CREATE", data)

@@ -19,6 +19,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import WSMsgType, web
 
@@ -156,7 +157,7 @@ class SlackStub(StubServer):
         with self._lock:
             self._files[file_id] = data
         return {"id": file_id, "name": name, "mimetype": mimetype, "size": len(data) if size is None else size,
-                "url_private_download": f"{self.url}/files/{file_id}/{name}", "mode": "hosted"}
+                "url_private_download": f"{self.url}/files/{file_id}/{quote(name, safe='')}", "mode": "hosted"}
 
     def _send(self, envelope: _Envelope) -> str:
         async def send():

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import unquote, parse_qs, urlsplit
 
 TOKEN = "123456789:AAStandInTokenForTestsOnly_0123456789"
 BOT_USER = {"id": 123456789, "is_bot": True, "first_name": "Andy", "username": "andy_test_bot",
@@ -123,6 +123,7 @@ class TelegramStub:
         self.port = 0
         self.sent: list[Sent] = []
         self.files: list[SentFile] = []
+        self.stored_files: dict[str, bytes] = {}  # what people sent, by file_id
         self.actions: list[tuple[int, str, float]] = []
         self.action_topics: list[int | None] = []  # beside `actions`: the topic each went to
         self.calls: list[tuple[str, dict, float]] = []
@@ -246,6 +247,20 @@ class TelegramStub:
 
     def api_getMe(self, params: dict) -> dict:
         return self.bot
+
+    def add_file(self, data: bytes, **fields: Any) -> dict:
+        """A file a person sent, as the Bot API describes it (`file_id`, `file_size`, ...); getFile finds it."""
+        with self._cond:
+            file_id = f"file{len(self.stored_files) + 1}"
+            self.stored_files[file_id] = data
+        return {"file_id": file_id, "file_unique_id": f"u{file_id}", "file_size": len(data), **fields}
+
+    def api_getFile(self, params: dict) -> dict:
+        file_id = params.get("file_id")
+        if file_id not in self.stored_files:
+            raise ApiError(400, "Bad Request: invalid file_id")
+        return {"file_id": file_id, "file_unique_id": f"u{file_id}", "file_size": len(self.stored_files[file_id]),
+                "file_path": f"documents/{file_id}"}
 
     def api_deleteWebhook(self, params: dict) -> bool:
         return True
@@ -414,6 +429,14 @@ def _handler_for(stub: TelegramStub):
             parts = urlsplit(self.path)
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             match = re.fullmatch(r"/bot([^/]+)/(\w+)", parts.path)
+            download = re.fullmatch(r"/file/bot([^/]+)/documents/(\w+)", unquote(parts.path))
+            if download is not None and download[1] == stub.token and download[2] in stub.stored_files:
+                data = stub.stored_files[download[2]]
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                return
             try:
                 if match is None or match[1] != stub.token:
                     raise ApiError(401 if match else 404, "Unauthorized" if match else "Not Found")

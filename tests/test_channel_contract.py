@@ -243,6 +243,39 @@ def test_the_sender_allowlist_goes_by_the_channels_user_ids(channel):
         (driver.person, "@Andy from the allowed person")]
 
 
+PNG = bytes.fromhex("89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489") + b"\0" * 64
+
+
+@each("files")
+def test_a_file_sent_in_the_chat_is_saved_in_the_groups_folder_and_named_in_the_message(channel, monkeypatch):
+    driver, settings, log = channel
+    from router.channels import inbound_files
+    monkeypatch.setattr(inbound_files, "MAX_INBOUND_BYTES", 4096)
+    group = settings.groups_dir / "main"
+    outside = settings.root / "outside"
+    outside.mkdir()
+    group.mkdir(parents=True, exist_ok=True)
+    (group / "inbox").symlink_to(outside)  # planted by the agent: the host must not write through it
+
+    async def scenario():
+        async with _live(driver, settings, log):
+            driver.say_with_file(driver.main_jid, "what is in this picture?", "../../cat photo.png", PNG, "image/png")
+            driver.say_with_file(driver.main_jid, "", "huge.bin", b"x" * 5000, "application/octet-stream")
+            await until(lambda: len(of_type(log, t.MessageReceived)) >= 2, what="both messages")
+
+    asyncio.run(scenario())
+    # a message waits for its files before it is recorded, so the two may be recorded in either order
+    [photo] = [m for m in of_type(log, t.MessageReceived) if "picture" in m.content]
+    [huge] = [m for m in of_type(log, t.MessageReceived) if "huge" in m.content]
+    assert photo.content.startswith("what is in this picture?\n[Photo: /workspace/group/inbox/")
+    assert "(image/png, " in photo.content
+    stored = photo.content.split("/workspace/group/inbox/")[1].split(" (")[0]
+    assert "/" not in stored and stored.endswith(".png")  # the name made plain, or given by its content
+    assert (group / "inbox" / stored).read_bytes() == PNG
+    assert not (group / "inbox").is_symlink() and list(outside.iterdir()) == []
+    assert huge.content == "[Document: huge.bin, not downloaded: it is 5 KB and files up to 4 KB are]"
+
+
 @pytest.mark.docker  # `nanoclaw run` checks the container runtime first
 @each()
 def test_a_kill_after_recording_a_message_stores_it_once_when_it_comes_again(channel):

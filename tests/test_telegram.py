@@ -60,13 +60,13 @@ def test_a_group_records_its_title_senders_replies_and_bots(stub, tg_settings, t
             stub.say(family, other_bot, "rain at 5pm")
             mine = stub.say(family, BOT_USER, "Noted.")
             stub.say(family, BOB, "thanks", reply_to=mine)
-            stub.say(family, ALICE, caption="the list", photo=[{"file_id": "p", "file_unique_id": "u",
-                                                                 "width": 1, "height": 1}])
+            stub.say(family, ALICE, caption="the list", photo=[stub.add_file(b"\xff\xd8\xff\xe0" + b"\0" * 60,
+                                                                              width=1, height=1)])
             await until(lambda: len(of_type(tg_log, t.MessageReceived)) == 6, what="six messages")
             await until(lambda: of_type(tg_log, t.AgentRunRequested), what="the trigger's run request")
 
     asyncio.run(scenario())
-    by_content = {m.content: m for m in of_type(tg_log, t.MessageReceived)}
+    by_content = {m.content.split("\n")[0]: m for m in of_type(tg_log, t.MessageReceived)}
     reply = by_content["@Andy buy it"]
     assert (reply.sender_name, reply.reply_to_message_content, reply.reply_to_sender_name) == (
         "Alice Smith", "do we need milk?", "Bob")
@@ -74,7 +74,8 @@ def test_a_group_records_its_title_senders_replies_and_bots(stub, tg_settings, t
     assert (by_content["rain at 5pm"].is_bot_message, by_content["rain at 5pm"].is_from_me) == (True, False)
     assert (by_content["Noted."].is_from_me, by_content["Noted."].is_bot_message) == (True, True)
     assert by_content["thanks"].reply_to_sender_name == "Andy"  # quoting the assistant's own message
-    assert by_content["[Photo] the list"].sender == "42"
+    photo = by_content["the list"]
+    assert photo.sender == "42" and "\n[Photo: /workspace/group/inbox/" in photo.content and "(image/jpeg" in photo.content
     assert [(c.name, c.is_group) for c in of_type(tg_log, t.ChatSeen)] == [("Family", True)]
     assert [r.chat_jid for r in of_type(tg_log, t.AgentRunRequested)] == ["tg:-1001234567890"]
 

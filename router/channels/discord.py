@@ -31,6 +31,7 @@ from router.channels.base import (Channel, ChannelContext, ChannelStartError, Re
 from router.channels.discord_format import split_message, to_discord
 from router.channels.discord_inbound import (PREFIX, channel_of, chat_name, conversation_of, jid_of,
                                              mentions_bot, to_inbound)
+from router.channels.inbound_files import Incoming, kind_of, receive_files
 from router.channels.registration import HelpLimiter, registration_help
 
 TOKEN_KEY = "DISCORD_BOT_TOKEN"
@@ -121,8 +122,11 @@ class DiscordChannel(Channel):
         if registered is None:
             await self._help_unregistered(jid, name, message, me)
             return
+        files = [Incoming(a.filename, kind_of(a.content_type, "Document"), a.size, a.read)
+                 for a in message.attachments]
+        extra = await receive_files(self.ctx.settings, registered.folder, str(message.id), files) if files else ""
         inbound = to_inbound(message, bot_id=me, trigger=registered.trigger or self.ctx.settings.trigger,
-                             extra="\n".join(f"[File: {a.filename}]" for a in message.attachments))
+                             extra=extra)
         if inbound is not None:
             await self.ctx.on_message(self.name, inbound)
 

@@ -18,6 +18,7 @@ import logging
 import re
 from pathlib import Path
 
+import aiohttp
 from loguru import logger
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.app.async_app import AsyncApp
@@ -30,6 +31,7 @@ from events.types import OutboundFile
 from router.channels import registry
 from router.channels.base import (Channel, ChannelContext, ChannelStartError, RegisteredChat,
                                   connection_refused, retry_unsent)
+from router.channels.inbound_files import MAX_INBOUND_BYTES, Incoming, kind_of, receive_files
 from router.channels.markdown import to_plain
 from router.channels.registration import HelpLimiter, registration_help
 from router.channels.slack_format import split_message, to_mrkdwn
@@ -164,14 +166,27 @@ class SlackChannel(Channel):
             await self._who_am_i()
         sender_name = await self._name(event["user"]) if event.get("user") else event.get("username", "a bot")
         await self._names_in(event.get("text") or "")
+        files = [Incoming(f.get("name") or "file", kind_of(f.get("mimetype"), "Document"), f.get("size"),
+                          self._fetcher(f["url_private_download"]))
+                 for f in event.get("files") or [] if f.get("url_private_download")]
+        extra = await receive_files(self.ctx.settings, chat.folder, event["ts"], files) if files else ""
         inbound = to_inbound(event, bot_user=self.bot_user, sender_name=sender_name,
                              name_of=lambda user: self._names.get(user, user),
-                             trigger=chat.trigger or self.ctx.settings.trigger)
+                             trigger=chat.trigger or self.ctx.settings.trigger, extra=extra)
         if inbound is None:
             return
         if not inbound.is_bot_message:
             self._newest[jid] = event["ts"]
         await self.ctx.on_message(self.name, inbound)
+
+    def _fetcher(self, url: str):
+        """A file's download, with the bot token Slack asks for (files:read), stopped past the size cap."""
+        async def fetch() -> bytes:
+            async with aiohttp.ClientSession() as session:
+                async with session.get(url, headers={"Authorization": f"Bearer {self.client.token}"}) as response:
+                    response.raise_for_status()
+                    return await response.content.read(MAX_INBOUND_BYTES + 1)
+        return fetch
 
     def _registered(self, jid: str) -> RegisteredChat | None:
         return self.ctx.registered_groups().get(jid) or self.ctx.registered_groups(fresh=True).get(jid)

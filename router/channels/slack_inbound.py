@@ -63,16 +63,17 @@ def mentions(text: str, user_id: str | None) -> bool:
 
 
 def to_inbound(event: dict, *, bot_user: str | None, sender_name: str, name_of: Callable[[str], str],
-               trigger: str) -> InboundMessage | None:
+               trigger: str, extra: str = "") -> InboundMessage | None:
     """The message as the router records it; None for what is not a person's (or a bot's) message."""
     if event.get("subtype") not in (*PERSON_SUBTYPES, "bot_message") or not event.get("ts"):
         return None
     raw = event.get("text") or ""
     content = readable(raw, name_of).strip()
-    if not content:
+    if not content and not extra:
         return None
     if mentions(raw, bot_user):
         content = mention_as_trigger(content, f"@{name_of(bot_user)}", trigger)
+    content = "\n".join(part for part in (content, extra) if part)
     sender = event.get("user") or event.get("bot_id") or "unknown"
     from_me = bool(bot_user) and sender == bot_user
     thread = event.get("thread_ts")

@@ -22,9 +22,11 @@ from base.timefmt import to_iso
 from events.types import OutboundFile
 from router.channels import registry
 from router.channels.base import Channel, ChannelContext, ChannelStartError, RegisteredChat
+from router.channels.inbound_files import Incoming, receive_files
 from router.channels.registration import registration_help
 from router.channels.telegram_format import split_message
-from router.channels.telegram_inbound import PREFIX, chat_facts, chat_id_of, command_of, to_inbound, topic_of
+from router.channels.telegram_inbound import (PREFIX, chat_facts, chat_id_of, command_of, files_of,
+                                              to_inbound, topic_of)
 from router.channels.telegram_send import ReplySender, retry_after_s
 
 TOKEN_KEY = "TELEGRAM_BOT_TOKEN"
@@ -166,9 +168,13 @@ class TelegramChannel(Channel):
             if command is not None:
                 self._chore(self._answer_command(command, message))
             elif (chat := self._registered(facts.jid)) is not None:
+                files = [Incoming(name, kind, size, self._fetcher(file_id))
+                         for file_id, name, kind, size in files_of(message)]
+                saved = await receive_files(self.ctx.settings, chat.folder, str(message.message_id), files) \
+                    if files else ""
                 inbound = to_inbound(message, bot_id=self.bot.id, bot_username=self.bot.username,
                                      assistant_name=self.ctx.settings.assistant_name,
-                                     trigger=chat.trigger or self.ctx.settings.trigger)
+                                     trigger=chat.trigger or self.ctx.settings.trigger, files_text=saved)
                 if inbound is not None:
                     pending.append(inbound)
                     self._topics[facts.jid] = topic_of(message)
@@ -176,6 +182,11 @@ class TelegramChannel(Channel):
                 logger.debug("telegram: message in unregistered chat {} ({!r}) not recorded; /chatid there "
                              "tells how to register it", facts.jid, facts.name)
         await asyncio.gather(*(self.ctx.on_message(self.name, inbound) for inbound in pending))
+
+    def _fetcher(self, file_id: str):
+        async def fetch() -> bytes:
+            return bytes(await (await self.bot.get_file(file_id)).download_as_bytearray())
+        return fetch
 
     def _registered(self, jid: str) -> RegisteredChat | None:
         """The registered group of the chat (asked again once before a message is dropped), or None."""

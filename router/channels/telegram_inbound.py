@@ -101,14 +101,32 @@ def mentions_bot(message: Message, bot_username: str | None) -> bool:
     return any(text.lower() == wanted for text in found.values())
 
 
+def files_of(message: Message) -> list[tuple[str, str, str, int | None]]:
+    """(file id, name, kind, size) of the photo (its largest size), voice note, audio, video or document."""
+    found = []
+    if message.photo:
+        largest = message.photo[-1]
+        found.append((largest.file_id, f"photo-{message.message_id}.jpg", "Photo", largest.file_size))
+    for attribute, kind, default in (("voice", "Voice message", "voice.ogg"), ("audio", "Audio", "audio"),
+                                     ("video", "Video", "video.mp4"), ("document", "Document", "document")):
+        media = getattr(message, attribute, None)
+        if media:
+            found.append((media.file_id, getattr(media, "file_name", None) or default, kind, media.file_size))
+    return found
+
+
 def to_inbound(message: Message, *, bot_id: int | None, bot_username: str | None, assistant_name: str,
-               trigger: str) -> InboundMessage | None:
-    """The message as the router records it; None when it carries nothing to read (a service message)."""
-    content = message_text(message)
-    if not content.strip():
-        return None
+               trigger: str, files_text: str = "") -> InboundMessage | None:
+    """The message as the router records it; None when it carries nothing to read (a service message).
+
+    `files_text` names the files saved from it; without it, a placeholder stands for its media.
+    """
+    content = (message.text or message.caption or "") if files_text else message_text(message)
     if mentions_bot(message, bot_username):
         content = mention_as_trigger(content, f"@{bot_username}", trigger)
+    content = "\n".join(part for part in (content.strip() and content, files_text) if part)
+    if not content.strip():
+        return None
     user = message.from_user
     if is_anonymous_admin(message):
         user = None  # a person writing as the group: the group is the sender, and no bot
