@@ -197,7 +197,28 @@ class TelegramDriver(Driver):
         self.stub.start()
 
 
-class SlackDriver(Driver):
+class WebSocketStubDriver(Driver):
+    """A channel whose stand-in is a `StubServer` (Slack's, Discord's): the same knobs for limits and outages."""
+
+    stub: object
+
+    def stop(self) -> None:
+        self.stub.stop()
+
+    def rate_limit(self, retry_after_s: int) -> None:
+        self.stub.flood_limit(answers=1, retry_after_s=retry_after_s)
+
+    def rate_limited(self) -> int:
+        return self.stub.rate_limited
+
+    def go_away(self) -> None:
+        self.stub.go_away()
+
+    def come_back(self) -> None:
+        self.stub.come_back()
+
+
+class SlackDriver(WebSocketStubDriver):
     def __init__(self):
         super().__init__("slack", "slack:D0ALICE", "slack:C0FAMILY", "U0ALICE", "U0BOB")
         self.stub = SlackStub()
@@ -209,9 +230,6 @@ class SlackDriver(Driver):
         self.stub.channel("D0ALICE", "U0ALICE", kind="im")
         self.stub.channel("C0FAMILY", "family")
         point_at(self.stub, monkeypatch)
-
-    def stop(self) -> None:
-        self.stub.stop()
 
     def connected(self) -> bool:
         return self.stub.connected()
@@ -244,20 +262,8 @@ class SlackDriver(Driver):
     def refuse_formatting(self) -> None:
         self.stub.refuse_formatting(1)
 
-    def rate_limit(self, retry_after_s: int) -> None:
-        self.stub.flood_limit(answers=1, retry_after_s=retry_after_s)
 
-    def rate_limited(self) -> int:
-        return self.stub.rate_limited
-
-    def go_away(self) -> None:
-        self.stub.go_away()
-
-    def come_back(self) -> None:
-        self.stub.come_back()
-
-
-class DiscordDriver(Driver):
+class DiscordDriver(WebSocketStubDriver):
     """Discord's gateway does not send a message again after a crash; a resumed session replays it."""
 
     def __init__(self):
@@ -273,9 +279,6 @@ class DiscordDriver(Driver):
         self.stub.text_channel(self.group_jid[3:], "family")
         monkeypatch.setenv("DISCORD_BOT_TOKEN", self.stub.token)
         monkeypatch.setenv("DISCORD_API_BASE_URL", self.stub.url)
-
-    def stop(self) -> None:
-        self.stub.stop()
 
     def connected(self) -> bool:
         return self.stub.ready()
@@ -303,18 +306,6 @@ class DiscordDriver(Driver):
 
     def split(self, text: str) -> list[str]:
         return [discord_format.to_discord(p) for p in discord_format.split_message(text)]
-
-    def rate_limit(self, retry_after_s: int) -> None:
-        self.stub.flood_limit(answers=1, retry_after_s=retry_after_s)
-
-    def rate_limited(self) -> int:
-        return self.stub.rate_limited
-
-    def go_away(self) -> None:
-        self.stub.go_away()
-
-    def come_back(self) -> None:
-        self.stub.come_back()
 
 
 DRIVERS = {"local": LocalDriver, "telegram": TelegramDriver, "slack": SlackDriver, "discord": DiscordDriver}

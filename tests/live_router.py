@@ -32,6 +32,17 @@ async def live_router(settings, log):
         await app.stop()
 
 
+def start_and_stop(settings, log) -> None:
+    """Start the router and stop it again; what start-up raises (a refused token) is raised here."""
+    async def scenario():
+        app = RouterApp(settings, log)
+        try:
+            await app.start()
+        finally:
+            await app.stop()
+    asyncio.run(scenario())
+
+
 async def until(predicate, timeout: float = 30.0, what: str = "a condition"):
     """Wait (without blocking the router's loop) until `predicate()` is truthy; return its value."""
     deadline = time.monotonic() + timeout

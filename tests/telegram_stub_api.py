@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import unquote, parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 TOKEN = "123456789:AAStandInTokenForTestsOnly_0123456789"
 BOT_USER = {"id": 123456789, "is_bot": True, "first_name": "Andy", "username": "andy_test_bot",

@@ -14,12 +14,11 @@ import asyncio
 import pytest
 
 from events import EventLog, types as t
-from router.app import RouterApp
 from router.channels.base import ChannelStartError
 from router.channels.discord_format import MAX_MESSAGE_CHARS, split_message, to_discord
 from rules.groups import register_group
 from tests import discord_stub_api as dc
-from tests.live_router import fresh_settings, keys_of, live_router, until
+from tests.live_router import fresh_settings, keys_of, live_router, start_and_stop, until
 from tests.observe import of_type
 
 FAMILY, PLANS = "810000000000000001", "810000000000000009"
@@ -133,16 +132,9 @@ def test_a_refused_token_stops_start_up_with_a_clear_error(stub, settings, monke
     settings = fresh_settings()
     log = EventLog(settings.db_path)
 
-    async def scenario():
-        app = RouterApp(settings, log)
-        try:
-            await app.start()
-        finally:
-            await app.stop()
-
     try:
         with pytest.raises(ChannelStartError, match="Discord refused DISCORD_BOT_TOKEN") as caught:
-            asyncio.run(scenario())
+            start_and_stop(settings, log)
     finally:
         log.close()
     assert "not.the.token" not in str(caught.value)

@@ -18,6 +18,7 @@ from events import types as t
 from router.app import RouterApp
 from router.channels.base import ChannelStartError
 from rules.groups import register_group
+from tests.live_router import start_and_stop
 from tests.telegram_harness import (ALICE, BOB, keys_of, live_router, of_type, stub,  # noqa: F401  (fixtures)
                                     tg_log, tg_settings, until)
 from tests.telegram_stub_api import BOT_USER, TOKEN, TelegramStub
@@ -192,16 +193,9 @@ def test_a_refused_token_stops_start_up_with_a_clear_error_that_hides_it(stub, r
 
     log = EventLog(settings.db_path)
 
-    async def scenario():
-        app = RouterApp(settings, log)
-        try:
-            await app.start()
-        finally:
-            await app.stop()
-
     try:
         with pytest.raises(ChannelStartError, match="Telegram refused TELEGRAM_BOT_TOKEN") as caught:
-            asyncio.run(scenario())
+            start_and_stop(settings, log)
     finally:
         log.close()
     assert wrong not in str(caught.value) and "@BotFather" in str(caught.value)
