@@ -139,7 +139,7 @@ def check_egress(log: EventLog | None) -> Check:
 
 
 def check_channels(settings: Settings, log: EventLog | None) -> Check:
-    from router.channels import registry
+    from router.channels import credentials, registry
 
     installed = registry.names()
     ready = [n for n in installed if all(settings.secret(k) for k in registry.credentials_of(n))]
@@ -152,6 +152,9 @@ def check_channels(settings: Settings, log: EventLog | None) -> Check:
             unreachable.append((group.folder, group.jid, channel))
     if not ready:
         return Check(name="channels", level="fail", detail=detail, fix="set a channel's credentials in .env")
+    if wrong := credentials.problems(settings.secret):
+        return Check(name="channels", level="fail", detail=f"{detail}; " + "; ".join(wrong),
+                     fix=f"copy the token again into {settings.root / '.env'} and restart the service")
     if unreachable:
         folder, jid, channel = unreachable[0]
         why = "no installed channel owns it" if channel is None else \

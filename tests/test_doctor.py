@@ -181,3 +181,14 @@ def test_a_docker_network_for_agents_is_named_as_the_unsafe_opt_out(settings, mo
     monkeypatch.setenv("CONTAINER_NETWORK", "bridge")
     check = doctor.check_network(load_settings())
     assert check.level == "warn" and "unsafe opt-out" in check.detail and "CONTAINER_NETWORK" in check.fix
+
+
+def test_a_token_in_the_wrong_key_or_without_its_partner_fails_naming_what_to_copy_again(root, monkeypatch):
+    from tests.live_router import fresh_settings
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xapp-1-A111-pasted-into-the-wrong-key")
+    monkeypatch.setenv("DISCORD_BOT_TOKEN", "MTEx.StandIn.Token")
+    check = doctor.check_channels(fresh_settings(), None)
+    assert check.level == "fail"
+    assert "SLACK_BOT_TOKEN does not look like the Slack app's Bot User OAuth Token (xoxb-...)" in check.detail
+    assert "SLACK_APP_TOKEN is not set" in check.detail and "DISCORD_BOT_TOKEN does not" not in check.detail
+    assert "xapp-1-A111" not in check.detail

@@ -31,6 +31,7 @@ from events.types import OutboundFile
 from router.channels import registry
 from router.channels.base import (Channel, ChannelContext, ChannelStartError, RegisteredChat,
                                   connection_refused, retry_unsent)
+from router.channels.credentials import problems_of
 from router.channels.inbound_files import MAX_INBOUND_BYTES, Incoming, kind_of, receive_files
 from router.channels.markdown import to_plain
 from router.channels.registration import HelpLimiter, registration_help
@@ -86,11 +87,9 @@ class SlackChannel(Channel):
     # ----- lifetime -----------------------------------------------------------------------------
     async def connect(self) -> None:
         """Check both tokens, then open the socket in the background (an unreachable Slack is retried there)."""
-        for key, token, prefix in ((BOT_TOKEN_KEY, self.client.token, "xoxb-"), (APP_TOKEN_KEY, self.app_token, "xapp-")):
-            if not (token or "").startswith(prefix):
-                raise ChannelStartError(f"{key} must start with {prefix} (it is the "
-                                        f"{'Bot User OAuth Token' if prefix == 'xoxb-' else 'App-Level Token'} "
-                                        "of the Slack app); copy it again into .env")
+        tokens = {BOT_TOKEN_KEY: self.client.token, APP_TOKEN_KEY: self.app_token}
+        if wrong := problems_of(tuple(tokens), tokens.get):
+            raise ChannelStartError("; ".join(wrong))
         try:
             await self._who_am_i(raise_refusal=True)
             await self.client.apps_connections_open(app_token=self.app_token)
@@ -335,9 +334,8 @@ def _factory(ctx: ChannelContext) -> Channel | None:
     bot_token, app_token = ctx.settings.secret(BOT_TOKEN_KEY), ctx.settings.secret(APP_TOKEN_KEY)
     if not bot_token and not app_token:
         return None
-    if not bot_token or not app_token:
-        missing = BOT_TOKEN_KEY if not bot_token else APP_TOKEN_KEY
-        raise ChannelStartError(f"Slack needs both {BOT_TOKEN_KEY} and {APP_TOKEN_KEY}; {missing} is not set in .env")
+    if wrong := problems_of((BOT_TOKEN_KEY, APP_TOKEN_KEY), ctx.settings.secret):
+        raise ChannelStartError("; ".join(wrong))
     return SlackChannel(ctx, bot_token, app_token, ctx.settings.slack_api_base_url or DEFAULT_API_URL)
 
 
