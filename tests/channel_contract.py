@@ -61,6 +61,7 @@ class Driver:
     def say_as_self(self, jid: str, text: str) -> None: ...
     def deliver_again(self, said: Said) -> None: ...
     def shown(self, jid: str) -> list[Shown]: ...
+    def files_shown(self, jid: str) -> list[tuple[str, bytes, str]]: return []  # (name, data, caption as sent)
     def split(self, text: str) -> list[str]: return [text]
     def refuse_formatting(self) -> None: ...
     def rate_limit(self, retry_after_s: int) -> None: ...
@@ -178,6 +179,10 @@ class TelegramDriver(Driver):
         chat_id = int(jid.split(":")[1])
         return [Shown(s.shown, s.parse_mode is not None) for s in self.stub.sent if s.chat_id == chat_id]
 
+    def files_shown(self, jid) -> list[tuple[str, bytes, str]]:
+        chat_id = int(jid.split(":")[1])
+        return [(f.filename, f.data, visible_text(f.caption or "")) for f in self.stub.files if f.chat_id == chat_id]
+
     def split(self, text: str) -> list[str]:
         return [visible_text(telegram_format.to_telegram_html(p)) for p in telegram_format.split_message(text)]
 
@@ -256,6 +261,9 @@ class SlackDriver(WebSocketStubDriver):
         channel = jid.split(":")[1]
         return [Shown(p.shown, bool(p.blocks)) for p in self.stub.sent if p.channel == channel]
 
+    def files_shown(self, jid) -> list[tuple[str, bytes, str]]:
+        return [(u.name, u.data, u.comment or "") for u in self.stub.uploads if u.channel == jid.split(":")[1]]
+
     def split(self, text: str) -> list[str]:
         return [slack_format.to_mrkdwn(p) for p in slack_format.split_message(text)]
 
@@ -303,6 +311,9 @@ class DiscordDriver(WebSocketStubDriver):
 
     def shown(self, jid) -> list[Shown]:
         return [Shown(p.shown, True) for p in self.stub.sent if p.channel == jid[3:]]
+
+    def files_shown(self, jid) -> list[tuple[str, bytes, str]]:
+        return [(name, data, p.content) for p in self.stub.sent if p.channel == jid[3:] for name, data in p.files]
 
     def split(self, text: str) -> list[str]:
         return [discord_format.to_discord(p) for p in discord_format.split_message(text)]

@@ -11,7 +11,7 @@ import time
 from contextlib import asynccontextmanager
 
 from base.config import Settings, load_settings
-from events import EventLog
+from events import EventLog, types as t
 from router.app import RouterApp
 
 
@@ -56,3 +56,14 @@ async def until(predicate, timeout: float = 30.0, what: str = "a condition"):
 
 def keys_of(log: EventLog, cls) -> list[str | None]:
     return [r.key for r in log.read_since(0, types=[cls], limit=None)]
+
+
+def queue_file(settings, log, outbound_id: str, name: str, data: bytes, media_type: str, caption: str,
+               jid: str) -> None:
+    """A file reply as the actions stage queues it: the host's copy in the outbox, then the event."""
+    copy = settings.data_dir / "outbox" / outbound_id / name
+    copy.parent.mkdir(parents=True)
+    copy.write_bytes(data)
+    file = t.OutboundFile(name=name, path=f"outbox/{outbound_id}/{name}", size=len(data), media_type=media_type)
+    log.append(t.OutboundQueued(outbound_id=outbound_id, chat_jid=jid, text=caption, origin="ipc", file=file),
+               key=f"out:{outbound_id}")

@@ -20,7 +20,7 @@ import pytest
 from events import EventLog, types as t
 from rules.groups import register_group
 from tests.channel_contract import DRIVERS, Driver, drivers_that_can, write_allowlist
-from tests.live_router import fresh_settings, live_router, until
+from tests.live_router import fresh_settings, live_router, queue_file, until
 from tests.observe import of_type
 from tests.router_process import RouterProcess
 from tests.waiting import wait_for
@@ -274,6 +274,20 @@ def test_a_file_sent_in_the_chat_is_saved_in_the_groups_folder_and_named_in_the_
     assert (group / "inbox" / stored).read_bytes() == PNG
     assert not (group / "inbox").is_symlink() and list(outside.iterdir()) == []
     assert huge.content == "[Document: huge.bin, not downloaded: it is 5 KB and files up to 4 KB are]"
+
+
+@each("files")
+def test_a_file_the_agent_sends_arrives_with_its_caption(channel):
+    driver, settings, log = channel
+
+    async def scenario():
+        async with _live(driver, settings, log):
+            queue_file(settings, log, "f1", "report.png", PNG, "image/png", "the report", jid=driver.main_jid)
+            await until(lambda: _outcome(log, "f1"), what="the file to be sent")
+
+    asyncio.run(scenario())
+    assert _outcome(log, "f1") == "sent"
+    assert driver.files_shown(driver.main_jid) == [("report.png", PNG, "the report")]
 
 
 @pytest.mark.docker  # `nanoclaw run` checks the container runtime first

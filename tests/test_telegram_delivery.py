@@ -7,6 +7,7 @@ import asyncio
 from events import types as t
 from router.channels import telegram
 from rules.groups import register_group
+from tests.live_router import queue_file
 from tests.telegram_harness import (ALICE, live_router, of_type, stub, tg_log,  # noqa: F401  (fixtures)
                                     tg_settings, until)
 
@@ -167,17 +168,6 @@ def test_a_send_to_a_chat_telegram_does_not_know_is_recorded_as_failed(stub, tg_
 # --- files ------------------------------------------------------------------------------------------
 
 
-def queue_file(settings, log, outbound_id: str, name: str, data: bytes, media_type: str, caption: str,
-               jid: str = JID) -> None:
-    """A file reply as the actions stage queues it: the host's copy in the outbox, then the event."""
-    copy = settings.data_dir / "outbox" / outbound_id / name
-    copy.parent.mkdir(parents=True)
-    copy.write_bytes(data)
-    file = t.OutboundFile(name=name, path=f"outbox/{outbound_id}/{name}", size=len(data), media_type=media_type)
-    log.append(t.OutboundQueued(outbound_id=outbound_id, chat_jid=jid, text=caption, origin="ipc", file=file),
-               key=f"out:{outbound_id}")
-
-
 def test_an_image_goes_as_a_photo_and_anything_else_as_a_document_each_with_its_caption(
         stub, tg_settings, tg_log):
     from tests.test_sent_files import png
@@ -185,8 +175,8 @@ def test_an_image_goes_as_a_photo_and_anything_else_as_a_document_each_with_its_
 
     async def scenario():
         async with live_router(tg_settings, tg_log):
-            queue_file(tg_settings, tg_log, "shot", "shot.png", png(), "image/png", "the **page**")
-            queue_file(tg_settings, tg_log, "doc", "report.pdf", b"%PDF-1.7 ...", "application/pdf", "")
+            queue_file(tg_settings, tg_log, "shot", "shot.png", png(), "image/png", "the **page**", jid=JID)
+            queue_file(tg_settings, tg_log, "doc", "report.pdf", b"%PDF-1.7 ...", "application/pdf", "", jid=JID)
             await delivered(tg_log, 2)
 
     asyncio.run(scenario())
@@ -207,7 +197,7 @@ def test_a_files_refused_caption_formatting_and_a_429_are_handled_like_a_texts(s
 
     async def scenario():
         async with live_router(tg_settings, tg_log):
-            queue_file(tg_settings, tg_log, "shot", "shot.png", png(), "image/png", "a *caption*")
+            queue_file(tg_settings, tg_log, "shot", "shot.png", png(), "image/png", "a *caption*", jid=JID)
             await delivered(tg_log, 1)
 
     asyncio.run(scenario())
@@ -223,7 +213,7 @@ def test_an_image_telegram_will_not_show_as_a_photo_goes_as_a_document(stub, tg_
 
     async def scenario():
         async with live_router(tg_settings, tg_log):
-            queue_file(tg_settings, tg_log, "tall", "page.png", tall, "image/png", "")
+            queue_file(tg_settings, tg_log, "tall", "page.png", tall, "image/png", "", jid=JID)
             await delivered(tg_log, 1)
 
     asyncio.run(scenario())
