@@ -79,6 +79,21 @@ def refusals(settings, log) -> dict:
     return {"refusals": [[e.folder, e.path, e.operation, e.reason] for e in found]}  # type: ignore[attr-defined]
 
 
+def receive_file(settings, log, folder: str, message_id: str, name: str, text: str, times: int = 1) -> dict:
+    """What a channel does with a file a person sent, `times` over: the lines the messages would carry."""
+    import asyncio
+
+    from router.channels.inbound_files import Incoming, receive_files
+
+    async def fetch() -> bytes:
+        return text.encode()
+
+    async def all_of_them() -> list[str]:
+        return [await receive_files(settings, folder, message_id, [Incoming(name, "Document", None, fetch)])
+                for _ in range(times)]
+    return {"lines": asyncio.run(all_of_them())}
+
+
 OPERATIONS = {
     "register": lambda settings, log, folder, is_main=False: {
         "folder": register_group(log, settings, jid=f"local:{folder}", name=folder.title(), folder=folder,
@@ -87,6 +102,7 @@ OPERATIONS = {
     "pipe": pipe,
     "everything": everything,
     "send_file": send_file,
+    "receive_file": receive_file,
     "refusals": refusals,
 }
 
