@@ -66,6 +66,10 @@ class ChannelContext:
     on_chat_metadata: Callable[[str, str, str, str | None, bool | None], Awaitable[None]]
     registered_groups: Callable[..., dict[str, RegisteredChat]]  # (fresh: bool = False)
 
+    def registered(self, jid: str) -> RegisteredChat | None:
+        """The chat's registered group, asked again once (fresh) before a message is dropped as unregistered."""
+        return self.registered_groups().get(jid) or self.registered_groups(fresh=True).get(jid)
+
 
 class Channel(ABC):
     """A connection to one chat platform."""

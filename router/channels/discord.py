@@ -26,8 +26,7 @@ from loguru import logger
 from base.timefmt import to_iso
 from events.types import OutboundFile
 from router.channels import registry
-from router.channels.base import (Channel, ChannelContext, ChannelStartError, RegisteredChat,
-                                  connection_refused, retry_unsent)
+from router.channels.base import Channel, ChannelContext, ChannelStartError, connection_refused, retry_unsent
 from router.channels.discord_format import split_message, to_discord
 from router.channels.discord_inbound import (PREFIX, channel_of, chat_name, conversation_of, jid_of,
                                              mentions_bot, to_inbound)
@@ -118,7 +117,7 @@ class DiscordChannel(Channel):
         if message.content.strip().lower() in COMMANDS and message.author.id != me and not message.author.bot:
             await self._command(jid, name, message)
             return
-        registered = self._registered(jid)
+        registered = self.ctx.registered(jid)
         if registered is None:
             await self._help_unregistered(jid, name, message, me)
             return
@@ -130,8 +129,6 @@ class DiscordChannel(Channel):
         if inbound is not None:
             await self.ctx.on_message(self.name, inbound)
 
-    def _registered(self, jid: str) -> RegisteredChat | None:
-        return self.ctx.registered_groups().get(jid) or self.ctx.registered_groups(fresh=True).get(jid)
 
     async def _command(self, jid: str, name: str, message: discord.Message) -> None:
         if message.content.strip().lower() == "!ping":

@@ -29,8 +29,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from events.types import OutboundFile
 from router.channels import registry
-from router.channels.base import (Channel, ChannelContext, ChannelStartError, RegisteredChat,
-                                  connection_refused, retry_unsent)
+from router.channels.base import Channel, ChannelContext, ChannelStartError, connection_refused, retry_unsent
 from router.channels.credentials import problems_of
 from router.channels.inbound_files import MAX_INBOUND_BYTES, Incoming, kind_of, receive_files
 from router.channels.markdown import to_plain
@@ -157,7 +156,7 @@ class SlackChannel(Channel):
         jid = jid_of(channel)
         name, is_group = await self._chat(channel)
         await self.ctx.on_chat_metadata(jid, iso_of(event["ts"]), name, self.name, is_group)
-        chat = self._registered(jid)
+        chat = self.ctx.registered(jid)
         if chat is None:
             await self._help_unregistered(jid, name, event)
             return
@@ -187,8 +186,6 @@ class SlackChannel(Channel):
                     return await response.content.read(MAX_INBOUND_BYTES + 1)
         return fetch
 
-    def _registered(self, jid: str) -> RegisteredChat | None:
-        return self.ctx.registered_groups().get(jid) or self.ctx.registered_groups(fresh=True).get(jid)
 
     async def _help_unregistered(self, jid: str, name: str, event: dict) -> None:
         """A person who mentions the bot (or writes to it directly) in a chat not registered is told how to register it."""

@@ -21,7 +21,7 @@ from telegram.request import HTTPXRequest
 from base.timefmt import to_iso
 from events.types import OutboundFile
 from router.channels import registry
-from router.channels.base import Channel, ChannelContext, ChannelStartError, RegisteredChat
+from router.channels.base import Channel, ChannelContext, ChannelStartError
 from router.channels.inbound_files import Incoming, receive_files
 from router.channels.registration import registration_help
 from router.channels.telegram_format import split_message
@@ -167,7 +167,7 @@ class TelegramChannel(Channel):
             command = command_of(message, self.bot.username)
             if command is not None:
                 self._chore(self._answer_command(command, message))
-            elif (chat := self._registered(facts.jid)) is not None:
+            elif (chat := self.ctx.registered(facts.jid)) is not None:
                 files = [Incoming(name, kind, size, self._fetcher(file_id))
                          for file_id, name, kind, size in files_of(message)]
                 saved = await receive_files(self.ctx.settings, chat.folder, str(message.message_id), files) \
@@ -188,9 +188,6 @@ class TelegramChannel(Channel):
             return bytes(await (await self.bot.get_file(file_id)).download_as_bytearray())
         return fetch
 
-    def _registered(self, jid: str) -> RegisteredChat | None:
-        """The registered group of the chat (asked again once before a message is dropped), or None."""
-        return self.ctx.registered_groups().get(jid) or self.ctx.registered_groups(fresh=True).get(jid)
 
     def _chore(self, coro) -> None:
         task = asyncio.create_task(coro)
