@@ -279,6 +279,7 @@ class Settings:
     root: Path
     home: Path
     assistant_name: str = DEFAULT_ASSISTANT_NAME
+    assistant_has_own_number: bool = False  # the chat account is the assistant's, not its owner's (WhatsApp)
     failure_notices: bool = True
     model_api_silence_s: int = 300            # the gateway gives up on a model answer silent this long
     daily_budget_usd: float | None = None      # every group together, per UTC day
@@ -398,6 +399,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         root=root,
         home=home,
         assistant_name=_assistant_name(source),
+        assistant_has_own_number=source.choice("ASSISTANT_HAS_OWN_NUMBER", "false", ("true", "false")) == "true",
         failure_notices=source.choice("FAILURE_NOTICES", "on", ("on", "off")) == "on",
         model_api_silence_s=source.integer("MODEL_API_SILENCE_TIMEOUT", 300, 1, 3600, "seconds"),
         daily_budget_usd=source.dollars("DAILY_BUDGET_USD"),

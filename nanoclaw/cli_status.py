@@ -61,6 +61,8 @@ def render(report: status.Status, out: TextIO) -> None:
     w(f"NanoClaw at {report.root}\n")
     w(f"service     {_service_line(report.service, now)}\n")
     w(f"channels    {', '.join(report.service.channels) or '-'}\n")
+    for channel, note in report.channel_notes.items():
+        w(f"  {channel:<10}{note}\n")
     w(f"docker      {'up, ' + report.docker.detail if report.docker.reachable else 'DOWN: ' + report.docker.detail}\n")
     w(f"queue       {report.queue.pending} job(s) waiting, {report.queue.scheduled} scheduled\n")
     w(f"groups      {len(report.groups)} registered\n")

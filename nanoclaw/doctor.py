@@ -142,7 +142,7 @@ def check_channels(settings: Settings, log: EventLog | None) -> Check:
     from router.channels import credentials, registry
 
     installed = registry.names()
-    ready = [n for n in installed if all(settings.secret(k) for k in registry.credentials_of(n))]
+    ready = [n for n in installed if registry.is_set_up(n, settings)]
     missing = [k for n in installed for k in registry.credentials_of(n) if not settings.secret(k)]
     detail = "ready: " + (", ".join(ready) or "none") + (f"; not set: {', '.join(missing)}" if missing else "")
     unreachable = []
@@ -157,12 +157,22 @@ def check_channels(settings: Settings, log: EventLog | None) -> Check:
                      fix=f"copy the token again into {settings.root / '.env'} and restart the service")
     if unreachable:
         folder, jid, channel = unreachable[0]
-        why = "no installed channel owns it" if channel is None else \
-            f"{', '.join(k for k in registry.credentials_of(channel) if not settings.secret(k))} not set"
+        why = "no installed channel owns it" if channel is None else registry.missing_for(channel, settings)
         return Check(name="channels", level="warn",
                      detail=f"{detail}; {len(unreachable)} group(s) unreachable, e.g. {folder} ({jid}): {why}",
                      fix=f"set the channel's credentials in {settings.root / '.env'}, or remove the group")
     return Check(name="channels", level="ok", detail=detail)
+
+
+def check_whatsapp(settings: Settings) -> Check | None:
+    """The linked device's state as the channel last saw it; no check when WhatsApp was never linked."""
+    from router.channels import whatsapp_link
+
+    found = whatsapp_link.describe(settings)
+    if found is None:
+        return None
+    level, detail, fix = found
+    return Check(name="whatsapp", level=level, detail=detail, fix=fix or None)
 
 
 def _writable_dir(path: Path) -> bool:
@@ -271,14 +281,14 @@ def diagnose(settings: Settings) -> Report:
     runtime = check_runtime_up(settings)
     log_check, log = check_event_log(settings)
     try:
-        later: list[Callable[[], Check]] = [
+        later: list[Callable[[], Check | None]] = [
             lambda: check_image(settings, runtime.level == "ok"), lambda: check_credentials(settings),
             lambda: check_network(settings), lambda: check_gateway(settings), lambda: check_egress(log),
             lambda: check_chat_socket(settings),
-            lambda: check_channels(settings, log), lambda: check_folders(settings),
+            lambda: check_channels(settings, log), lambda: check_whatsapp(settings), lambda: check_folders(settings),
             lambda: check_ipc_owners(settings), lambda: check_mount_allowlist(settings),
             lambda: check_sender_allowlist(settings), lambda: check_service(settings), lambda: check_unit(settings)]
-        checks = [runtime, *(run() for run in later), log_check]
+        checks = [runtime, *(c for run in later if (c := run()) is not None), log_check]
     finally:
         if log is not None:
             log.close()

@@ -118,6 +118,7 @@ class Status(msgspec.Struct, kw_only=True):
     errors: list[ErrorInfo]
     containment: ContainmentInfo | None = None
     usage: Spend | None = None
+    channel_notes: dict[str, str] = {}  # a channel's own state when it needs saying (WhatsApp's linked device)
 
 
 # --- the service ---------------------------------------------------------------
@@ -312,6 +313,17 @@ def containers_info(log: EventLog, listed: list[dict] | None, now: float) -> lis
     return result
 
 
+def channel_notes(settings: Settings) -> dict[str, str]:
+    """What a channel's own files say about it: WhatsApp's device linked, or logged out and how to link it."""
+    from router.channels import whatsapp_link
+
+    found = whatsapp_link.describe(settings)
+    if found is None:
+        return {}
+    level, detail, fix = found
+    return {"whatsapp": detail if level == "ok" else f"NOT LINKED: {detail}; {fix}"}
+
+
 def gather(settings: Settings) -> Status:
     """Everything `nanoclaw status` shows, from files and Docker only."""
     now = time.time()
@@ -322,6 +334,6 @@ def gather(settings: Settings) -> Status:
                       docker=docker, queue=queue_info(settings), groups=groups_info(log),
                       containers=containers_info(log, listed, now), next_tasks=next_tasks(log),
                       errors=recent_errors(log), containment=containment_info(settings),
-                      usage=_spend(log, settings))
+                      usage=_spend(log, settings), channel_notes=channel_notes(settings))
     finally:
         log.close()

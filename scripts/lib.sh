@@ -57,6 +57,8 @@ ensure_debian_packages() {
         missing+=(python3-venv)
     fi
     _nc_pkg_installed ca-certificates || missing+=(ca-certificates)
+    # WhatsApp's library (neonize) tells file types with libmagic, through python-magic
+    _nc_pkg_installed libmagic1 || missing+=(libmagic1)
 
     if [ "${#missing[@]}" -eq 0 ]; then
         echo "packages: all present"

@@ -6,7 +6,8 @@ the bot itself, delivers a message again, misbehaves on request (refuses
 formatting, limits the rate, goes away) and reports what the chat was sent.
 Each channel declares what it can do: the local chat has no bots, mentions,
 rate limits, length limit (so no parts) or server to lose, so the contract items about them are not
-generated for it (they appear in no test id, rather than as skips).
+generated for it (they appear in no test id, rather than as skips). `process` is a stand-in that a
+`nanoclaw run` process can reach, for the items that kill one: WhatsApp's lives in the test's process.
 """
 
 from __future__ import annotations
@@ -17,14 +18,14 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from router.channels import discord_format, slack_format, telegram_format
-from tests import discord_stub_api as dc
+from router.channels import discord_format, slack_format, telegram_format, whatsapp_format
+from tests import discord_stub_api as dc, whatsapp_core_stub as wa
 from tests.local_chat_harness import RawPeer
 from tests.slack_harness import point_at
 from tests.slack_stub_api import BOT_ID, BOT_USER, SlackStub
 from tests.telegram_stub_api import BOT_USER as TG_BOT, TelegramStub, visible_text
 
-EVERYTHING = frozenset({"bots", "mentions", "formatting", "rate_limit", "outage", "parts", "files"})
+EVERYTHING = frozenset({"bots", "mentions", "formatting", "rate_limit", "outage", "parts", "files", "process"})
 
 
 @dataclass
@@ -75,7 +76,7 @@ class LocalDriver(Driver):
 
     def __init__(self):
         super().__init__("local", "local:me", "local:family", "local:alice", "local:bob",
-                         can=frozenset(), redelivers=False)
+                         can=frozenset({"process"}), redelivers=False)
         self._ids = itertools.count(1)
         self._threads: list[threading.Thread] = []
         self.answers: list[dict | None] = []
@@ -319,7 +320,92 @@ class DiscordDriver(WebSocketStubDriver):
         return [discord_format.to_discord(p) for p in discord_format.split_message(text)]
 
 
-DRIVERS = {"local": LocalDriver, "telegram": TelegramDriver, "slack": SlackDriver, "discord": DiscordDriver}
+class WhatsAppDriver(Driver):
+    """WhatsApp up to the library's boundary: the real neonize client on a stand-in for its Go core.
+
+    The assistant has its own number here (replies plain, the account's own
+    messages are the assistant's); tests/test_whatsapp.py covers a shared
+    number. WhatsApp has no bots and never refuses formatting; its rate
+    limits are the core's to meet, which the stand-in does not model. The
+    stand-in lives in the test's process, so the items that kill a service
+    process do not run (`process`).
+    """
+
+    def __init__(self):
+        super().__init__("whatsapp", "wa:447700900001@s.whatsapp.net", "wa:120363000000000001@g.us",
+                         "447700900001@s.whatsapp.net", "447700900002@s.whatsapp.net",
+                         can=EVERYTHING - {"bots", "formatting", "rate_limit", "process"}, redelivers=False)
+        self.core = wa.Core()
+        self._ids = itertools.count(1)
+        self.names = {self.person: "Alice", self.other: "Bob"}
+
+    def start(self, monkeypatch) -> None:
+        from router.channels import whatsapp
+        monkeypatch.setattr(whatsapp, "new_client", wa.client_on(self.core))
+        monkeypatch.setattr(whatsapp, "linked_devices", wa.devices_of(self.core))
+        monkeypatch.setenv("ASSISTANT_HAS_OWN_NUMBER", "true")
+
+    def bind(self, settings) -> None:
+        from router.channels import whatsapp_link
+        whatsapp_link.ensure_folder(settings)
+        whatsapp_link.session_path(settings).touch()
+
+    def connected(self) -> bool:
+        return self.core.running()
+
+    def _deliver(self, jid: str, sender: str, text: str = "", **kw) -> Said:
+        event = wa.message(jid[3:], sender, text, id=f"3A{next(self._ids):010d}", push_name=self.names.get(
+            sender, "Andy"), **kw)
+        self.core.deliver(event)
+        return Said(jid, event, text)
+
+    def say(self, jid, text, *, sender=None, mention=False) -> Said:
+        if mention:
+            return self._deliver(jid, sender or self.person, f"@{wa.BOT_NUMBER} {text}",
+                                 mentions=[f"{wa.BOT_NUMBER}@s.whatsapp.net"])
+        return self._deliver(jid, sender or self.person, text)
+
+    def say_as_self(self, jid, text) -> None:
+        self._deliver(jid, f"{wa.BOT_NUMBER}@s.whatsapp.net", text, from_me=True)
+
+    def say_with_file(self, jid, text, name, data, media_type) -> None:
+        from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import DocumentMessage, ImageMessage, Message
+        url = self.core.add_media(data)
+        if media_type.startswith("image/"):
+            media = Message(imageMessage=ImageMessage(URL=url, caption=text, mimetype=media_type,
+                                                      fileLength=len(data)))
+        else:
+            media = Message(documentMessage=DocumentMessage(URL=url, caption=text, mimetype=media_type,
+                                                            fileName=name, fileLength=len(data)))
+        self._deliver(jid, self.person, media=media)
+
+    def deliver_again(self, said: Said) -> None:
+        self.core.deliver(said.handle)
+
+    def shown(self, jid) -> list[Shown]:
+        return [Shown(s.text, "*" in s.text) for s in self.core.sent if s.to == jid[3:]
+                and not s.message.HasField("documentMessage") and not s.message.HasField("imageMessage")]
+
+    def files_shown(self, jid) -> list[tuple[str, bytes, str]]:
+        shown = []
+        for s in self.core.sent:
+            if s.to == jid[3:] and s.message.HasField("documentMessage"):
+                doc = s.message.documentMessage
+                shown.append((doc.fileName, self.core.uploads[doc.URL], doc.caption))
+        return shown
+
+    def split(self, text: str) -> list[str]:
+        return [whatsapp_format.to_whatsapp(p) for p in whatsapp_format.split_message(text)]
+
+    def go_away(self) -> None:
+        self.core.drop()
+
+    def come_back(self) -> None:
+        self.core.restore()
+
+
+DRIVERS = {"local": LocalDriver, "telegram": TelegramDriver, "slack": SlackDriver, "discord": DiscordDriver,
+           "whatsapp": WhatsAppDriver}
 
 
 def drivers_that_can(*needs: str) -> list[str]:

@@ -291,7 +291,7 @@ def test_a_file_the_agent_sends_arrives_with_its_caption(channel):
 
 
 @pytest.mark.docker  # `nanoclaw run` checks the container runtime first
-@each()
+@each("process")
 def test_a_kill_after_recording_a_message_stores_it_once_when_it_comes_again(channel):
     driver, settings, log = channel
     crashed = RouterProcess(settings, NANOCLAW_FAULT="inbound-recorded").wait_ready()
@@ -324,7 +324,7 @@ def _say_without_ack(driver, text: str):
 
 
 @pytest.mark.docker
-@each("parts")
+@each("parts", "process")
 def test_a_reply_cut_by_a_kill_resumes_at_the_first_part_not_sent(channel):
     driver, settings, log = channel
     parts = driver.split(LONG)

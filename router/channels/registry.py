@@ -11,13 +11,16 @@ unreachable without knowing any channel itself.
 from __future__ import annotations
 
 import importlib
+from typing import Callable
 
 from loguru import logger
 
+from base.config import Settings
 from router.channels.base import Channel, ChannelContext, ChannelFactory
 
 _factories: dict[str, ChannelFactory] = {}
 _needs: dict[str, tuple[tuple[str, ...], str | None]] = {}  # name -> (credential keys, JID prefix)
+_set_up_by: dict[str, tuple[Callable[[Settings], bool], str]] = {}  # name -> (is it set up?, how to set it up)
 
 
 class NoChannelsError(Exception):
@@ -31,13 +34,18 @@ def register(name: str, factory: ChannelFactory, *, credentials: tuple[str, ...]
     _needs[name] = (credentials, jid_prefix)
 
 
-def declare(name: str, module: str, *, credentials: tuple[str, ...], jid_prefix: str) -> None:
-    """A channel whose module is imported only when one of its credentials is set (its client library is big).
+def declare(name: str, module: str, *, credentials: tuple[str, ...] = (), jid_prefix: str,
+            present: Callable[[Settings], bool] | None = None, how: str = "") -> None:
+    """A channel whose module is imported only when it is set up (its client library is big).
 
-    Importing the module registers its real factory in this one's place.
+    Set up means one of its credentials is set, or `present(settings)` says so
+    (WhatsApp's linked device is a session file, not a key). Importing the
+    module registers its real factory in this one's place.
     """
     def factory(ctx: ChannelContext) -> Channel | None:
-        if not any(ctx.settings.secret(key) for key in credentials):
+        if present is not None and not present(ctx.settings):
+            return None
+        if present is None and not any(ctx.settings.secret(key) for key in credentials):
             return None
         importlib.import_module(module)
         real = _factories[name]
@@ -45,6 +53,22 @@ def declare(name: str, module: str, *, credentials: tuple[str, ...], jid_prefix:
             raise RuntimeError(f"{module} did not register the channel {name!r}")
         return real(ctx)
     register(name, factory, credentials=credentials, jid_prefix=jid_prefix)
+    if present is not None:
+        _set_up_by[name] = (present, how)
+
+
+def is_set_up(name: str, settings: Settings) -> bool:
+    """Whether the channel has what it needs to start: all its credentials, or its own test (`declare`)."""
+    if name in _set_up_by:
+        return _set_up_by[name][0](settings)
+    return all(settings.secret(key) for key in credentials_of(name))
+
+
+def missing_for(name: str, settings: Settings) -> str:
+    """What the channel lacks, in words: the keys not set, or how to set it up."""
+    if name in _set_up_by:
+        return _set_up_by[name][1]
+    return f"{', '.join(k for k in credentials_of(name) if not settings.secret(k))} not set"
 
 
 def credentials_of(name: str) -> tuple[str, ...]:
