@@ -19,7 +19,7 @@ def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home.mkdir()
     monkeypatch.setenv("NANOCLAW_ROOT", str(install))
     monkeypatch.setenv("HOME", str(home))
-    for key in ("TZ", "ASSISTANT_NAME", "LOG_LEVEL", "CONTAINER_TIMEOUT", "IDLE_TIMEOUT"):
+    for key in ("TZ", "ASSISTANT_NAME", "ASSISTANT_HAS_OWN_NUMBER", "LOG_LEVEL", "CONTAINER_TIMEOUT", "IDLE_TIMEOUT"):
         monkeypatch.delenv(key, raising=False)
     # A ready agent follows every run that ends well and starts with the service: the tests of
     # ready agents (tests/test_ready_agents.py) turn them on; elsewhere they would add runs to count.
