@@ -13,7 +13,7 @@ import io
 
 import pytest
 from neonize.proto import Neonize_pb2 as N
-from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import AudioMessage, Message
+from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import AudioMessage, DocumentMessage, Message
 from PIL import Image
 
 from events import EventLog, types as t
@@ -320,3 +320,29 @@ def test_without_a_linked_device_whatsapp_is_not_started_and_doctor_says_how_to_
     assert "whatsapp" not in check.detail.split("ready: ")[1].split(";")[0]
     assert check.level == "warn" and link.LOGIN_COMMAND in check.detail
     assert doctor.check_whatsapp(settings) is None and status.channel_notes(settings) == {}
+
+
+def test_messages_are_recorded_in_the_order_whatsapp_delivered_them_even_behind_a_slow_download(own, core):
+    settings, log = own
+    url = core.add_media(b"%PDF-1.4 " + b"x" * 200)
+    slow = core.DownloadAny
+
+    def slow_download(*args):
+        import time
+        time.sleep(0.5)
+        return slow(*args)
+    core.DownloadAny = slow_download
+    lease = Message(documentMessage=DocumentMessage(URL=url, caption="first, with a file", fileName="lease.pdf",
+                                                    mimetype="application/pdf", fileLength=209))
+
+    async def scenario():
+        async with live_router(settings, log) as app:
+            await _connected(app)
+            _say(core, ALICE, ALICE, "", "S0", media=lease)
+            for n in range(1, 30):
+                _say(core, ALICE, ALICE if n % 2 else BOB, f"message {n}", f"S{n}")
+            await until(lambda: len(of_type(log, t.MessageReceived)) == 30, what="every message")
+
+    asyncio.run(scenario())
+    ids = [m.message_id for m in of_type(log, t.MessageReceived)]
+    assert ids == [f"S{n}" for n in range(30)]

@@ -96,6 +96,8 @@ class WhatsAppChannel(Channel):
         self._group_names: dict[str, str] = {}
         self._synced_at = -GROUP_SYNC_EVERY_S
         self._tasks: set[asyncio.Task] = set()
+        self._inbound: asyncio.Queue[tuple[NewAClient, MessageEv]] = asyncio.Queue()
+        self._reader: asyncio.Task | None = None
 
     # ----- lifetime -----------------------------------------------------------------------------
     async def connect(self) -> None:
@@ -124,7 +126,7 @@ class WhatsAppChannel(Channel):
                          task.exception())
 
     async def disconnect(self) -> None:
-        for task in [*self._typing.values(), *self._tasks]:
+        for task in [*self._typing.values(), *self._tasks, *([self._reader] if self._reader else [])]:
             task.cancel()
         if self.client is not None:
             await self._stop_client()
@@ -236,6 +238,24 @@ class WhatsAppChannel(Channel):
 
     # ----- inbound ------------------------------------------------------------------------------
     async def _on_message(self, client: NewAClient, event: MessageEv) -> None:
+        """Queued before anything is awaited: the library starts one task per event, in the order WhatsApp
+        delivered them, and one reader records them in that order (behind a file being downloaded too)."""
+        self._inbound.put_nowait((client, event))
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.create_task(self._read_inbound(), name="whatsapp inbound")
+
+    async def _read_inbound(self) -> None:
+        while True:
+            client, event = await self._inbound.get()
+            try:
+                await self._receive(client, event)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.opt(exception=exc).error("whatsapp: message {} in {} not recorded ({}: {})", event.Info.ID,
+                                                jid_of(event.Info.MessageSource.Chat), type(exc).__name__, exc)
+
+    async def _receive(self, client: NewAClient, event: MessageEv) -> None:
         source = event.Info.MessageSource
         if source.Chat.Server not in ("s.whatsapp.net", GROUP_SERVER, "lid"):
             return  # status updates, broadcasts, channels (newsletters): not conversations
