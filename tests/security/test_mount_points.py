@@ -33,6 +33,9 @@ def test_main_sees_no_transcripts_event_log_run_logs_or_env(host, agent_image):
     local = host.root / "data" / "local"
     local.mkdir(parents=True, exist_ok=True)
     (local / "alice.jsonl").write_text('{"text": "a private chat"}\n')
+    whatsapp = host.root / "store" / "whatsapp"  # a linked device's keys speak for the owner's account
+    whatsapp.mkdir(parents=True, exist_ok=True)
+    (whatsapp / "session.db").write_text("wa-device-identity-key\n")
     main = start_agent(host, agent_image, "main", is_main=True)
     try:
         assert main.sh("cat /workspace/project/.env") == (0, "")
@@ -40,8 +43,10 @@ def test_main_sees_no_transcripts_event_log_run_logs_or_env(host, agent_image):
             assert main.sh(f"ls -A /workspace/project/{private}") == (0, ""), private
             assert main.sh(f"touch /workspace/project/{private}/x")[0] != 0
         found = main.must("find /workspace/project /workspace/global /workspace/group -name '*.jsonl' "
-                          "-o -name 'messages.db*' -o -name 'container-*.log' -o -name 'sk-ant*'")
+                          "-o -name 'messages.db*' -o -name 'container-*.log' -o -name 'sk-ant*' "
+                          "-o -name 'session.db*' -o -name whatsapp")
         assert found == ""
         assert main.sh("grep -r sk-ant-secret /workspace 2>/dev/null")[0] != 0
+        assert main.sh("grep -r wa-device-identity-key /workspace 2>/dev/null")[0] != 0
     finally:
         main.container.remove(force=True)
