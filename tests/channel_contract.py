@@ -6,14 +6,15 @@ the bot itself, delivers a message again, misbehaves on request (refuses
 formatting, limits the rate, goes away) and reports what the chat was sent.
 Each channel declares what it can do: the local chat has no bots, mentions,
 rate limits, length limit (so no parts) or server to lose, so the contract items about them are not
-generated for it (they appear in no test id, rather than as skips). `process` is a stand-in that a
-`nanoclaw run` process can reach, for the items that kill one: WhatsApp's lives in the test's process.
+generated for it (they appear in no test id, rather than as skips).
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import shutil
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from tests.slack_harness import point_at
 from tests.slack_stub_api import BOT_ID, BOT_USER, SlackStub
 from tests.telegram_stub_api import BOT_USER as TG_BOT, TelegramStub, visible_text
 
-EVERYTHING = frozenset({"bots", "mentions", "formatting", "rate_limit", "outage", "parts", "files", "process"})
+EVERYTHING = frozenset({"bots", "mentions", "formatting", "rate_limit", "outage", "parts", "files"})
 
 
 @dataclass
@@ -52,6 +53,8 @@ class Driver:
     other: str  # another person in the group
     can: frozenset[str] = field(default_factory=lambda: EVERYTHING)
     redelivers: bool = True  # the platform sends an unconfirmed message again to a restarted service
+    service_module: str = "nanoclaw.cli"  # what a `nanoclaw run` process is started as
+    service_env: dict[str, str] = field(default_factory=dict)
 
     def start(self, monkeypatch) -> None: ...
     def stop(self) -> None: ...
@@ -76,7 +79,7 @@ class LocalDriver(Driver):
 
     def __init__(self):
         super().__init__("local", "local:me", "local:family", "local:alice", "local:bob",
-                         can=frozenset({"process"}), redelivers=False)
+                         can=frozenset(), redelivers=False)
         self._ids = itertools.count(1)
         self._threads: list[threading.Thread] = []
         self.answers: list[dict | None] = []
@@ -326,16 +329,22 @@ class WhatsAppDriver(Driver):
     The assistant has its own number here (replies plain, the account's own
     messages are the assistant's); tests/test_whatsapp.py covers a shared
     number. WhatsApp has no bots and never refuses formatting; its rate
-    limits are the core's to meet, which the stand-in does not model. The
-    stand-in lives in the test's process, so the items that kill a service
-    process do not run (`process`).
+    limits are the core's to meet, which the stand-in does not model.
+    People's messages and what was sent go through the stand-in's folder
+    (`Spool`), so a `nanoclaw run` process (tests/whatsapp_service.py) and
+    the router in this process are driven alike.
     """
 
     def __init__(self):
         super().__init__("whatsapp", "wa:447700900001@s.whatsapp.net", "wa:120363000000000001@g.us",
                          "447700900001@s.whatsapp.net", "447700900002@s.whatsapp.net",
-                         can=EVERYTHING - {"bots", "formatting", "rate_limit", "process"}, redelivers=False)
-        self.core = wa.Core()
+                         can=EVERYTHING - {"bots", "formatting", "rate_limit"}, redelivers=False,
+                         service_module="tests.whatsapp_service")
+        self.folder = Path(tempfile.mkdtemp(prefix="wa-standin-"))
+        self.spool = wa.Spool(self.folder)
+        checkout = str(Path(__file__).resolve().parents[1])  # the service runs in the install root: find `tests`
+        self.service_env = {"WA_STANDIN_DIR": str(self.folder), "PYTHONPATH": checkout}
+        self.core = wa.Core(spool=self.folder)
         self._ids = itertools.count(1)
         self.names = {self.person: "Alice", self.other: "Bob"}
 
@@ -350,13 +359,16 @@ class WhatsAppDriver(Driver):
         whatsapp_link.ensure_folder(settings)
         whatsapp_link.session_path(settings).touch()
 
+    def stop(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
     def connected(self) -> bool:
-        return self.core.running()
+        return self.spool.connected()
 
     def _deliver(self, jid: str, sender: str, text: str = "", **kw) -> Said:
         event = wa.message(jid[3:], sender, text, id=f"3A{next(self._ids):010d}", push_name=self.names.get(
             sender, "Andy"), **kw)
-        self.core.deliver(event)
+        self.spool.put(event)
         return Said(jid, event, text)
 
     def say(self, jid, text, *, sender=None, mention=False) -> Said:
@@ -380,10 +392,10 @@ class WhatsAppDriver(Driver):
         self._deliver(jid, self.person, media=media)
 
     def deliver_again(self, said: Said) -> None:
-        self.core.deliver(said.handle)
+        self.spool.put(said.handle)
 
     def shown(self, jid) -> list[Shown]:
-        return [Shown(s.text, "*" in s.text) for s in self.core.sent if s.to == jid[3:]
+        return [Shown(s.text, "*" in s.text) for s in self.spool.sent() if s.to == jid[3:]
                 and not s.message.HasField("documentMessage") and not s.message.HasField("imageMessage")]
 
     def files_shown(self, jid) -> list[tuple[str, bytes, str]]:

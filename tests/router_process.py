@@ -20,13 +20,17 @@ from router.channels.local import socket_path
 
 class RouterProcess:
     def __init__(self, settings: Settings, *, worker: bool = False, own_group: bool = False,
-                 as_user: list[str] | None = None, python: str = sys.executable, **env: str):
-        """`as_user`: a command prefix that runs the service as another user (e.g. setpriv ...)."""
+                 as_user: list[str] | None = None, python: str = sys.executable, module: str = "nanoclaw.cli",
+                 **env: str):
+        """`as_user`: a command prefix that runs the service as another user (e.g. setpriv ...).
+
+        `module`: the entry point, `nanoclaw.cli` unless a test wraps it (tests/whatsapp_service.py).
+        """
         self.settings = settings
         self.stderr_path = settings.logs_dir / f"router-{time.monotonic_ns()}.stderr"
         self._stderr = open(self.stderr_path, "w")
         self.proc = subprocess.Popen(
-            [*(as_user or []), python, "-m", "nanoclaw.cli", "run", *([] if worker else ["--no-worker"])],
+            [*(as_user or []), python, "-m", module, "run", *([] if worker else ["--no-worker"])],
             env={**os.environ, **env},
             stdout=subprocess.DEVNULL, stderr=self._stderr, cwd=settings.root, start_new_session=own_group)
         self.own_group = own_group

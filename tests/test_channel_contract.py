@@ -291,16 +291,17 @@ def test_a_file_the_agent_sends_arrives_with_its_caption(channel):
 
 
 @pytest.mark.docker  # `nanoclaw run` checks the container runtime first
-@each("process")
+@each()
 def test_a_kill_after_recording_a_message_stores_it_once_when_it_comes_again(channel):
     driver, settings, log = channel
-    crashed = RouterProcess(settings, NANOCLAW_FAULT="inbound-recorded").wait_ready()
+    crashed = RouterProcess(settings, module=driver.service_module, NANOCLAW_FAULT="inbound-recorded",
+                            **driver.service_env).wait_ready()
     wait_for(driver.connected, timeout=30, what=f"{driver.name} to connect")
     said = driver.say(driver.main_jid, "remember the milk") if driver.name != "local" else None
     if said is None:  # the terminal's client is the one that sends again: this one dies waiting for its ack
         said = _say_without_ack(driver, "remember the milk")
     assert crashed.proc.wait(timeout=30) == -signal.SIGKILL
-    restarted = RouterProcess(settings).wait_ready()
+    restarted = RouterProcess(settings, module=driver.service_module, **driver.service_env).wait_ready()
     try:
         wait_for(driver.connected, timeout=30, what=f"{driver.name} to connect again")
         if not driver.redelivers:  # the terminal's client, or a resumed Discord session, sends it again
@@ -324,15 +325,16 @@ def _say_without_ack(driver, text: str):
 
 
 @pytest.mark.docker
-@each("parts", "process")
+@each("parts")
 def test_a_reply_cut_by_a_kill_resumes_at_the_first_part_not_sent(channel):
     driver, settings, log = channel
     parts = driver.split(LONG)
     assert len(parts) >= 3
     _queue(log, driver.main_jid, "cut", LONG)
-    crashed = RouterProcess(settings, NANOCLAW_FAULT="delivery-part-recorded")  # killed once part 1 is recorded
+    crashed = RouterProcess(settings, module=driver.service_module, NANOCLAW_FAULT="delivery-part-recorded",
+                            **driver.service_env)  # killed once part 1 is recorded
     assert crashed.proc.wait(timeout=60) == -signal.SIGKILL
-    restarted = RouterProcess(settings).wait_ready()
+    restarted = RouterProcess(settings, module=driver.service_module, **driver.service_env).wait_ready()
     try:
         wait_for(lambda: _outcome(log, "cut"), timeout=120, what="the rest of the reply")
     finally:

@@ -17,8 +17,11 @@ what was sent before, as WhatsApp would.
 from __future__ import annotations
 
 import asyncio
+import base64
 import ctypes
 import itertools
+import json
+import os
 import queue
 import threading
 import time
@@ -93,6 +96,7 @@ class Core:
     qr_codes: tuple[str, ...] = ("2@stand-in-qr-one", "2@stand-in-qr-two")
     pairing_code: str = "ABCD-EFGH"
     connections: int = 0
+    spool: Path | None = None  # events to deliver arrive here as files, and sends are written here (`Spool`)
 
     def __post_init__(self) -> None:
         self._ids = itertools.count(1)
@@ -117,13 +121,21 @@ class Core:
             for code in self.qr_codes:
                 self._show_qr(code)
         self._running.set()
-        while not self._stopped.is_set():
-            try:
-                action = self._actions.get(timeout=0.05)
-            except queue.Empty:
-                continue
-            action()
-        self._running.clear()
+        marker = Spool(self.spool).up(os.getpid()) if self.spool else None
+        try:
+            while not self._stopped.is_set():
+                if self.spool:
+                    for event in Spool(self.spool).take():
+                        self._emit(event)
+                try:
+                    action = self._actions.get(timeout=0.05)
+                except queue.Empty:
+                    continue
+                action()
+        finally:
+            self._running.clear()
+            if marker is not None:
+                marker.unlink(missing_ok=True)
         return None
 
     def Stop(self, uuid):
@@ -134,8 +146,11 @@ class Core:
         if self.send_error:
             return wire(N.SendMessageReturnFunction(Error=self.send_error))
         target = N.JID.FromString(to)
-        sent = Sent(f"{target.User}@{target.Server}", Message.FromString(message), f"3EB0{next(self._ids):08X}")
+        sent = Sent(f"{target.User}@{target.Server}", Message.FromString(message),
+                    f"3EB0{os.getpid():06X}{next(self._ids):06X}")
         self.sent.append(sent)
+        if self.spool:
+            Spool(self.spool).record(sent)
         return wire(N.SendMessageReturnFunction(SendResponse=N.SendResponse(ID=sent.id, Timestamp=int(time.time()))))
 
     def SendChatPresence(self, uuid, chat, n_chat, state, media):
@@ -229,6 +244,62 @@ class Core:
 
     def _group(self, address: str) -> N.GroupInfo:
         return N.GroupInfo(JID=jid(address), GroupName=N.GroupName(Name=self.groups.get(address, "")))
+
+
+class Spool:
+    """The stand-in reached from another process (a `nanoclaw run` the test kills): a folder of files.
+
+    `in/` holds events to deliver, one serialized event per file, renamed into
+    place whole and taken in name order; `sent.jsonl` has every message sent,
+    by any process; `up/<pid>` says a core is connected, and a dead pid says
+    it is not.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        for sub in ("in", "up"):
+            (path / sub).mkdir(parents=True, exist_ok=True)
+
+    def put(self, event) -> None:
+        name = f"{time.time_ns():020d}-{type(event).__name__}"
+        temp = self.path / f".{name}.tmp"
+        temp.write_bytes(wire(event))
+        temp.rename(self.path / "in" / f"{name}.ev")
+
+    def take(self) -> list:
+        events = []
+        for file in sorted((self.path / "in").glob("*.ev")):
+            data = file.read_bytes()
+            file.unlink()
+            events.append(getattr(N, file.stem.split("-", 1)[1]).FromString(data))
+        return events
+
+    def up(self, pid: int) -> Path:
+        marker = self.path / "up" / str(pid)
+        marker.touch()
+        return marker
+
+    def connected(self) -> bool:
+        for marker in (self.path / "up").iterdir():
+            try:
+                os.kill(int(marker.name), 0)
+                return True
+            except (ProcessLookupError, ValueError):
+                continue
+        return False
+
+    def record(self, sent: Sent) -> None:
+        line = json.dumps({"to": sent.to, "id": sent.id, "message": base64.b64encode(
+            sent.message.SerializeToString()).decode()})
+        with open(self.path / "sent.jsonl", "a") as journal:
+            journal.write(line + "\n")
+
+    def sent(self) -> list[Sent]:
+        journal = self.path / "sent.jsonl"
+        if not journal.exists():
+            return []
+        rows = [json.loads(line) for line in journal.read_text().splitlines() if line.strip()]
+        return [Sent(r["to"], Message.FromString(base64.b64decode(r["message"])), r["id"]) for r in rows]
 
 
 class _AsyncCore:
