@@ -346,3 +346,51 @@ def test_messages_are_recorded_in_the_order_whatsapp_delivered_them_even_behind_
     asyncio.run(scenario())
     ids = [m.message_id for m in of_type(log, t.MessageReceived)]
     assert ids == [f"S{n}" for n in range(30)]
+
+
+def test_a_stranger_writing_to_the_assistants_own_number_is_told_how_to_register_the_chat_once_an_hour(own, core):
+    settings, log = own
+    stranger = "447700900055@s.whatsapp.net"
+
+    async def scenario():
+        async with live_router(settings, log) as app:
+            await _connected(app)
+            _say(core, stranger, stranger, "hello?", "X1", push_name="Sam")
+            _say(core, stranger, stranger, "anyone?", "X2", push_name="Sam")
+            _say(core, "120363000000000009@g.us", stranger, "in a group", "X3", push_name="Sam")
+            await until(lambda: core.sent, what="the answer")
+            await asyncio.sleep(0.3)
+
+    asyncio.run(scenario())
+    [answer] = core.sent
+    assert answer.to == stranger and answer.text.startswith(f"This chat is wa:{stranger}.")
+    assert not of_type(log, t.MessageReceived)
+
+
+def test_hostile_input_is_recorded_or_refused_and_never_stops_the_channel(own, core):
+    settings, log = own
+    url = core.add_media(b"#!/bin/sh\nrm -rf /\n")
+    planted = Message(documentMessage=DocumentMessage(URL=url, fileName="../../../../etc/cron.d/x", caption="see",
+                                                      mimetype="text/x-sh", fileLength=20))
+    oddities = [Message(locationMessage={"degreesLatitude": 51.5, "degreesLongitude": -0.1}),
+                Message(pollCreationMessage={"name": "lunch?"}), Message()]
+    huge = "x" * 200_000
+
+    async def scenario():
+        async with live_router(settings, log) as app:
+            channel = await _connected(app)
+            _say(core, ALICE, ALICE, "", "H1", media=planted)
+            for n, odd in enumerate(oddities):
+                _say(core, ALICE, ALICE, "", f"O{n}", media=odd)
+            _say(core, "status@broadcast", ALICE, "my status", "B1")
+            _say(core, ALICE, ALICE, huge, "H2")
+            _say(core, ALICE, ALICE, "still here", "H3")
+            await until(lambda: len(of_type(log, t.MessageReceived)) == 3, what="the messages a person wrote")
+            assert channel.is_connected()
+
+    asyncio.run(scenario())
+    file_msg, big, last = of_type(log, t.MessageReceived)
+    stored = file_msg.content.split("/workspace/group/inbox/")[1].split(" (")[0]
+    assert "/" not in stored and (settings.groups_dir / "main" / "inbox" / stored).is_file()
+    assert not (settings.root / "etc").exists()
+    assert (len(big.content), last.content) == (200_000, "still here")

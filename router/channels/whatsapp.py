@@ -44,7 +44,7 @@ from events.types import OutboundFile
 from router.channels import registry, whatsapp_link as link
 from router.channels.base import Channel, ChannelContext
 from router.channels.inbound_files import Incoming, receive_files
-from router.channels.registration import registration_help
+from router.channels.registration import HelpLimiter, registration_help
 from router.channels.whatsapp_format import name_prefix, split_message, to_whatsapp
 from router.channels.whatsapp_inbound import (GROUP_SERVER, PREFIX, Me, address, body, jid_of, media_of,
                                               to_inbound, to_jid)
@@ -98,6 +98,7 @@ class WhatsAppChannel(Channel):
         self._tasks: set[asyncio.Task] = set()
         self._inbound: asyncio.Queue[tuple[NewAClient, MessageEv]] = asyncio.Queue()
         self._reader: asyncio.Task | None = None
+        self._help = HelpLimiter()
 
     # ----- lifetime -----------------------------------------------------------------------------
     async def connect(self) -> None:
@@ -267,8 +268,7 @@ class WhatsAppChannel(Channel):
             return
         registered = self.ctx.registered(jid)
         if registered is None:
-            logger.debug("whatsapp: message in unregistered chat {} not recorded; /chatid there tells how to "
-                         "register it", jid)
+            await self._unregistered(jid, event)
             return
         extra = ""
         if (media := media_of(event.Message)) is not None:
@@ -280,6 +280,18 @@ class WhatsAppChannel(Channel):
                              trigger=registered.trigger or self.settings.trigger, extra=extra)
         if inbound is not None:
             await self.ctx.on_message(self.name, inbound)
+
+    async def _unregistered(self, jid: str, event: MessageEv) -> None:
+        """A person writing to the assistant's own number is told how to register the chat (hourly at most).
+
+        Never on a shared number, where the answer would come from the owner's account, nor in a group.
+        """
+        source = event.Info.MessageSource
+        if self.own_number and not source.IsGroup and not source.IsFromMe and self._help.due(jid):
+            await self._command(jid, "/chatid", await self._chat_name(event))
+            return
+        logger.debug("whatsapp: message in unregistered chat {} not recorded; /chatid there tells how to "
+                     "register it", jid)
 
     async def _command(self, jid: str, command: str, name: str) -> None:
         if command == "/ping":
