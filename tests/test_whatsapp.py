@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import time
 
 import pytest
 from neonize.proto import Neonize_pb2 as N
@@ -69,6 +70,13 @@ def own(root, core, monkeypatch):
 
 def _say(core, chat: str, sender: str, text: str, id: str, **kw) -> None:
     core.deliver(wa.message(chat, sender, text, id=id, **kw))
+
+
+def _saved(settings, content: str):
+    """The file a message names in main's inbox (`[Photo: /workspace/group/inbox/<name> (...)]`)."""
+    name = content.split("/workspace/group/inbox/")[1].split(" (")[0]
+    assert "/" not in name
+    return settings.groups_dir / "main" / "inbox" / name
 
 
 async def _connected(app) -> whatsapp.WhatsAppChannel:
@@ -245,8 +253,7 @@ def test_a_voice_note_is_saved_for_the_agent_and_named_as_one(own, core):
     asyncio.run(scenario())
     [message] = of_type(log, t.MessageReceived)
     assert message.content.startswith("[Voice message: /workspace/group/inbox/V1-1-")
-    stored = message.content.split("/workspace/group/inbox/")[1].split(" (")[0]
-    assert (settings.groups_dir / "main" / "inbox" / stored).read_bytes().startswith(b"OggS")
+    assert _saved(settings, message.content).read_bytes().startswith(b"OggS")
 
 
 def test_chatid_is_answered_for_the_owner_and_nobody_else_on_a_shared_number(shared, core):
@@ -328,7 +335,6 @@ def test_messages_are_recorded_in_the_order_whatsapp_delivered_them_even_behind_
     slow = core.DownloadAny
 
     def slow_download(*args):
-        import time
         time.sleep(0.5)
         return slow(*args)
     core.DownloadAny = slow_download
@@ -390,7 +396,6 @@ def test_hostile_input_is_recorded_or_refused_and_never_stops_the_channel(own, c
 
     asyncio.run(scenario())
     file_msg, big, last = of_type(log, t.MessageReceived)
-    stored = file_msg.content.split("/workspace/group/inbox/")[1].split(" (")[0]
-    assert "/" not in stored and (settings.groups_dir / "main" / "inbox" / stored).is_file()
+    assert _saved(settings, file_msg.content).is_file()
     assert not (settings.root / "etc").exists()
     assert (len(big.content), last.content) == (200_000, "still here")
