@@ -12,6 +12,7 @@ read from `.env` stay in this object; they are never copied into
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
@@ -226,6 +227,16 @@ def _server_root(source: _Source, key: str, example: str) -> str | None:
     return url
 
 
+def _dashboard_bind(source: _Source) -> str:
+    """The dashboard's address: an IP address (`127.0.0.1` by default; anything else reaches further)."""
+    value = (source.get("DASHBOARD_BIND") or "127.0.0.1").strip()
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ConfigError("DASHBOARD_BIND", f"{value!r} is not an IP address (accepted: 127.0.0.1, ::1, "
+                          "or an address of this machine)") from None
+
+
 def _runtime_dir(environ: dict[str, str]) -> Path | None:
     """`XDG_RUNTIME_DIR` when it names an absolute folder (the XDG rule: otherwise ignore it)."""
     raw = (environ.get("XDG_RUNTIME_DIR") or "").strip()
@@ -304,6 +315,9 @@ class Settings:
     slack_api_base_url: str | None = None  # the Web API's root (Slack's own: https://slack.com)
     discord_api_base_url: str | None = None  # the REST API's root (Discord's own: https://discord.com)
     scripted_agent_file: Path | None = None
+    dashboard: bool = True             # `nanoclaw run` serves the dashboard
+    dashboard_bind: str = "127.0.0.1"
+    dashboard_port: int = 7390
     runtime_dir: Path | None = None
     local_chat_socket_setting: Path | None = None
     secrets: dict[str, str] = field(default_factory=dict, repr=False)
@@ -432,6 +446,9 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         slack_api_base_url=_server_root(source, "SLACK_API_BASE_URL", "http://127.0.0.1:3000"),
         discord_api_base_url=_server_root(source, "DISCORD_API_BASE_URL", "http://127.0.0.1:3000"),
         scripted_agent_file=Path(p).expanduser() if (p := source.get("SCRIPTED_AGENT_FILE")) else None,
+        dashboard=source.choice("DASHBOARD", "on", ("on", "off")) == "on",
+        dashboard_bind=_dashboard_bind(source),
+        dashboard_port=source.integer("DASHBOARD_PORT", 7390, 0, 65535, "port"),
         runtime_dir=_runtime_dir(env),
         local_chat_socket_setting=_local_chat_socket(source, root),
         secrets={key: value for key in SECRET_KEYS if (value := source.get(key))},

@@ -14,8 +14,8 @@ from base.config import ConfigError, load_settings
 from base.logs import setup_logging
 from events import EventDecodeError
 from events.rules import InvariantError
-from nanoclaw import (cli_backup, cli_channels, cli_chat, cli_events, cli_groups, cli_image, cli_service,
-                      cli_status, cli_tasks, cli_usage, cli_why)
+from nanoclaw import (cli_backup, cli_channels, cli_chat, cli_dashboard, cli_events, cli_groups, cli_image,
+                      cli_service, cli_status, cli_tasks, cli_usage, cli_why)
 from rules.groups import GroupError
 
 EXIT_ERROR = 1
@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_why.add_parsers(sub)
     cli_backup.add_parsers(sub)
     cli_channels.add_parsers(sub)
+    cli_dashboard.add_parsers(sub)
     run = sub.add_parser("run", help="run the service (what systemd starts): router and worker")
     run.add_argument("--no-worker", action="store_true",
                      help="router only; agents run in 'nanoclaw worker' processes started elsewhere")

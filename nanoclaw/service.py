@@ -12,7 +12,7 @@ import asyncio
 import signal
 import sys
 from functools import partial
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from loguru import logger
 
@@ -31,6 +31,9 @@ from router.channels.registry import NoChannelsError
 from router.heartbeat import Heartbeat
 from rules.groups import ensure_global_memory
 from rules.ready import request_ready_at_start
+
+if TYPE_CHECKING:
+    from nanoclaw.dashboard import Dashboard
 
 EXIT_FATAL = 1  # the unit restarts the service: what failed may be back (the container runtime)
 # The unit's RestartPreventExitStatus: restarting cannot fix it, a person can (a damaged event log, a
@@ -91,7 +94,8 @@ async def _serve(settings: Settings, log: EventLog, with_worker: bool) -> int:
             asyncio.ensure_future(app.on_db(redispatch))
 
     worker = WorkerSupervisor(on_start=worker_started) if with_worker else None
-    heartbeat = _heartbeat(settings, app, stop, worker)
+    dashboard = await _start_dashboard(settings, log)
+    heartbeat = _heartbeat(settings, app, stop, worker, dashboard)
     heartbeat.start()
     if worker:
         await worker.start()
@@ -100,11 +104,30 @@ async def _serve(settings: Settings, log: EventLog, with_worker: bool) -> int:
     finally:
         if worker:
             await worker.stop()
+        if dashboard:
+            await dashboard.stop()
         await heartbeat.stop()
     return 0
 
 
-def _heartbeat(settings: Settings, app: RouterApp, stop: asyncio.Event, worker: "WorkerSupervisor | None") -> Heartbeat:
+async def _start_dashboard(settings: Settings, log: EventLog) -> "Dashboard | None":
+    """The dashboard, unless it is switched off; one that cannot listen is logged, and the service goes on."""
+    if not settings.dashboard:
+        return None
+    from nanoclaw.dashboard import Dashboard
+
+    dashboard = Dashboard(settings, log)
+    try:
+        await dashboard.start()
+    except OSError as exc:
+        logger.error("dashboard: cannot listen on {}:{} ({}); set DASHBOARD_PORT to a free port, or DASHBOARD=off",
+                     settings.dashboard_bind, settings.dashboard_port, exc.strerror or exc)
+        return None
+    return dashboard
+
+
+def _heartbeat(settings: Settings, app: RouterApp, stop: asyncio.Event, worker: "WorkerSupervisor | None",
+               dashboard: "Dashboard | None" = None) -> Heartbeat:
     """`data/service.json` for `nanoclaw status`: this process, its state, channels and worker."""
     def worker_pid() -> int | None:
         process = worker.process if worker else None
@@ -112,7 +135,7 @@ def _heartbeat(settings: Settings, app: RouterApp, stop: asyncio.Event, worker: 
 
     return Heartbeat(settings, channels=lambda: [c.name for c in app.channels if c.is_connected()],
                      state=lambda: "stopping" if stop.is_set() else ("live" if app.live else "starting"),
-                     worker_pid=worker_pid)
+                     worker_pid=worker_pid, dashboard=lambda: dashboard.url if dashboard else None)
 
 
 class WorkerSupervisor:

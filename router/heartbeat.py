@@ -37,6 +37,7 @@ class ServiceBeat(msgspec.Struct, kw_only=True):
     channels: list[str] = []
     worker_pid: int | None = None
     interval_s: float = HEARTBEAT_INTERVAL_S
+    dashboard: str | None = None  # where the dashboard listens (without its token)
 
 
 def status_path(settings: Settings) -> Path:
@@ -66,10 +67,12 @@ class Heartbeat:
     """Writes the beat every HEARTBEAT_INTERVAL_S, and at once on a change, until stopped."""
 
     def __init__(self, settings: Settings, *, state: Callable[[], ServiceState],
-                 channels: Callable[[], list[str]], worker_pid: Callable[[], int | None]):
+                 channels: Callable[[], list[str]], worker_pid: Callable[[], int | None],
+                 dashboard: Callable[[], str | None] = lambda: None):
         self.settings = settings
         self.path = status_path(settings)
         self._state, self._channels, self._worker_pid = state, channels, worker_pid
+        self._dashboard = dashboard
         self._started_at = iso_now()
         self._task: asyncio.Task | None = None
         self._last: tuple = ()
@@ -77,7 +80,7 @@ class Heartbeat:
     def beat(self) -> ServiceBeat:
         beat = ServiceBeat(pid=os.getpid(), started_at=self._started_at, updated_at=iso_now(),
                            state=self._state(), root=str(self.settings.root), channels=self._channels(),
-                           worker_pid=self._worker_pid())
+                           worker_pid=self._worker_pid(), dashboard=self._dashboard())
         self._last = (beat.state, beat.channels, beat.worker_pid)
         try:
             write_beat(self.path, beat)

@@ -219,7 +219,7 @@ def test_the_screen_and_the_json_carry_the_same_facts(settings, groups, capsys):
     assert cli.main(["status", "--json"]) == 0
     data = msgspec.json.decode(capsys.readouterr().out)
     assert list(data) == ["root", "generated_at", "service", "docker", "queue", "groups", "containers", "next_tasks",
-                          "errors", "containment", "usage"]
+                          "errors", "containment", "usage", "channel_notes"]
     assert data["containment"]["network"] == "none" and data["groups"][0]["egress"] == "open"
     assert data["containment"]["chat_socket"] == str(settings.local_chat_socket)
     assert data["errors"][0]["message"] == "timeout: no answer in 1800 s" and len(data["groups"]) == 3

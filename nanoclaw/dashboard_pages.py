@@ -1,0 +1,58 @@
+"""The dashboard's pages: what each shows, gathered from the log, rendered by Jinja2 (escaped by default).
+
+A page is a name, a template and a function that gathers its data, the
+same gatherers `nanoclaw status` uses, so the two never disagree. With
+`fragment` only the page's live part is rendered, for the script that
+swaps it in when the log moves.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from base.config import Settings
+from base.timefmt import parse_iso
+from nanoclaw import status
+from nanoclaw.cli_status import ago, duration
+
+_ENV = Environment(loader=PackageLoader("nanoclaw", "dashboard_templates"), autoescape=select_autoescape(),
+                   trim_blocks=True, lstrip_blocks=True)
+_ENV.filters["ago"] = lambda iso, now: ago(iso, now)
+_ENV.filters["duration"] = duration
+_ENV.filters["epoch"] = lambda iso: parse_iso(iso).timestamp()
+
+
+class NotFound(Exception):
+    """The page names something the log does not have."""
+
+
+@dataclass(frozen=True)
+class Page:
+    name: str
+    template: str
+    gather: Callable[[Settings, dict], dict[str, Any]]
+
+    def render(self, settings: Settings, args: dict, csrf: str, fragment: bool) -> str:
+        data = self.gather(settings, dict(args))
+        return _ENV.get_template(self.template).render(
+            page=self.name, csrf=csrf, fragment=fragment, now=time.time(), pages=NAV, **data)
+
+
+def _overview(settings: Settings, _: dict) -> dict[str, Any]:
+    return {"report": status.gather(settings)}
+
+
+NAV = [("/", "Overview")]
+PAGES: dict[str, Page] = {"/": Page("Overview", "overview.html", _overview)}
+
+
+def refused_page(bad_token: bool = False) -> str:
+    return _ENV.get_template("refused.html").render(bad_token=bad_token)
+
+
+def not_found_page(what: str) -> str:
+    return _ENV.get_template("refused.html").render(not_found=what)

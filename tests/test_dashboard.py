@@ -1,0 +1,129 @@
+"""The dashboard's server: the login token, the guards on every request, the pages and the live stream.
+
+A real `Dashboard` on 127.0.0.1 (an ephemeral port) over a real event log,
+asked by aiohttp's HTTP client as a browser would; the browser itself
+(Chromium) is in tests/test_dashboard_browser.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import stat
+
+import aiohttp
+import pytest
+
+from events import EventLog, types as t
+from nanoclaw import cli, dashboard_auth as auth
+from nanoclaw.dashboard import Dashboard
+from rules.groups import register_group
+from tests.live_router import fresh_settings, until
+
+
+@pytest.fixture
+def settings(root, monkeypatch):
+    monkeypatch.setenv("DASHBOARD_PORT", "0")
+    (root / ".env").write_text("ANTHROPIC_API_KEY=sk-ant-api03-never-shown\n")
+    return fresh_settings()
+
+
+@pytest.fixture
+def log(settings):
+    events = EventLog(settings.db_path)
+    register_group(events, settings, jid="local:family", name="Family", folder="family")
+    yield events
+    events.close()
+
+
+def _serve(settings, log, scenario):
+    async def run():
+        board = Dashboard(settings, log)
+        url = await board.start()
+        try:
+            async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+                await scenario(board, url, http)
+        finally:
+            await board.stop()
+    asyncio.run(run())
+
+
+def test_without_the_token_nothing_is_shown_and_with_it_the_overview_is(settings, log):
+    async def scenario(board, url, http):
+        async with http.get(f"{url}/") as page:
+            assert page.status == 401 and "nanoclaw dashboard" in await page.text()
+        async with http.get(f"{url}/login?token=not-the-token") as page:
+            assert page.status == 401 and "not this install's" in await page.text()
+        async with http.get(f"{url}/login?token={board.token}", allow_redirects=False) as login:
+            assert login.status == 303 and login.headers["Location"] == "/"
+            cookie = login.headers["Set-Cookie"]
+            assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and board.token not in cookie
+        async with http.get(f"{url}/") as page:
+            html = await page.text()
+            assert page.status == 200 and "family" in html and "local:family" in html
+            assert page.headers["Content-Security-Policy"].startswith("default-src 'self'")
+            assert "sk-ant-api03-never-shown" not in html
+    _serve(settings, log, scenario)
+
+
+def test_a_page_asked_for_under_another_host_name_is_refused(settings, log):
+    async def scenario(board, url, http):
+        await http.get(f"{url}/login?token={board.token}")
+        port = url.rsplit(":", 1)[1]
+        async with http.get(f"{url}/", headers={"Host": f"attacker.example:{port}"}) as page:
+            assert page.status == 421  # a rebinding name pointed at 127.0.0.1 reads nothing
+        async with http.get(f"{url}/", headers={"Host": f"localhost:{port}"}) as page:
+            assert page.status == 200
+    _serve(settings, log, scenario)
+
+
+def test_a_new_token_logs_every_browser_out_at_once(settings, log):
+    async def scenario(board, url, http):
+        await http.get(f"{url}/login?token={board.token}")
+        async with http.get(f"{url}/") as page:
+            assert page.status == 200
+        auth.login_token(settings, new=True)
+        async with http.get(f"{url}/") as page:
+            assert page.status == 401
+    _serve(settings, log, scenario)
+
+
+def test_the_token_is_kept_for_the_service_user_alone(settings, log):
+    token = auth.login_token(settings)
+    assert auth.login_token(settings) == token and len(token) >= 40
+    assert stat.S_IMODE(auth.token_path(settings).stat().st_mode) == 0o600
+
+
+def test_the_live_stream_says_changed_when_the_log_moves(settings, log):
+    async def scenario(board, url, http):
+        await http.get(f"{url}/login?token={board.token}")
+        async with http.get(f"{url}/live") as stream:
+            assert stream.headers["Content-Type"].startswith("text/event-stream")
+            first = await stream.content.readuntil(b"\n\n")
+            assert first.startswith(b"event: changed\ndata: ")
+            log.append(t.ChatSeen(chat_jid="local:x", timestamp="2026-12-03T10:00:00.000Z", name="x"))
+            head = log.last_seq()
+            second = await asyncio.wait_for(stream.content.readuntil(b"\n\n"), 10)
+            assert second == f"event: changed\ndata: {head}\n\n".encode()
+    _serve(settings, log, scenario)
+
+
+def test_nanoclaw_dashboard_prints_the_login_url_and_says_when_the_service_is_down(settings, capsys):
+    assert cli.main(["dashboard"]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip() == f"http://127.0.0.1:0/login?token={auth.login_token(settings)}"
+    assert "the service is not running" in err
+
+
+def test_an_open_page_does_not_hold_up_the_service_stopping(settings, log):
+    async def run():
+        board = Dashboard(settings, log)
+        url = await board.start()
+        async with aiohttp.ClientSession() as http:
+            await http.get(f"{url}/login?token={board.token}")
+            async with http.get(f"{url}/live") as stream:
+                await stream.content.readuntil(b"\n\n")
+                started = asyncio.get_running_loop().time()
+                await asyncio.wait_for(board.stop(), 10)
+                assert asyncio.get_running_loop().time() - started < 3
+                assert await asyncio.wait_for(stream.content.read(), 5) == b""  # the stream ended: "service down"
+    asyncio.run(run())
