@@ -18,8 +18,8 @@ CHANGES = {"pause": (t.TaskPaused, ("active",)), "resume": (t.TaskResumed, ("pau
            "cancel": (t.TaskCancelled, ("active", "paused", "completed"))}
 
 
-def change_task(log: EventLog, action: str, task_id: str) -> str:
-    """Pause, resume or cancel a task; returns its group folder."""
+def change_task(log: EventLog, action: str, task_id: str, by: str = "cli") -> str:
+    """Pause, resume or cancel a task (the CLI's and the dashboard's one way); returns its group folder."""
     event_type, allowed = CHANGES[action]
     with log.transaction() as tx:
         task = task_by_id(tx, task_id)
@@ -27,7 +27,7 @@ def change_task(log: EventLog, action: str, task_id: str) -> str:
             raise GroupError(f"no task {task_id!r}; see 'nanoclaw tasks list'")
         if task["status"] not in allowed:
             raise GroupError(f"task {task_id} is {task['status']}; cannot {action} it")
-        tx.append(event_type(task_id=task_id, group_folder=task["group_folder"], by="cli"))
+        tx.append(event_type(task_id=task_id, group_folder=task["group_folder"], by=by))
     return task["group_folder"]
 
 

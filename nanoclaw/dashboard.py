@@ -25,6 +25,8 @@ from loguru import logger
 from base.config import Settings
 from events import EventLog
 from nanoclaw import dashboard_auth as auth, dashboard_pages as pages
+from nanoclaw.cli_tasks import change_task
+from rules.groups import GroupError
 
 STATIC = Path(__file__).with_name("dashboard_static")
 LIVE_EVERY_S = 0.25   # changes are sent at most this often: a busy log does not flood the page
@@ -52,6 +54,7 @@ class Dashboard:
         app = web.Application(middlewares=[self._guard])
         app.router.add_get("/login", self._login)
         app.router.add_get("/live", self._live)
+        app.router.add_post("/tasks/{task_id}/{action:pause|resume|cancel}", self._change_task)
         app.router.add_static("/static/", STATIC)
         for path, page in pages.PAGES.items():
             app.router.add_get(path, self._page(page))
@@ -134,6 +137,22 @@ class Dashboard:
                 return web.Response(status=404, content_type="text/html", text=pages.not_found_page(str(exc)))
             return web.Response(content_type="text/html", text=html)
         return handler
+
+    async def _change_task(self, request: web.Request) -> web.StreamResponse:
+        """Pause, resume or cancel: recorded as an event through the CLI's own checks, by `dashboard`."""
+        action, task_id = request.match_info["action"], request.match_info["task_id"]
+
+        def change() -> None:
+            log = EventLog(self.settings.db_path, sync=self.settings.event_log_sync)
+            try:
+                change_task(log, action, task_id, by="dashboard")
+            finally:
+                log.close()
+        try:
+            await asyncio.to_thread(change)
+        except GroupError as exc:
+            return web.Response(status=409, content_type="text/html", text=pages.not_found_page(str(exc)))
+        raise web.HTTPSeeOther("/tasks")
 
     async def _live(self, request: web.Request) -> web.StreamResponse:
         """`event: changed` with the log's head whenever it moves; a comment now and then keeps it open."""

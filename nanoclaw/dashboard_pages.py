@@ -16,6 +16,8 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from base.config import Settings
 from base.timefmt import parse_iso
+from events import EventLog, types as t
+from events.queries import tasks_soonest_first
 from nanoclaw import status
 from nanoclaw.cli_status import ago, duration
 
@@ -46,8 +48,24 @@ def _overview(settings: Settings, _: dict) -> dict[str, Any]:
     return {"report": status.gather(settings)}
 
 
-NAV = [("/", "Overview")]
-PAGES: dict[str, Page] = {"/": Page("Overview", "overview.html", _overview)}
+TASK_HISTORY = 20
+
+
+def _tasks(settings: Settings, _: dict) -> dict[str, Any]:
+    log = EventLog(settings.db_path, sync=settings.event_log_sync)
+    try:
+        tasks = [dict(row) for row in tasks_soonest_first(log)]
+        history = [(r.at, r.event) for r in log.read_since(0, types=[t.TaskRunFinished], limit=TASK_HISTORY,
+                                                           newest=True)]
+    finally:
+        log.close()
+    return {"tasks": tasks, "history": history, "actions": ACTIONS}
+
+
+ACTIONS = {"active": ("pause", "cancel"), "paused": ("resume", "cancel"), "completed": ("cancel",)}
+NAV = [("/", "Overview"), ("/tasks", "Tasks")]
+PAGES: dict[str, Page] = {"/": Page("Overview", "overview.html", _overview),
+                          "/tasks": Page("Tasks", "tasks.html", _tasks)}
 
 
 def refused_page(bad_token: bool = False) -> str:

@@ -17,7 +17,7 @@ from events import EventLog, types as t
 from nanoclaw import cli, dashboard_auth as auth
 from nanoclaw.dashboard import Dashboard
 from rules.groups import register_group
-from tests.live_router import fresh_settings, until
+from tests.live_router import fresh_settings
 
 
 @pytest.fixture
@@ -127,3 +127,51 @@ def test_an_open_page_does_not_hold_up_the_service_stopping(settings, log):
                 assert asyncio.get_running_loop().time() - started < 3
                 assert await asyncio.wait_for(stream.content.read(), 5) == b""  # the stream ended: "service down"
     asyncio.run(run())
+
+
+def _task(log, task_id: str = "t1") -> None:
+    log.append(t.TaskScheduled(task_id=task_id, group_folder="family", chat_jid="local:family",
+                               prompt="water the <b>plants</b>", schedule_type="cron", schedule_value="0 9 * * *",
+                               next_run="2026-12-04T09:00:00.000Z"))
+
+
+def _csrf_of(html: str) -> str:
+    return html.split('name="csrf" value="')[1].split('"')[0]
+
+
+def test_a_task_paused_from_the_page_is_paused_in_the_log_through_the_clis_checks(settings, log):
+    _task(log)
+
+    async def scenario(board, url, http):
+        await http.get(f"{url}/login?token={board.token}")
+        async with http.get(f"{url}/tasks") as page:
+            html = await page.text()
+        assert "water the &lt;b&gt;plants&lt;/b&gt;" in html  # escaped: a prompt is not markup
+        csrf = _csrf_of(html)
+        async with http.post(f"{url}/tasks/t1/pause", data={"csrf": csrf}, allow_redirects=False) as done:
+            assert done.status == 303 and done.headers["Location"] == "/tasks"
+        async with http.post(f"{url}/tasks/t1/pause", data={"csrf": csrf}) as again:
+            assert again.status == 409 and "is paused; cannot pause it" in await again.text()
+        async with http.get(f"{url}/tasks") as page:
+            assert 'data-status="paused"' in await page.text()
+    _serve(settings, log, scenario)
+    [paused] = [r.event for r in log.read_since(0, types=[t.TaskPaused], limit=None)]
+    assert (paused.task_id, paused.by) == ("t1", "dashboard")
+
+
+def test_an_action_without_the_pages_csrf_value_or_from_another_origin_is_refused(settings, log):
+    _task(log)
+
+    async def scenario(board, url, http):
+        await http.get(f"{url}/login?token={board.token}")
+        async with http.get(f"{url}/tasks") as page:
+            csrf = _csrf_of(await page.text())
+        for data, headers in (({}, {}), ({"csrf": "guessed"}, {}),
+                              ({"csrf": csrf}, {"Origin": "http://attacker.example"})):
+            async with http.post(f"{url}/tasks/t1/cancel", data=data, headers=headers) as refused:
+                assert refused.status == 403, (data, headers)
+        async with aiohttp.ClientSession() as stranger:  # no session cookie: a cross-site form post sends none
+            async with stranger.post(f"{url}/tasks/t1/cancel", data={"csrf": csrf}) as refused:
+                assert refused.status == 401
+    _serve(settings, log, scenario)
+    assert log.read_since(0, types=[t.TaskCancelled], limit=None) == []
