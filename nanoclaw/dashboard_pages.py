@@ -17,9 +17,12 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from base.config import Settings
 from base.timefmt import parse_iso
 from events import EventLog, types as t
-from events.queries import tasks_soonest_first
+from events.queries import tasks_soonest_first, usage_since
 from nanoclaw import status
 from nanoclaw.cli_status import ago, duration
+from nanoclaw.dashboard_charts import stacked_bars
+from rules.prices import PriceTable
+from rules.usage import tokens_of, usage_by, utc_day
 
 _ENV = Environment(loader=PackageLoader("nanoclaw", "dashboard_templates"), autoescape=select_autoescape(),
                    trim_blocks=True, lstrip_blocks=True)
@@ -62,9 +65,44 @@ def _tasks(settings: Settings, _: dict) -> dict[str, Any]:
     return {"tasks": tasks, "history": history, "actions": ACTIONS}
 
 
+USAGE_DAYS = 30
+
+
+def _usage(settings: Settings, _: dict) -> dict[str, Any]:
+    """Spend and tokens per UTC day and group over the last 30 days, and the caps with what is left."""
+    prices = PriceTable.load_or_defaults(settings.config_dir)
+    days = [utc_day(offset) for offset in range(1 - USAGE_DAYS, 1)]
+    log = EventLog(settings.db_path, sync=settings.event_log_sync)
+    try:
+        rows = usage_since(log, days[0])
+        by_group = usage_by(log, prices, "group", days[0])
+        report = status.gather(settings)
+    finally:
+        log.close()
+    folders = sorted({row["folder"] for row in rows})
+    cost = {folder: [0.0] * len(days) for folder in folders}
+    tokens = {folder: [0.0] * len(days) for folder in folders}
+    for row in rows:
+        i = days.index(row["day"]) if row["day"] in days else None
+        if i is None:
+            continue
+        counted = tokens_of(row)
+        tokens[row["folder"]][i] += counted.input_tokens + counted.output_tokens + \
+            counted.cache_creation_input_tokens + counted.cache_read_input_tokens
+        cost[row["folder"]][i] += prices.cost(row["model"], counted) or 0.0
+    spend = report.usage
+    left = {"day": None if spend is None or spend.daily_budget_usd is None else
+            max(0.0, spend.daily_budget_usd - spend.today_usd),
+            "month": None if spend is None or spend.monthly_budget_usd is None else
+            max(0.0, spend.monthly_budget_usd - spend.month_usd)}
+    return {"spend_chart": stacked_bars(days, cost, "$"), "token_chart": stacked_bars(days, tokens, "tokens"),
+            "by_group": by_group, "spend": spend, "left": left, "since": days[0]}
+
+
 ACTIONS = {"active": ("pause", "cancel"), "paused": ("resume", "cancel"), "completed": ("cancel",)}
-NAV = [("/", "Overview"), ("/tasks", "Tasks")]
+NAV = [("/", "Overview"), ("/usage", "Usage"), ("/tasks", "Tasks")]
 PAGES: dict[str, Page] = {"/": Page("Overview", "overview.html", _overview),
+                          "/usage": Page("Usage", "usage.html", _usage),
                           "/tasks": Page("Tasks", "tasks.html", _tasks)}
 
 

@@ -17,6 +17,7 @@ from events import EventLog, types as t
 from nanoclaw import cli, dashboard_auth as auth
 from nanoclaw.dashboard import Dashboard
 from rules.groups import register_group
+from rules.usage import utc_day
 from tests.live_router import fresh_settings
 
 
@@ -175,3 +176,26 @@ def test_an_action_without_the_pages_csrf_value_or_from_another_origin_is_refuse
                 assert refused.status == 401
     _serve(settings, log, scenario)
     assert log.read_since(0, types=[t.TaskCancelled], limit=None) == []
+
+
+def test_the_usage_page_draws_spend_and_tokens_per_day_by_group_and_what_is_left_of_the_caps(settings, log,
+                                                                                           monkeypatch):
+    monkeypatch.setenv("DAILY_BUDGET_USD", "5")
+    settings = fresh_settings()
+    for folder, tokens in (("family", 1_000_000), ("main", 250_000)):
+        log.append(t.ModelCalled(run_id="r1", folder=folder, method="POST", path="/v1/messages", status=200,
+                                 duration_ms=900, model="claude-opus-4-5", input_tokens=tokens, output_tokens=0))
+
+    async def scenario(board, url, http):
+        await http.get(f"{url}/login?token={board.token}")
+        async with http.get(f"{url}/usage") as page:
+            html = await page.text()
+        spend = html.split('data-chart="spend"')[1].split("</svg>")[0]
+        bars = [part.split("</title>")[0] for part in spend.split("<title>")[1:]]
+        today = utc_day()
+        assert bars == [f"{today} family: $5.00", f"{today} main: $1.25"]  # $5 per million input tokens
+        heights = [float(part.split('height="')[1].split('"')[0]) for part in spend.split("<rect")[1:]]
+        assert heights[0] == pytest.approx(4 * heights[1], rel=0.01)  # drawn to scale
+        assert "1,000,000 tokens" in html.split('data-chart="tokens"')[1]
+        assert "~$6.25 of $5.00, $0.00 left" in html
+    _serve(settings, log, scenario)
