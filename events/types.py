@@ -210,6 +210,7 @@ class AgentRunFinished(Event):
     had_output: bool = False
     cursor_rollback_to: int | None = None
     error_kind: str | None = None   # rules/failures.py's kind: credentials, rate_limit, api_error, ...
+    log_file: str | None = None     # the run's log, under logs/ (`runs/<folder>/container-....log`)
 
 
 # --- outbound --------------------------------------------------------------

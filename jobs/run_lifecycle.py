@@ -17,6 +17,7 @@ import json
 import sqlite3
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from loguru import logger
 
@@ -221,6 +222,15 @@ class RunLifecycle:
             progress.session_id = result.newSessionId
         return seq
 
+    def _log_file(self, result: RunResult) -> str | None:
+        """The run log's path under logs/, for `AgentRunFinished` (the dashboard's runs page shows it)."""
+        if not getattr(result, "log_file", None):
+            return None
+        try:
+            return str(Path(result.log_file).relative_to(self.settings.logs_dir))
+        except ValueError:
+            return None
+
     def _finish(self, claim: Claim, progress: Progress, result: RunResult) -> None:
         failed = result.status == "error" or bool(progress.errors)
         error = result.error or (progress.errors[-1] if progress.errors else None)
@@ -235,7 +245,8 @@ class RunLifecycle:
             tx.append(t.AgentRunFinished(run_id=claim.run_id, folder=folder, chat_jid=jid, status=ending.status,
                                          error=ending.error, exit_code=result.exit_code,
                                          duration_ms=result.duration_ms, had_output=progress.sent > 0,
-                                         cursor_rollback_to=rollback, error_kind=ending.kind))
+                                         cursor_rollback_to=rollback, error_kind=ending.kind,
+                                         log_file=self._log_file(result)))
             if self.ended(tx, claim, progress, ending) and not request_what_waits(tx, claim.group) \
                     and self.ready_after(tx, claim, ending):
                 request_ready(tx, self.settings, claim.group)

@@ -17,10 +17,11 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from base.config import Settings
 from base.timefmt import parse_iso
 from events import EventLog, types as t
-from events.queries import tasks_soonest_first, usage_since
+from events.queries import group_by_folder, list_groups, tasks_soonest_first, usage_since
 from nanoclaw import status
 from nanoclaw.cli_status import ago, duration
 from nanoclaw.dashboard_charts import stacked_bars
+from nanoclaw.why import WhyError, tell
 from rules.prices import PriceTable
 from rules.usage import tokens_of, usage_by, utc_day
 
@@ -99,11 +100,107 @@ def _usage(settings: Settings, _: dict) -> dict[str, Any]:
             "by_group": by_group, "spend": spend, "left": left, "since": days[0]}
 
 
+CONVERSATION_EVENTS = 200
+CONVERSATION_TYPES = [t.MessageReceived, t.OutboundQueued, t.OutboundSent, t.OutboundFailed, t.AgentRunStarted,
+                      t.AgentRunFinished]
+
+
+def _conversation(settings: Settings, args: dict) -> dict[str, Any]:
+    """A group's last messages, replies and runs, oldest first; each message opens its story."""
+    log = EventLog(settings.db_path, sync=settings.event_log_sync)
+    try:
+        group = group_by_folder(log, args["folder"])
+        if group is None:
+            raise NotFound(f"no group has the folder {args['folder']!r}")
+        records = log.read_since(0, types=CONVERSATION_TYPES, streams=[group.jid, group.folder],
+                                 limit=CONVERSATION_EVENTS, newest=True)
+        groups = list_groups(log)
+    finally:
+        log.close()
+    return {"group": group, "records": sorted(records, key=lambda r: r.seq), "groups": groups}
+
+
+def _story(settings: Settings, args: dict) -> dict[str, Any]:
+    log = EventLog(settings.db_path, sync=settings.event_log_sync)
+    try:
+        return {"story": tell(log, settings, args["seq"])}
+    except WhyError as exc:
+        raise NotFound(str(exc)) from None
+    finally:
+        log.close()
+
+
+RUNS_SHOWN = 50
+
+
+def _runs(settings: Settings, _: dict) -> dict[str, Any]:
+    """The last runs: how long, how they ended, their model calls and tokens."""
+    log = EventLog(settings.db_path, sync=settings.event_log_sync)
+    try:
+        finished = log.read_since(0, types=[t.AgentRunFinished], limit=RUNS_SHOWN, newest=True)
+        calls: dict[str, list] = {}
+        if finished:
+            first = min(r.seq for r in finished)
+            started = log.read_since(0, types=[t.AgentRunStarted], before_seq=first, limit=RUNS_SHOWN,
+                                     newest=True)
+            after = min([first, *(r.seq for r in started)]) - 1
+            for record in log.read_since(after, types=[t.ModelCalled], limit=None):
+                calls.setdefault(record.event.run_id, []).append(record.event)
+    finally:
+        log.close()
+    runs = []
+    for record in finished:
+        run = record.event
+        made = calls.get(run.run_id, [])
+        runs.append({"at": record.at, "seq": record.seq, "run": run, "calls": len(made),
+                     "tokens": sum((c.input_tokens or 0) + (c.output_tokens or 0) for c in made)})
+    return {"runs": runs}
+
+
+LOG_SHOWN_BYTES = 512 * 1024
+
+
+def _run_log(settings: Settings, args: dict) -> dict[str, Any]:
+    """A run's log as the worker wrote it under logs/runs/ (the host's folder; no agent writes there)."""
+    log = EventLog(settings.db_path, sync=settings.event_log_sync)
+    try:
+        record = log.get(int(args["seq"]))
+    finally:
+        log.close()
+    if record is None or not isinstance(record.event, t.AgentRunFinished) or not record.event.log_file:
+        raise NotFound(f"no run with a log at seq {args['seq']}")
+    runs = (settings.logs_dir / "runs").resolve()
+    path = (settings.logs_dir / record.event.log_file).resolve()
+    if not path.is_relative_to(runs) or not path.is_file():
+        raise NotFound(f"the run's log logs/{record.event.log_file} is gone (logs are cleaned up after a while)")
+    with open(path, "rb") as file:
+        text = file.read(LOG_SHOWN_BYTES).decode("utf-8", errors="replace")
+    return {"run": record.event, "text": text}
+
+
+EGRESS_SHOWN = 200
+
+
+def _egress(settings: Settings, _: dict) -> dict[str, Any]:
+    """Where each group's agents went, or were stopped going, newest first."""
+    log = EventLog(settings.db_path, sync=settings.event_log_sync)
+    try:
+        checked = log.read_since(0, types=[t.EgressChecked], limit=EGRESS_SHOWN, newest=True)
+    finally:
+        log.close()
+    return {"checked": [(r.at, r.event) for r in checked]}
+
+
 ACTIONS = {"active": ("pause", "cancel"), "paused": ("resume", "cancel"), "completed": ("cancel",)}
-NAV = [("/", "Overview"), ("/usage", "Usage"), ("/tasks", "Tasks")]
+NAV = [("/", "Overview"), ("/runs", "Runs"), ("/usage", "Usage"), ("/tasks", "Tasks"), ("/egress", "Egress")]
 PAGES: dict[str, Page] = {"/": Page("Overview", "overview.html", _overview),
+                          "/groups/{folder}": Page("Conversation", "conversation.html", _conversation),
+                          "/messages/{seq:[0-9]+}": Page("Message", "story.html", _story),
+                          "/runs": Page("Runs", "runs.html", _runs),
+                          "/runs/{seq:[0-9]+}/log": Page("Runs", "run_log.html", _run_log),
                           "/usage": Page("Usage", "usage.html", _usage),
-                          "/tasks": Page("Tasks", "tasks.html", _tasks)}
+                          "/tasks": Page("Tasks", "tasks.html", _tasks),
+                          "/egress": Page("Egress", "egress.html", _egress)}
 
 
 def refused_page(bad_token: bool = False) -> str:

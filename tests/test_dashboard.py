@@ -199,3 +199,79 @@ def test_the_usage_page_draws_spend_and_tokens_per_day_by_group_and_what_is_left
         assert "1,000,000 tokens" in html.split('data-chart="tokens"')[1]
         assert "~$6.25 of $5.00, $0.00 left" in html
     _serve(settings, log, scenario)
+
+
+def _message(text: str, n: int, sender: str = "alice") -> t.MessageReceived:
+    return t.MessageReceived(channel="local", chat_jid="local:family", message_id=f"m{n}", sender=f"local:{sender}",
+                             sender_name=sender.title(), content=text, timestamp="2026-12-03T10:00:00.000Z")
+
+
+def test_a_groups_conversation_shows_messages_replies_and_runs_in_order_and_each_message_opens_its_story(settings,
+                                                                                                        log):
+    log.append(_message("@Andy <script>alert(1)</script> what's on?", 1), key="local:family:m1")
+    seq = log.by_key("local:family:m1").seq
+    log.append(t.AgentRunStarted(run_id="r1", folder="family", chat_jid="local:family", container="c",
+                                 from_seq=seq - 1, through_seq=seq, message_count=1))
+    log.append(t.OutboundQueued(outbound_id="o1", chat_jid="local:family", text="Nothing today.", run_id="r1"))
+    log.append(t.AgentRunFinished(run_id="r1", folder="family", chat_jid="local:family", status="ok",
+                                  duration_ms=2100, had_output=True))
+
+    async def scenario(board, url, http):
+        await http.get(f"{url}/login?token={board.token}")
+        async with http.get(f"{url}/groups/family") as page:
+            html = await page.text()
+        timeline = html.split('id="conversation"')[1]
+        order = [timeline.index(s) for s in ("what&#39;s on?", "run r1 started", "Nothing today.", "run r1 ok in 2.1 s")]
+        assert order == sorted(order)
+        assert "<script>alert" not in html and "&lt;script&gt;" in html
+        assert f'href="/messages/{seq}"' in html
+        async with http.get(f"{url}/messages/{seq}") as story:
+            text = await story.text()
+        assert story.status == 200 and "run r1: ok in 2.1 s" in text and "what&#39;s on?" in text
+        async with http.get(f"{url}/groups/nobody") as missing:
+            assert missing.status == 404 and "no group has the folder" in await missing.text()
+        async with http.get(f"{url}/messages/999999") as missing:
+            assert missing.status == 404
+    _serve(settings, log, scenario)
+
+
+def test_the_runs_page_shows_outcome_duration_model_calls_and_the_run_log(settings, log):
+    runs = settings.logs_dir / "runs" / "family"
+    runs.mkdir(parents=True)
+    (runs / "container-1.log").write_text("=== run log ===\nexit code 0\n")
+    log.append(t.AgentRunStarted(run_id="r1", folder="family", chat_jid="local:family", container="c"))
+    log.append(t.ModelCalled(run_id="r1", folder="family", method="POST", path="/v1/messages", status=200,
+                             duration_ms=800, model="claude-opus-4-5", input_tokens=1200, output_tokens=300))
+    log.append(t.AgentRunFinished(run_id="r1", folder="family", chat_jid="local:family", status="error",
+                                  error="API Error: 529", duration_ms=4200, log_file="runs/family/container-1.log"))
+    finished = log.last_seq()
+    log.append(t.AgentRunFinished(run_id="r2", folder="family", chat_jid="local:family", status="ok",
+                                  log_file="runs/../../.env"))  # a path leading out of logs/runs/ is never read
+    planted = log.last_seq()
+
+    async def scenario(board, url, http):
+        await http.get(f"{url}/login?token={board.token}")
+        async with http.get(f"{url}/runs") as page:
+            row = (await page.text()).split("<td>r1</td>")[1].split("</tr>")[0]
+        assert "error: API Error: 529" in row and "4.2 s" in row and "<td>1</td>" in row and "1,500" in row
+        async with http.get(f"{url}/runs/{finished}/log") as page:
+            assert "exit code 0" in await page.text()
+        async with http.get(f"{url}/runs/{planted}/log") as page:
+            assert page.status == 404 and "sk-ant" not in await page.text()
+    _serve(settings, log, scenario)
+
+
+def test_the_egress_page_shows_what_each_groups_agents_reached_or_were_refused(settings, log):
+    log.append(t.EgressChecked(run_id="r1", folder="family", host="pypi.org", port=443, allowed=True,
+                               policy="allowlist", address="151.101.0.223"))
+    log.append(t.EgressChecked(run_id="r1", folder="family", host="169.254.169.254", port=80, allowed=False,
+                               policy="allowlist", reason="a link-local address"))
+
+    async def scenario(board, url, http):
+        await http.get(f"{url}/login?token={board.token}")
+        async with http.get(f"{url}/egress") as page:
+            html = await page.text()
+        assert 'class="allowed"' in html and "pypi.org:443 (151.101.0.223)" in html
+        refused = html.split('class="refused"')[1].split("</tr>")[0]
+        assert "169.254.169.254:80" in refused and "refused: a link-local address" in refused
+    _serve(settings, log, scenario)
