@@ -55,6 +55,7 @@ class RouterApp:
         self._stop = asyncio.Event()
         self._wakes: list[asyncio.Event] = []
         self._tasks: list[asyncio.Task] = []
+        self._recorder: asyncio.Task | None = None  # records what channels hand over, until they are all gone
         self._loop: asyncio.AbstractEventLoop | None = None
         self.live = False  # set once the live loops run (the heartbeat reports it)
 
@@ -77,7 +78,7 @@ class RouterApp:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._incoming = asyncio.Queue()
-        self._tasks.append(asyncio.create_task(self._record_incoming()))
+        self._recorder = asyncio.create_task(self._record_incoming())
         self.channels = registry.create_channels(self._context())
         for channel in self.channels:
             await channel.connect()
@@ -172,11 +173,14 @@ class RouterApp:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if hasattr(self, "delivery"):
             await self.delivery.stop()
-        for channel in self.channels:
+        for channel in self.channels:  # a channel may still hand over what it took in (WhatsApp's queue)
             try:
                 await channel.disconnect()
             except Exception as exc:
                 logger.warning("channel {} did not disconnect cleanly: {}", channel.name, exc)
+        if self._recorder is not None:
+            self._recorder.cancel()
+            await asyncio.gather(self._recorder, return_exceptions=True)
         self._db.shutdown(wait=True)
         logger.info("router stopped")
 

@@ -384,10 +384,12 @@ class WhatsAppDriver(Driver):
         from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import DocumentMessage, ImageMessage, Message
         url = self.core.add_media(data)
         if media_type.startswith("image/"):
-            media = Message(imageMessage=ImageMessage(URL=url, caption=text, mimetype=media_type,
+            media = Message(imageMessage=ImageMessage(URL=wa.SENDERS_URL, directPath=url, caption=text,
+                                                      mimetype=media_type,
                                                       fileLength=len(data)))
         else:
-            media = Message(documentMessage=DocumentMessage(URL=url, caption=text, mimetype=media_type,
+            media = Message(documentMessage=DocumentMessage(URL=wa.SENDERS_URL, directPath=url, caption=text,
+                                                            mimetype=media_type,
                                                             fileName=name, fileLength=len(data)))
         self._deliver(jid, self.person, media=media)
 

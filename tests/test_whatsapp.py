@@ -162,8 +162,9 @@ def test_a_quoted_reply_carries_what_it_quotes_and_a_mention_by_lid_is_the_trigg
     asyncio.run(scenario())
     [message] = of_type(log, t.MessageReceived)
     assert (message.content, message.sender_name, message.sender) == ("@Andy and this one?", "Bob", BOB)
+    # the quote's author is the sender's claim (WhatsApp does not check it), so it is not recorded as fact
     assert (message.reply_to_message_id, message.reply_to_message_content, message.reply_to_sender_name) == (
-        "Q1", "the pasta recipe", "447700900001")
+        "Q1", "the pasta recipe", None)
     assert [m.key for m in log.read_since(0, types=[t.MessageReceived], limit=None)] == [f"{FAMILY}:G1"]
 
 
@@ -242,7 +243,8 @@ def test_a_photo_goes_as_a_photo_with_its_caption(own, core):
 def test_a_voice_note_is_saved_for_the_agent_and_named_as_one(own, core):
     settings, log = own
     url = core.add_media(b"OggS" + b"\0" * 60)
-    note = Message(audioMessage=AudioMessage(URL=url, mimetype="audio/ogg; codecs=opus", PTT=True, fileLength=64))
+    note = Message(audioMessage=AudioMessage(URL=wa.SENDERS_URL, directPath=url, mimetype="audio/ogg; codecs=opus",
+                                             PTT=True, fileLength=64))
 
     async def scenario():
         async with live_router(settings, log) as app:
@@ -254,6 +256,7 @@ def test_a_voice_note_is_saved_for_the_agent_and_named_as_one(own, core):
     [message] = of_type(log, t.MessageReceived)
     assert message.content.startswith("[Voice message: /workspace/group/inbox/V1-1-")
     assert _saved(settings, message.content).read_bytes().startswith(b"OggS")
+    assert core.download_urls == [""]  # fetched by its path on WhatsApp's servers, never from the sender's URL
 
 
 def test_chatid_is_answered_for_the_owner_and_nobody_else_on_a_shared_number(shared, core):
@@ -338,7 +341,8 @@ def test_messages_are_recorded_in_the_order_whatsapp_delivered_them_even_behind_
         time.sleep(0.5)
         return slow(*args)
     core.DownloadAny = slow_download
-    lease = Message(documentMessage=DocumentMessage(URL=url, caption="first, with a file", fileName="lease.pdf",
+    lease = Message(documentMessage=DocumentMessage(URL=wa.SENDERS_URL, directPath=url, caption="first, with a file",
+                                                    fileName="lease.pdf",
                                                     mimetype="application/pdf", fileLength=209))
 
     async def scenario():
@@ -376,7 +380,8 @@ def test_a_stranger_writing_to_the_assistants_own_number_is_told_how_to_register
 def test_hostile_input_is_recorded_or_refused_and_never_stops_the_channel(own, core):
     settings, log = own
     url = core.add_media(b"#!/bin/sh\nrm -rf /\n")
-    planted = Message(documentMessage=DocumentMessage(URL=url, fileName="../../../../etc/cron.d/x", caption="see",
+    planted = Message(documentMessage=DocumentMessage(URL=wa.SENDERS_URL, directPath=url,
+                                                      fileName="../../../../etc/cron.d/x", caption="see",
                                                       mimetype="text/x-sh", fileLength=20))
     oddities = [Message(locationMessage={"degreesLatitude": 51.5, "degreesLongitude": -0.1}),
                 Message(pollCreationMessage={"name": "lunch?"}), Message()]
@@ -398,4 +403,148 @@ def test_hostile_input_is_recorded_or_refused_and_never_stops_the_channel(own, c
     file_msg, big, last = of_type(log, t.MessageReceived)
     assert _saved(settings, file_msg.content).is_file()
     assert not (settings.root / "etc").exists()
-    assert (len(big.content), last.content) == (200_000, "still here")
+    assert big.content.startswith("x" * 65_536 + "\n[... cut: 200,000 characters in all]")
+    assert last.content == "still here"
+
+
+def test_a_file_declaring_no_size_or_too_large_a_size_is_not_fetched_at_all(own, core):
+    settings, log = own
+    path = core.add_media(b"x" * 100)
+    undeclared = Message(documentMessage=DocumentMessage(directPath=path, fileName="a.bin", fileLength=0))
+    huge = Message(documentMessage=DocumentMessage(directPath=path, fileName="b.bin", fileLength=2_000_000_000))
+
+    async def scenario():
+        async with live_router(settings, log) as app:
+            await _connected(app)
+            _say(core, ALICE, ALICE, "", "Z1", media=undeclared)
+            _say(core, ALICE, ALICE, "", "Z2", media=huge)
+            await until(lambda: len(of_type(log, t.MessageReceived)) == 2, what="both messages")
+
+    asyncio.run(scenario())
+    assert [m.content for m in of_type(log, t.MessageReceived)] == [
+        "[Document: a.bin, not downloaded: it declares no size]",
+        "[Document: b.bin, not downloaded: it is 1907.3 MB and files up to 20.0 MB are]"]
+    assert core.download_urls == []
+
+
+def test_the_agents_words_mention_nobody_and_look_up_no_group(own, core):
+    settings, log = own
+    image = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(image, format="PNG")
+
+    async def scenario():
+        async with live_router(settings, log) as app:
+            await _connected(app)
+            text = "Ask @447700900002 and @0, or everyone in @120363000000000001@g.us"
+            log.append(t.OutboundQueued(outbound_id="o1", chat_jid=FAMILY, text=text), key="out:o1")
+            queue_file(settings, log, "f1", "a.png", image.getvalue(), "image/png", "see @447700900002", jid=FAMILY)
+            queue_file(settings, log, "f2", "a.txt", b"notes", "text/plain", "and @447700900002", jid=FAMILY)
+            await until(lambda: len(core.sent) == 3, what="the three replies")
+
+    asyncio.run(scenario())
+    text, photo, document = (s.message for s in core.sent)
+    assert text.conversation.startswith("Ask @447700900002") and not text.HasField("extendedTextMessage")
+    assert not photo.imageMessage.HasField("contextInfo") and photo.imageMessage.caption == "see @447700900002"
+    assert not document.documentMessage.HasField("contextInfo")
+
+
+def test_on_a_shared_number_a_mention_of_the_owner_is_for_the_owner(shared, core):
+    settings, log = shared
+
+    async def scenario():
+        async with live_router(settings, log) as app:
+            await _connected(app)
+            _say(core, FAMILY[3:], BOB, f"@{wa.BOT_NUMBER} are you coming?", "S1", push_name="Bob",
+                 mentions=[ME])
+            await until(lambda: of_type(log, t.MessageReceived), what="the message")
+            await asyncio.sleep(0.3)
+
+    asyncio.run(scenario())
+    assert of_type(log, t.MessageReceived)[0].content == f"@{wa.BOT_NUMBER} are you coming?"
+    assert not of_type(log, t.AgentRunRequested)
+
+
+def test_commands_are_answered_once_a_minute_per_chat(own, core):
+    settings, log = own
+
+    async def scenario():
+        async with live_router(settings, log) as app:
+            await _connected(app)
+            for n in range(5):
+                _say(core, ALICE, ALICE, "/ping", f"P{n}")
+            await until(lambda: core.sent, what="the answer")
+            await asyncio.sleep(0.3)
+
+    asyncio.run(scenario())
+    assert [s.text for s in core.sent] == ["Andy is online."]
+
+
+@pytest.mark.parametrize("end, state", [
+    (lambda core: core.deliver(wa.complete(N.TemporaryBan(Code=N.TemporaryBan.SENT_TOO_MANY_SAME_MESSAGE,
+                                                           Expire=3600))), "banned"),
+    (lambda core: core.deliver(N.StreamReplaced()), "replaced"),
+    (lambda core: core.deliver(wa.complete(N.ClientOutdated())), "logged_out"),
+    (lambda core: core._actions.put(lambda: core._show_qr("2@pair-me-again")), "logged_out"),
+], ids=["banned", "replaced", "outdated", "offered-pairing"])
+def test_a_session_that_ends_stops_the_connection_and_says_why(own, core, end, state, capsys):
+    settings, log = own
+
+    async def scenario():
+        async with live_router(settings, log) as app:
+            channel = await _connected(app)
+            end(core)
+            await until(lambda: not core.running(), what="the connection stopped")
+            assert not channel.is_connected()
+
+    asyncio.run(scenario())
+    assert link.read_state(settings).state == state
+    assert link.LOGIN_COMMAND in status.channel_notes(settings)["whatsapp"] or state == "banned"
+    assert "2@pair-me-again" not in capsys.readouterr().out  # no QR code is drawn by the service
+
+
+def test_the_session_files_are_the_service_users_alone_once_connected(own, core):
+    settings, log = own
+    session = link.session_path(settings)
+    session.chmod(0o644)
+    session.with_name("session.db-wal").write_bytes(b"")
+
+    async def scenario():
+        async with live_router(settings, log) as app:
+            await _connected(app)
+
+    asyncio.run(scenario())
+    assert {p.name: p.stat().st_mode & 0o777 for p in link.folder(settings).glob("session.db*")} == {
+        "session.db": 0o600, "session.db-wal": 0o600}
+
+
+def test_messages_taken_from_whatsapp_are_recorded_before_the_service_stops(own, core):
+    settings, log = own
+    path = core.add_media(b"%PDF-1.4 " + b"y" * 100)
+    slow, started = core.DownloadAny, []
+    core.DownloadAny = lambda *args: (started.append(1), time.sleep(1.0), slow(*args))[2]
+    doc = Message(documentMessage=DocumentMessage(directPath=path, fileName="a.pdf", fileLength=109))
+
+    async def scenario():
+        async with live_router(settings, log) as app:
+            await _connected(app)
+            _say(core, ALICE, ALICE, "", "D1", media=doc)
+            _say(core, ALICE, ALICE, "behind the file", "D2")
+            await until(lambda: started, what="the download to start")
+            await asyncio.sleep(0.1)  # both taken from WhatsApp; the service stops while the file downloads
+
+    asyncio.run(scenario())
+    assert [m.message_id for m in of_type(log, t.MessageReceived)] == ["D1", "D2"]
+
+
+def test_the_linked_device_is_read_from_whatsmeows_table_whatever_the_accounts_name(root):
+    import sqlite3
+    settings = fresh_settings()
+    session = link.ensure_folder(settings) / "session.db"
+    with sqlite3.connect(session) as db:
+        db.execute("CREATE TABLE whatsmeow_device (jid TEXT PRIMARY KEY, push_name TEXT, business_name TEXT)")
+        db.execute("INSERT INTO whatsmeow_device VALUES ('447700900077.0:12@s.whatsapp.net', 'Acme, Inc.', 'A, B')")
+    assert whatsapp.linked_devices(session) == ["447700900077"]
+    assert whatsapp.linked_devices(session.with_name("none.db")) == []
+    empty = session.with_name("empty.db")
+    sqlite3.connect(empty).close()
+    assert whatsapp.linked_devices(empty) == []

@@ -36,6 +36,7 @@ from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import ContextInfo, ExtendedTextM
 BOT_NUMBER = "447700900077"
 BOT_LID = "99887766554433"
 BOT_DEVICE = 12
+SENDERS_URL = "http://169.254.169.254/latest/meta-data/"  # what a hostile sender puts in a media message
 
 
 def complete(message):
@@ -96,6 +97,7 @@ class Core:
     qr_codes: tuple[str, ...] = ("2@stand-in-qr-one", "2@stand-in-qr-two")
     pairing_code: str = "ABCD-EFGH"
     connections: int = 0
+    download_urls: list[str] = field(default_factory=list)
     spool: Path | None = None  # events to deliver arrive here as files, and sends are written here (`Spool`)
 
     def __post_init__(self) -> None:
@@ -179,8 +181,10 @@ class Core:
     def DownloadAny(self, uuid, message, n_message):
         found = Message.FromString(message)
         for media in ("imageMessage", "videoMessage", "audioMessage", "documentMessage", "stickerMessage"):
-            if found.HasField(media) and getattr(found, media).URL in self.uploads:
-                return wire(N.DownloadReturnFunction(Binary=self.uploads[getattr(found, media).URL]))
+            if found.HasField(media):
+                self.download_urls.append(getattr(found, media).URL)  # what whatsmeow would fetch from first
+                if getattr(found, media).directPath in self.uploads:
+                    return wire(N.DownloadReturnFunction(Binary=self.uploads[getattr(found, media).directPath]))
         return wire(N.DownloadReturnFunction(Error="download failed with status code 404"))
 
     def PairPhone(self, uuid, payload, n_payload):
@@ -225,9 +229,10 @@ class Core:
         self.deliver(N.LoggedOut(OnConnect=False, Reason=reason))
 
     def add_media(self, data: bytes) -> str:
-        url = f"https://mmg.stand-in/in/{len(self.uploads) + 1}"
-        self.uploads[url] = data
-        return url
+        """A file on WhatsApp's media servers; returns its `directPath`."""
+        path = f"/v/t62.7119-24/stand-in-{len(self.uploads) + 1}"
+        self.uploads[path] = data
+        return path
 
     # ----- inside --------------------------------------------------------------------------------
     def _emit(self, event) -> None:
@@ -324,7 +329,8 @@ def client_on(core: Core):
 
 
 def devices_of(core: Core):
-    return lambda session: [N.Device(JID=jid(f"{core.number}@s.whatsapp.net"))] if core.linked else []
+    """What `linked_devices` reads from a session file: the account's number while it is linked."""
+    return lambda session: [core.number] if core.linked else []
 
 
 def message(chat: str, sender: str, text: str = "", *, id: str, from_me: bool = False, device: int = 0,

@@ -24,20 +24,25 @@ ringing for new messages.
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
+import sqlite3
 import time
 from collections import OrderedDict
+from contextlib import closing
 from pathlib import Path
 from typing import Callable
 
 from loguru import logger
 from neonize.aioze import events as library_events
-from neonize.aioze.client import ClientFactory, NewAClient
-from neonize.aioze.events import (ConnectedEv, ConnectFailureEv, DisconnectedEv, GroupInfoEv, JoinedGroupEv,
-                                  LoggedOutEv, MessageEv, StreamReplacedEv, TemporaryBanEv)
+from neonize.aioze.client import NewAClient
+from neonize.aioze.events import (ClientOutdatedEv, ConnectedEv, ConnectFailureEv, DisconnectedEv,
+                                  GroupInfoEv, JoinedGroupEv, LoggedOutEv, MessageEv, StreamReplacedEv,
+                                  TemporaryBanEv)
 from neonize.proto.Neonize_pb2 import GroupInfo
+from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message
 from neonize.utils.enum import ChatPresence, ChatPresenceMedia, Presence
-from PIL import UnidentifiedImageError
+from PIL import Image
 
 from base.timefmt import iso_now
 from events.types import OutboundFile
@@ -62,6 +67,45 @@ for _name in ("neonize", "whatsmeow", "Whatsmeow"):  # the library's chatter; ou
     logging.getLogger(_name).setLevel(logging.WARNING)
 
 
+DRAIN_WAIT_S = 10.0         # at shutdown, messages already taken from WhatsApp get this long to be recorded
+COMMAND_EVERY_S = 60.0      # /ping and /chatid answered once a minute per chat: repeats look like spam to WhatsApp
+MAX_PHOTO_PIXELS = 40_000_000  # a larger image goes as a document, rather than decoded for its thumbnail
+
+
+def plain_message(text: str) -> Message:
+    """Text as a message of its own making: handed a string, neonize makes every `@<number>` a real mention
+    (and looks up every `@<id>@g.us` group), so an agent could ping anyone; replies mention nobody."""
+    return Message(conversation=text)
+
+
+def _without_mentions(message: Message, field: str, caption: str | None) -> Message:
+    media = getattr(message, field)
+    media.ClearField("contextInfo")
+    if caption:
+        media.caption = caption
+    return message
+
+
+def _drawable(data: bytes) -> bool:
+    """An image whose thumbnail the library can draw without decoding a bomb: read from its header alone."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+    except Exception:
+        return False
+    return 0 < width * height <= MAX_PHOTO_PIXELS
+
+
+def _logged(handler):
+    """A handler whose exception is logged: neonize drops the future its events run in, and the error with it."""
+    async def run(*args) -> None:
+        try:
+            await handler(*args)
+        except Exception as exc:
+            logger.opt(exception=exc).error("whatsapp: {} failed ({}: {})", handler.__name__, type(exc).__name__, exc)
+    return run
+
+
 class WhatsAppSendError(Exception):
     """WhatsApp did not take a message; the text says why."""
 
@@ -71,9 +115,20 @@ def new_client(session: Path) -> NewAClient:
     return NewAClient(str(session))
 
 
-def linked_devices(session: Path) -> list:
-    """The devices whose keys the session file holds (none once WhatsApp logged this one out)."""
-    return ClientFactory.get_all_devices_from_db(str(session))
+def linked_devices(session: Path) -> list[str]:
+    """The numbers of the devices whose keys the session holds (none once WhatsApp logged this one out).
+
+    Read from whatsmeow's own table, read-only: neonize's lister splits the
+    account's name on commas and fails on "Acme, Inc.".
+    """
+    if not session.is_file():
+        return []
+    with closing(sqlite3.connect(f"file:{session}?mode=ro", uri=True)) as db:
+        try:
+            rows = db.execute("SELECT jid FROM whatsmeow_device").fetchall()
+        except sqlite3.OperationalError:  # no table yet: nothing was ever linked
+            return []
+    return [str(jid).split("@", 1)[0].split(":", 1)[0].split(".", 1)[0] for (jid,) in rows]
 
 
 class WhatsAppChannel(Channel):
@@ -99,10 +154,21 @@ class WhatsAppChannel(Channel):
         self._inbound: asyncio.Queue[tuple[NewAClient, MessageEv]] = asyncio.Queue()
         self._reader: asyncio.Task | None = None
         self._help = HelpLimiter()
+        self._commands = HelpLimiter(COMMAND_EVERY_S)
 
     # ----- lifetime -----------------------------------------------------------------------------
     async def connect(self) -> None:
-        """Connect with the linked device in the background; a session that ended is reported, not re-paired."""
+        """Connect with the linked device in the background; a session that ended is reported, not re-paired.
+
+        Nothing here stops the service: a session that cannot be opened is
+        reported like a logged-out one, and the other channels go on.
+        """
+        try:
+            await self._connect()
+        except Exception as exc:
+            self._end("logged_out", f"the session could not be opened ({type(exc).__name__}: {exc})")
+
+    async def _connect(self) -> None:
         session = link.session_path(self.settings)
         link.ensure_folder(self.settings)
         if not self._devices(session):
@@ -115,8 +181,9 @@ class WhatsAppChannel(Channel):
                               (DisconnectedEv, self._on_disconnected), (LoggedOutEv, self._on_logged_out),
                               (StreamReplacedEv, self._on_replaced), (TemporaryBanEv, self._on_banned),
                               (ConnectFailureEv, self._on_connect_failure), (JoinedGroupEv, self._on_joined),
-                              (GroupInfoEv, self._on_group_info)):
-            client.event(kind)(handler)
+                              (GroupInfoEv, self._on_group_info), (ClientOutdatedEv, self._on_outdated)):
+            client.event(kind)(_logged(handler))
+        client.qr(_logged(self._on_qr))  # never drawn by the service: the library's default prints it
         runner = await client.connect()
         runner.add_done_callback(self._runner_ended)
 
@@ -127,10 +194,18 @@ class WhatsAppChannel(Channel):
                          task.exception())
 
     async def disconnect(self) -> None:
-        for task in [*self._typing.values(), *self._tasks, *([self._reader] if self._reader else [])]:
+        """Stop the connection first, then record what is still queued (WhatsApp took it as delivered)."""
+        for task in [*self._typing.values(), *self._tasks]:
             task.cancel()
         if self.client is not None:
             await self._stop_client()
+        if self._reader is not None and not self._reader.done():
+            try:
+                await asyncio.wait_for(self._inbound.join(), DRAIN_WAIT_S)
+            except asyncio.TimeoutError:
+                logger.error("whatsapp: {} message(s) not recorded at shutdown (still waiting after {:g} s)",
+                             self._inbound.qsize(), DRAIN_WAIT_S)
+            self._reader.cancel()
 
     async def _stop_client(self) -> None:
         client = self.client
@@ -156,6 +231,7 @@ class WhatsAppChannel(Channel):
         self._ended = None
         self._connected.set()
         link.write_state(self.settings, "linked", account=f"+{self.me.user}")
+        link.keep_private(self.settings)
         logger.info("whatsapp: connected as +{}", self.me.user)
         if self.own_number:
             await self._quietly(client.send_presence(Presence.AVAILABLE), "presence")
@@ -178,6 +254,17 @@ class WhatsAppChannel(Channel):
     async def _on_banned(self, _: NewAClient, event: TemporaryBanEv) -> None:
         code = TemporaryBanEv.DESCRIPTOR.fields_by_name["Code"].enum_type.values_by_number[event.Code].name
         self._end("banned", f"{code.lower().replace('_', ' ')}, for {event.Expire} s")
+        self._spawn(self._stop_client())
+
+    async def _on_qr(self, _: NewAClient, __: bytes) -> None:
+        """WhatsApp offers pairing: the device is gone. Linking is a person's to do, with the login command."""
+        self._end("logged_out", "WhatsApp no longer knows this device and offers to pair it again")
+        self._spawn(self._stop_client())
+
+    async def _on_outdated(self, _: NewAClient, __: ClientOutdatedEv) -> None:
+        self._end("logged_out", "WhatsApp refuses this version of the library (client outdated): upgrade neonize "
+                                "(.venv/bin/pip install -U neonize), then link again")
+        self._spawn(self._stop_client())
 
     async def _on_connect_failure(self, _: NewAClient, event: ConnectFailureEv) -> None:
         reason = ConnectFailureEv.DESCRIPTOR.fields_by_name["Reason"].enum_type.values_by_number[event.Reason].name
@@ -255,6 +342,8 @@ class WhatsAppChannel(Channel):
             except Exception as exc:
                 logger.opt(exception=exc).error("whatsapp: message {} in {} not recorded ({}: {})", event.Info.ID,
                                                 jid_of(event.Info.MessageSource.Chat), type(exc).__name__, exc)
+            finally:
+                self._inbound.task_done()
 
     async def _receive(self, client: NewAClient, event: MessageEv) -> None:
         source = event.Info.MessageSource
@@ -264,7 +353,8 @@ class WhatsAppChannel(Channel):
         await self.ctx.on_chat_metadata(jid, iso_now(), await self._chat_name(event), self.name, source.IsGroup)
         text = body(event.Message)[0].strip().lower()
         if text in COMMANDS and (self.own_number or source.IsFromMe):
-            await self._command(jid, text, await self._chat_name(event))
+            if self._commands.due(f"{jid} {text}"):
+                await self._command(jid, text, await self._chat_name(event))
             return
         registered = self.ctx.registered(jid)
         if registered is None:
@@ -272,14 +362,29 @@ class WhatsAppChannel(Channel):
             return
         extra = ""
         if (media := media_of(event.Message)) is not None:
-            kind, only, name, mime, size = media
-            fetch = lambda: client.download_any(only)  # noqa: E731
-            extra = await receive_files(self.settings, registered.folder, event.Info.ID,
-                                        [Incoming(name, kind, size or None, fetch)])
+            extra = await self._receive_media(client, registered.folder, event.Info.ID, *media)
         inbound = to_inbound(event, me=self.me, sent_ids=set(self._sent),
                              trigger=registered.trigger or self.settings.trigger, extra=extra)
         if inbound is not None:
             await self.ctx.on_message(self.name, inbound)
+
+    async def _receive_media(self, client: NewAClient, folder: str, message_id: str, kind: str, only, name: str,
+                             mime: str, size: int) -> str:
+        """A file a person sent, fetched from WhatsApp's own media servers only.
+
+        The message names a URL, but the sender writes it: it is dropped, so
+        whatsmeow fetches by the media's path on WhatsApp's hosts. The size
+        the sender declares is checked before anything is fetched; one
+        declaring none is refused, as its download could not be bounded.
+        """
+        field = only.ListFields()[0][0].name
+        getattr(only, field).ClearField("URL")
+        if size <= 0:
+            return f"[{kind}: {name}, not downloaded: it declares no size]"
+
+        async def fetch() -> bytes:
+            return await client.download_any(only)
+        return await receive_files(self.settings, folder, message_id, [Incoming(name, kind, size, fetch)])
 
     async def _unregistered(self, jid: str, event: MessageEv) -> None:
         """A person writing to the assistant's own number is told how to register the chat (hourly at most).
@@ -300,7 +405,7 @@ class WhatsAppChannel(Channel):
             text = registration_help(jid, name, self.ctx.registered_groups(fresh=True).get(jid), self.settings.root,
                                      "whatsapp_family")
         try:
-            await self._post(jid, lambda to: self.client.send_message(to, to_whatsapp(text, self.prefix)))
+            await self._post(jid, lambda to: self.client.send_message(to, plain_message(to_whatsapp(text, self.prefix))))
         except Exception as exc:
             logger.warning("whatsapp: could not answer {} in {}: {}", command, jid, exc)
 
@@ -309,7 +414,7 @@ class WhatsAppChannel(Channel):
         return split_message(text, self.prefix)
 
     async def send(self, jid: str, text: str, *, outbound_id: str, thread_id: str | None = None) -> None:
-        await self._post(jid, lambda to: self.client.send_message(to, to_whatsapp(text, self.prefix)))
+        await self._post(jid, lambda to: self.client.send_message(to, plain_message(to_whatsapp(text, self.prefix))))
 
     async def send_file(self, jid: str, file: OutboundFile, path: Path, caption: str, *, outbound_id: str,
                         thread_id: str | None = None) -> None:
@@ -322,14 +427,15 @@ class WhatsAppChannel(Channel):
         async def build_and_send(to):
             data = await asyncio.to_thread(path.read_bytes)
             message = None
-            if file.media_type in PHOTO_TYPES and file.size <= MAX_IMAGE_BYTES:
+            if file.media_type in PHOTO_TYPES and file.size <= MAX_IMAGE_BYTES and await asyncio.to_thread(
+                    _drawable, data):
                 try:
-                    message = await self.client.build_image_message(data, caption=shown)
-                except (UnidentifiedImageError, OSError) as exc:  # the thumbnail could not be drawn
+                    message = _without_mentions(await self.client.build_image_message(data), "imageMessage", shown)
+                except Exception as exc:  # the thumbnail could not be drawn: it goes as a document
                     logger.debug("whatsapp: {} goes as a document: {}", file.name, exc)
             if message is None:
-                message = await self.client.build_document_message(data, caption=shown, title=file.name,
-                                                                   filename=file.name, mimetype=file.media_type)
+                message = _without_mentions(await self.client.build_document_message(
+                    data, title=file.name, filename=file.name, mimetype=file.media_type), "documentMessage", shown)
             return await self.client.send_message(to, message)
         await self._post(jid, build_and_send)
 

@@ -8,6 +8,11 @@ by phone number when WhatsApp names them by one, so the sender allowlist
 can list numbers; newer groups name people by an opaque `@lid`, recorded
 as it is.
 
+A quoted reply carries the quoted words, capped, but not who wrote them:
+WhatsApp passes a quote as the sender writes it, so its author is a claim.
+A mention of the account is the trigger only when the account is the
+assistant's; on a shared number it is a mention of the owner.
+
 Whose is a message from this account? With a number of its own, anything
 the account sent is the assistant's. Sharing the owner's number, the
 owner's own messages are a person talking (they may trigger), and the
@@ -31,6 +36,8 @@ PREFIX = "wa:"
 GROUP_SERVER = "g.us"
 PERSON_SERVER = "s.whatsapp.net"
 LID_SERVER = "lid"
+MAX_TEXT_CHARS = 65_536   # what WhatsApp's own apps send at most; a modified client may send more
+MAX_QUOTE_CHARS = 1_000   # a quote is the sender's copy, not checked by WhatsApp: context, briefly
 # Media a person sends, by the field that carries it, with what a chat calls it.
 MEDIA_KINDS = (("imageMessage", "Photo"), ("videoMessage", "Video"), ("audioMessage", "Audio"),
                ("documentMessage", "Document"), ("stickerMessage", "Sticker"))
@@ -111,6 +118,10 @@ def media_of(message: Message) -> tuple[str, Message, str, str, int] | None:
     return None
 
 
+def _capped(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}\n[... cut: {len(text):,} characters in all]"
+
+
 def quoted_text(context: ContextInfo | None) -> str | None:
     if context is None or not context.HasField("quotedMessage"):
         return None
@@ -141,9 +152,10 @@ def to_inbound(event: MessageEv, *, me: Me, sent_ids: set[str], trigger: str,
                extra: str = "") -> InboundMessage | None:
     """The message as the router records it; None for one with nothing a person wrote (a reaction, a revoke)."""
     text, context = body(event.Message)
-    content = text.strip()
-    if context is not None and me.named_in(list(context.mentionedJID)):
-        # WhatsApp writes a mention as `@<number>` (or `@<lid>` in newer groups) in the text itself
+    content = _capped(text.strip(), MAX_TEXT_CHARS)
+    if me.own_number and context is not None and me.named_in(list(context.mentionedJID)):
+        # WhatsApp writes a mention as `@<number>` (or `@<lid>` in newer groups) in the text itself. On a
+        # shared number the account is the owner: a mention of them is for them, not the assistant
         mention = next((f"@{user}" for user in (me.user, me.lid) if user and f"@{user}" in content), "")
         content = mention_as_trigger(content, mention, trigger)
     content = "\n".join(part for part in (content, extra) if part)
@@ -152,7 +164,7 @@ def to_inbound(event: MessageEv, *, me: Me, sent_ids: set[str], trigger: str,
     source = event.Info.MessageSource
     assistants = is_assistants(event, me, sent_ids)
     quoted = quoted_text(context)
-    quoted_sender = context.participant if context is not None and quoted is not None else ""
+    quoted = _capped(quoted, MAX_QUOTE_CHARS) if quoted is not None else None
     return InboundMessage(
         chat_jid=jid_of(source.Chat), message_id=event.Info.ID, sender=sender_of(event),
         sender_name=event.Info.Pushname or sender_of(event).split("@", 1)[0],
@@ -160,5 +172,5 @@ def to_inbound(event: MessageEv, *, me: Me, sent_ids: set[str], trigger: str,
         is_from_me=source.IsFromMe, is_bot_message=assistants,
         reply_to_message_id=(context.stanzaID or None) if quoted is not None else None,
         reply_to_message_content=quoted,
-        reply_to_sender_name=(quoted_sender.split("@", 1)[0] or None) if quoted is not None else None,
+        reply_to_sender_name=None,  # the quote's author is the sender's claim: WhatsApp does not check it
     )

@@ -60,6 +60,17 @@ def ensure_folder(settings: Settings) -> Path:
     return path
 
 
+def keep_private(settings: Settings) -> None:
+    """The session file and SQLite's files beside it readable by the service user alone (the library makes
+    them with the process's umask)."""
+    session = session_path(settings)
+    for path in (session, *session.parent.glob(session.name + "-*")):
+        try:
+            os.chmod(path, 0o600)
+        except FileNotFoundError:
+            pass
+
+
 def write_state(settings: Settings, state: LinkStateName, *, account: str = "", reason: str = "") -> LinkState:
     ensure_folder(settings)
     if not account and (previous := read_state(settings)) is not None:

@@ -51,7 +51,7 @@ async def login(settings: Settings, out: TextIO, *, phone: str | None = None, ti
     session = link.session_path(settings)
     link.ensure_folder(settings)
     if existing := devices(session):
-        raise LoginFailed(f"this machine is already linked to +{existing[0].JID.User}; "
+        raise LoginFailed(f"this machine is already linked to +{existing[0]}; "
                           "`nanoclaw channels logout whatsapp` unlinks it first")
     loop = asyncio.get_running_loop()
     library_events.event_global_loop = loop
@@ -104,6 +104,7 @@ async def login(settings: Settings, out: TextIO, *, phone: str | None = None, ti
     finally:
         await _stop(client, runner)
     link.write_state(settings, "linked", account=f"+{account}")
+    link.keep_private(settings)
     return account
 
 
@@ -115,25 +116,34 @@ async def logout(settings: Settings, *, make_client: Callable[[Path], NewAClient
     if not session.exists():
         return "no WhatsApp device is linked here"
     told = "WhatsApp was not asked (no linked device in the session)"
-    if devices(session):
-        library_events.event_global_loop = asyncio.get_running_loop()
-        client = make_client(session)
-        connected = asyncio.get_running_loop().create_future()
-        client.event(ConnectedEv)(lambda c, e: _settle_async(connected, True))
-        runner = await client.connect()
-        try:
-            await asyncio.wait_for(connected, timeout_s)
-            await client.logout()
-            told = "WhatsApp removed the device"
-        except Exception as exc:
-            told = (f"WhatsApp could not be told ({type(exc).__name__}: {exc}); remove the device on the phone too: "
-                    "Settings, Linked devices")
-        finally:
-            await _stop(client, runner)
-    for path in (session, *session.parent.glob(session.name + "-*")):  # SQLite's -wal and -shm beside it
-        path.unlink(missing_ok=True)
+    try:
+        if devices(session):
+            told = await _tell_whatsapp(session, make_client, timeout_s)
+    except Exception as exc:  # the session unreadable: it is removed all the same
+        told = f"the session could not be read ({type(exc).__name__}: {exc}); remove the device on the phone too: " \
+            "Settings, Linked devices"
+    finally:
+        for path in (session, *session.parent.glob(session.name + "-*")):  # SQLite's -wal and -shm beside it
+            path.unlink(missing_ok=True)
     link.write_state(settings, "logged_out", reason="unlinked with `nanoclaw channels logout whatsapp`")
     return f"{told}; the local session is removed"
+
+
+async def _tell_whatsapp(session: Path, make_client, timeout_s: float) -> str:
+    library_events.event_global_loop = asyncio.get_running_loop()
+    client = make_client(session)
+    connected = asyncio.get_running_loop().create_future()
+    client.event(ConnectedEv)(lambda c, e: _settle_async(connected, True))
+    runner = await client.connect()
+    try:
+        await asyncio.wait_for(connected, timeout_s)
+        await client.logout()
+        return "WhatsApp removed the device"
+    except Exception as exc:
+        return (f"WhatsApp could not be told ({type(exc).__name__}: {exc}); remove the device on the phone too: "
+                "Settings, Linked devices")
+    finally:
+        await _stop(client, runner)
 
 
 def _settle(future: asyncio.Future, outcome) -> None:
