@@ -110,7 +110,8 @@ class Dashboard:
         response.headers.setdefault("Content-Security-Policy",
                                     "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'")
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        # same-origin: with no-referrer a browser sends `Origin: null` on the page's own form posts
+        response.headers.setdefault("Referrer-Policy", "same-origin")
         return response
 
     def _csrf_ok(self, request: web.Request, form) -> bool:
@@ -130,12 +131,13 @@ class Dashboard:
     # ----- pages ----------------------------------------------------------------------------------
     def _page(self, page: pages.Page):
         async def handler(request: web.Request) -> web.Response:
+            seq = self._seq  # read first: what the page shows is at least this fresh
             try:
                 html = await asyncio.to_thread(page.render, self.settings, request.match_info,
-                                               auth.csrf_value(self.token), "fragment" in request.query)
+                                               auth.csrf_value(self.token), "fragment" in request.query, seq)
             except pages.NotFound as exc:
                 return web.Response(status=404, content_type="text/html", text=pages.not_found_page(str(exc)))
-            return web.Response(content_type="text/html", text=html)
+            return web.Response(content_type="text/html", text=html, headers={"X-Log-Seq": str(seq)})
         return handler
 
     async def _change_task(self, request: web.Request) -> web.StreamResponse:

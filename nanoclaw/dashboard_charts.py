@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-WIDTH, HEIGHT, LEFT, BOTTOM, TOP = 720, 220, 48, 22, 10
+WIDTH, HEIGHT, LEFT, BOTTOM, TOP = 720, 220, 78, 22, 10
 COLOURS = ("#3b7dd8", "#e07b39", "#3a9e5c", "#b04fc4", "#c9a227", "#d6455d", "#4fb3bf", "#7a7a7a")
 
 
@@ -31,6 +31,7 @@ class Chart:
     legend: list[tuple[str, str]] = field(default_factory=list)       # (colour, series)
     width: int = WIDTH
     height: int = HEIGHT
+    left: int = LEFT  # room for the value axis's labels
     empty: bool = True
 
 
@@ -62,4 +63,9 @@ def stacked_bars(days: list[str], series: dict[str, list[float]], unit: str, dec
 
 
 def _shown(value: float, unit: str, decimals: int) -> str:
-    return f"${value:.{decimals}f}" if unit == "$" else f"{value:,.0f} {unit}"
+    if unit == "$":
+        return f"${value:.{decimals}f}"
+    for size, suffix in ((1e6, "M"), (1e3, "k")):
+        if value >= size:
+            return f"{value / size:.3g}{suffix} {unit}"
+    return f"{value:,.0f} {unit}"

@@ -42,10 +42,11 @@ class Page:
     template: str
     gather: Callable[[Settings, dict], dict[str, Any]]
 
-    def render(self, settings: Settings, args: dict, csrf: str, fragment: bool) -> str:
+    def render(self, settings: Settings, args: dict, csrf: str, fragment: bool, seq: int = 0) -> str:
+        """The page (or its live part), as of the log's `seq` at least: the script refreshes past it."""
         data = self.gather(settings, dict(args))
         return _ENV.get_template(self.template).render(
-            page=self.name, csrf=csrf, fragment=fragment, now=time.time(), pages=NAV, **data)
+            page=self.name, csrf=csrf, fragment=fragment, now=time.time(), pages=NAV, seq=seq, **data)
 
 
 def _overview(settings: Settings, _: dict) -> dict[str, Any]:

@@ -329,6 +329,8 @@ ensure_test_tools() {
     _nc_have iptables || missing+=(iptables)
     _nc_have openssl || missing+=(openssl)
     _nc_have curl || missing+=(curl)
+    # the dashboard's browser tests drive Debian's Chromium with Playwright (no browser download)
+    _nc_have chromium || missing+=(chromium)
     if [ "${#missing[@]}" -eq 0 ]; then
         echo "test tools: all present"
         return 0

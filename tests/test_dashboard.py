@@ -196,7 +196,7 @@ def test_the_usage_page_draws_spend_and_tokens_per_day_by_group_and_what_is_left
         assert bars == [f"{today} family: $5.00", f"{today} main: $1.25"]  # $5 per million input tokens
         heights = [float(part.split('height="')[1].split('"')[0]) for part in spend.split("<rect")[1:]]
         assert heights[0] == pytest.approx(4 * heights[1], rel=0.01)  # drawn to scale
-        assert "1,000,000 tokens" in html.split('data-chart="tokens"')[1]
+        assert "1M tokens" in html.split('data-chart="tokens"')[1]
         assert "~$6.25 of $5.00, $0.00 left" in html
     _serve(settings, log, scenario)
 

@@ -4,6 +4,7 @@
   "use strict";
   var badge = document.getElementById("connection");
   var main = document.getElementById("live");
+  var shown = Number(main.dataset.seq || 0);  // the log's head the page was drawn at
   var fetching = false, again = false;
 
   function show(state, text) { badge.dataset.state = state; badge.textContent = text; }
@@ -14,7 +15,11 @@
     var url = new URL(window.location.href);
     url.searchParams.set("fragment", "1");
     fetch(url, { credentials: "same-origin", cache: "no-store" })
-      .then(function (r) { if (!r.ok) throw new Error(r.status); return r.text(); })
+      .then(function (r) {
+        if (!r.ok) throw new Error(r.status);
+        shown = Math.max(shown, Number(r.headers.get("X-Log-Seq") || 0));
+        return r.text();
+      })
       .then(function (html) { main.innerHTML = html; document.dispatchEvent(new Event("nanoclaw:updated")); })
       .catch(function () { show("down", "service down"); })
       .finally(function () { fetching = false; if (again) { again = false; refresh(); } });
@@ -22,7 +27,10 @@
 
   function connect() {
     var source = new EventSource("/live");
-    source.addEventListener("changed", function () { show("live", "live"); refresh(); });
+    source.addEventListener("changed", function (event) {
+      show("live", "live");
+      if (Number(event.data) > shown) refresh();  // the first event only says where the log is
+    });
     source.onerror = function () { show("down", "service down"); };
   }
 
