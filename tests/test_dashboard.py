@@ -275,3 +275,17 @@ def test_the_egress_page_shows_what_each_groups_agents_reached_or_were_refused(s
         refused = html.split('class="refused"')[1].split("</tr>")[0]
         assert "169.254.169.254:80" in refused and "refused: a link-local address" in refused
     _serve(settings, log, scenario)
+
+
+def test_a_port_already_taken_is_logged_and_the_service_goes_on_without_the_dashboard(settings, log, monkeypatch):
+    import socket
+
+    from nanoclaw import service
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    monkeypatch.setenv("DASHBOARD_PORT", str(taken.getsockname()[1]))
+    try:
+        assert asyncio.run(service._start_dashboard(fresh_settings(), log)) is None
+    finally:
+        taken.close()
