@@ -133,6 +133,19 @@ class Renderer:
         return self.escape(node.content)  # html_inline and anything new: as written
 
 
+class SingleMarkers(Renderer):
+    """`*bold*`, `_italic_`, `~strike~`: the markers Slack's mrkdwn and WhatsApp share."""
+
+    def strong(self, inner: str) -> str:
+        return f"*{inner}*" if inner.strip() else inner
+
+    def em(self, inner: str) -> str:
+        return f"_{inner}_" if inner.strip() else inner
+
+    def strike(self, inner: str) -> str:
+        return f"~{inner}~" if inner.strip() else inner
+
+
 _PLAIN = Renderer()
 
 

@@ -9,7 +9,7 @@ links `<url|label>`; headings are bold, as Slack has none.
 
 from __future__ import annotations
 
-from router.channels.markdown import Renderer
+from router.channels.markdown import SingleMarkers
 from router.channels.split import split_text
 
 SECTION_MAX_CHARS = 3000
@@ -19,18 +19,9 @@ def split_message(text: str, limit: int = SECTION_MAX_CHARS) -> list[str]:
     return split_text(text, limit)
 
 
-class SlackMrkdwn(Renderer):
+class SlackMrkdwn(SingleMarkers):
     def escape(self, text: str) -> str:
         return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-    def strong(self, inner: str) -> str:
-        return f"*{inner}*" if inner.strip() else inner
-
-    def em(self, inner: str) -> str:
-        return f"_{inner}_" if inner.strip() else inner
-
-    def strike(self, inner: str) -> str:
-        return f"~{inner}~" if inner.strip() else inner
 
     def code(self, text: str) -> str:
         return f"`{self.escape(text.replace('`', 'ˋ'))}`"

@@ -17,7 +17,7 @@ taken from the limit, so every part stays within it.
 
 from __future__ import annotations
 
-from router.channels.markdown import Renderer
+from router.channels.markdown import SingleMarkers
 from router.channels.split import split_text
 
 MAX_PART_CHARS = 4000
@@ -32,16 +32,7 @@ def split_message(text: str, prefix: str = "", limit: int = MAX_PART_CHARS) -> l
     return split_text(text, limit - len(prefix))
 
 
-class WhatsAppText(Renderer):
-    def strong(self, inner: str) -> str:
-        return f"*{inner}*" if inner.strip() else inner
-
-    def em(self, inner: str) -> str:
-        return f"_{inner}_" if inner.strip() else inner
-
-    def strike(self, inner: str) -> str:
-        return f"~{inner}~" if inner.strip() else inner
-
+class WhatsAppText(SingleMarkers):
     def code(self, text: str) -> str:
         return f"`{text.replace('`', 'ˋ')}`" if text.strip() else text
 
