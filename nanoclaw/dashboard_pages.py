@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, Callable
 
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -22,6 +23,7 @@ from nanoclaw import status
 from nanoclaw.cli_status import ago, duration
 from nanoclaw.dashboard_charts import stacked_bars
 from nanoclaw.why import WhyError, tell
+from rules.budgets import caps_of, period_bounds, spent_usd
 from rules.prices import PriceTable
 from rules.usage import tokens_of, usage_by, utc_day
 
@@ -78,6 +80,7 @@ def _usage(settings: Settings, _: dict) -> dict[str, Any]:
     try:
         rows = usage_since(log, days[0])
         by_group = usage_by(log, prices, "group", days[0])
+        group_caps = _group_caps(settings, log, prices)
         report = status.gather(settings)
     finally:
         log.close()
@@ -98,7 +101,22 @@ def _usage(settings: Settings, _: dict) -> dict[str, Any]:
             "month": None if spend is None or spend.monthly_budget_usd is None else
             max(0.0, spend.monthly_budget_usd - spend.month_usd)}
     return {"spend_chart": stacked_bars(days, cost, "$"), "token_chart": stacked_bars(days, tokens, "tokens"),
-            "by_group": by_group, "spend": spend, "left": left, "since": days[0]}
+            "by_group": by_group, "spend": spend, "left": left, "since": days[0], "group_caps": group_caps}
+
+
+def _group_caps(settings: Settings, log: EventLog, prices: PriceTable) -> list[dict[str, Any]]:
+    """Each group's own caps with what is spent and left, counted as the caps are enforced (rules/budgets.py)."""
+    now = datetime.now(timezone.utc)
+    found = []
+    for group in list_groups(log):
+        for cap in caps_of(settings, group):
+            if cap.scope != "group":
+                continue
+            since, until = period_bounds(cap.period, now)
+            spent = spent_usd(log, prices, since, group.folder)
+            found.append({"folder": group.folder, "period": cap.period, "limit": cap.limit_usd, "spent": spent,
+                          "left": max(0.0, cap.limit_usd - spent), "until": until})
+    return found
 
 
 CONVERSATION_EVENTS = 200

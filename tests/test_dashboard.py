@@ -198,6 +198,9 @@ def test_the_usage_page_draws_spend_and_tokens_per_day_by_group_and_what_is_left
         assert heights[0] == pytest.approx(4 * heights[1], rel=0.01)  # drawn to scale
         assert "1M tokens" in html.split('data-chart="tokens"')[1]
         assert "~$6.25 of $5.00, $0.00 left" in html
+        caps = html.split('id="group-caps"')[1].split("</table>")[0]
+        assert "<td>family</td><td>$8.00 a day</td><td>~$5.00</td><td>$3.00</td>" in caps
+    assert cli.main(["groups", "set", "family", "--daily-budget", "8"]) == 0
     _serve(settings, log, scenario)
 
 
