@@ -12,7 +12,6 @@ import asyncio
 import io
 import time
 
-import pytest
 from neonize.proto import Neonize_pb2 as N
 from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import AudioMessage, DocumentMessage, Message
 from PIL import Image
@@ -22,67 +21,12 @@ from nanoclaw import doctor, status
 from router.channels import whatsapp, whatsapp_link as link
 from rules.groups import register_group
 from rules.snapshots import groups_for
-from tests import whatsapp_core_stub as wa
+from tests import whatsapp_core_stub as wa, whatsapp_harness
 from tests.live_router import fresh_settings, live_router, queue_file, until
 from tests.observe import of_type
+from tests.whatsapp_harness import ALICE, BOB, FAMILY, ME, SELF_CHAT, connected_channel, saved_file, say
 
-ME = f"{wa.BOT_NUMBER}@s.whatsapp.net"
-ALICE, BOB = "447700900001@s.whatsapp.net", "447700900002@s.whatsapp.net"
-SELF_CHAT, FAMILY = f"wa:{ME}", "wa:120363000000000001@g.us"
-
-
-@pytest.fixture
-def core(monkeypatch):
-    found = wa.Core()
-    monkeypatch.setattr(whatsapp, "new_client", wa.client_on(found))
-    monkeypatch.setattr(whatsapp, "linked_devices", wa.devices_of(found))
-    return found
-
-
-def _install(monkeypatch, own_number: bool):
-    monkeypatch.setenv("ASSISTANT_HAS_OWN_NUMBER", "true" if own_number else "false")
-    settings = fresh_settings()
-    link.ensure_folder(settings)
-    link.session_path(settings).touch()
-    log = EventLog(settings.db_path)
-    return settings, log
-
-
-@pytest.fixture
-def shared(root, core, monkeypatch):
-    """The owner's own number: main is their 'Message yourself' chat."""
-    settings, log = _install(monkeypatch, own_number=False)
-    register_group(log, settings, jid=SELF_CHAT, name="Me", folder="main", is_main=True)
-    register_group(log, settings, jid=FAMILY, name="Family", folder="family")
-    yield settings, log
-    log.close()
-
-
-@pytest.fixture
-def own(root, core, monkeypatch):
-    """A number of the assistant's own: main is Alice's chat with it."""
-    settings, log = _install(monkeypatch, own_number=True)
-    register_group(log, settings, jid=f"wa:{ALICE}", name="Alice", folder="main", is_main=True)
-    register_group(log, settings, jid=FAMILY, name="Family", folder="family")
-    yield settings, log
-    log.close()
-
-
-def _say(core, chat: str, sender: str, text: str, id: str, **kw) -> None:
-    core.deliver(wa.message(chat, sender, text, id=id, **kw))
-
-
-def _saved(settings, content: str):
-    """The file a message names in main's inbox (`[Photo: /workspace/group/inbox/<name> (...)]`)."""
-    name = content.split("/workspace/group/inbox/")[1].split(" (")[0]
-    assert "/" not in name
-    return settings.groups_dir / "main" / "inbox" / name
-
-
-async def _connected(app) -> whatsapp.WhatsAppChannel:
-    channel = next(c for c in app.channels if c.name == "whatsapp")
-    await until(channel.is_connected, what="WhatsApp to connect")
-    return channel
+core, own, shared = whatsapp_harness.core, whatsapp_harness.own, whatsapp_harness.shared  # the fixtures
 
 
 def test_sharing_the_owners_number_replies_carry_the_name_and_the_owner_may_trigger(shared, core):
@@ -90,8 +34,8 @@ def test_sharing_the_owners_number_replies_carry_the_name_and_the_owner_may_trig
 
     async def scenario():
         async with live_router(settings, log) as app:
-            await _connected(app)
-            _say(core, ME, ME, "what is on today?", "OWN1", from_me=True, device=0)  # typed on the phone
+            await connected_channel(app)
+            say(core, ME, ME, "what is on today?", "OWN1", from_me=True, device=0)  # typed on the phone
             await until(lambda: of_type(log, t.AgentRunRequested), what="the owner's run")
             log.append(t.OutboundQueued(outbound_id="o1", chat_jid=SELF_CHAT, text="Nothing until **noon**."),
                        key="out:o1")
@@ -108,15 +52,15 @@ def test_sharing_the_owners_number_the_assistants_own_messages_are_told_apart_by
 
     async def scenario():
         async with live_router(settings, log) as app:
-            await _connected(app)
+            await connected_channel(app)
             log.append(t.OutboundQueued(outbound_id="o1", chat_jid=SELF_CHAT, text="Done."), key="out:o1")
             await until(lambda: core.sent, what="the reply")
             sent_id = core.sent[0].id
             # the reply coming back (another device's copy of it), and one of this device's messages
-            _say(core, ME, ME, "Andy: Done.", sent_id, from_me=True, device=0)
-            _say(core, ME, ME, "@Andy from this device", "ECHO1", from_me=True, device=wa.BOT_DEVICE)
+            say(core, ME, ME, "Andy: Done.", sent_id, from_me=True, device=0)
+            say(core, ME, ME, "@Andy from this device", "ECHO1", from_me=True, device=wa.BOT_DEVICE)
             # the owner typing the name prefix is still the owner
-            _say(core, ME, ME, "Andy: is this you?", "OWN2", from_me=True, device=0)
+            say(core, ME, ME, "Andy: is this you?", "OWN2", from_me=True, device=0)
             await until(lambda: len(of_type(log, t.MessageReceived)) == 3, what="three messages")
             await until(lambda: of_type(log, t.AgentRunRequested), what="the owner's run")
             await asyncio.sleep(0.3)
@@ -133,9 +77,9 @@ def test_with_its_own_number_replies_are_plain_and_the_accounts_own_messages_nev
 
     async def scenario():
         async with live_router(settings, log) as app:
-            await _connected(app)
-            _say(core, ALICE, ME, "@Andy typed on the assistant's phone", "MINE1", from_me=True, device=0)
-            _say(core, ALICE, ALICE, "hello", "A1")
+            await connected_channel(app)
+            say(core, ALICE, ME, "@Andy typed on the assistant's phone", "MINE1", from_me=True, device=0)
+            say(core, ALICE, ALICE, "hello", "A1")
             await until(lambda: of_type(log, t.AgentRunRequested), what="Alice's run")
             log.append(t.OutboundQueued(outbound_id="o1", chat_jid=f"wa:{ALICE}", text="Hi **Alice**"),
                        key="out:o1")
@@ -154,8 +98,8 @@ def test_a_quoted_reply_carries_what_it_quotes_and_a_mention_by_lid_is_the_trigg
 
     async def scenario():
         async with live_router(settings, log) as app:
-            await _connected(app)
-            _say(core, FAMILY[3:], BOB, f"@{wa.BOT_LID} and this one?", "G1", push_name="Bob",
+            await connected_channel(app)
+            say(core, FAMILY[3:], BOB, f"@{wa.BOT_LID} and this one?", "G1", push_name="Bob",
                  mentions=[f"{wa.BOT_LID}@lid"], quoted=("Q1", ALICE, "the pasta recipe"))
             await until(lambda: of_type(log, t.AgentRunRequested), what="the mention's run")
 
@@ -175,7 +119,7 @@ def test_a_sender_named_by_lid_is_recorded_by_the_phone_number_whatsapp_gives_be
 
     async def scenario():
         async with live_router(settings, log) as app:
-            await _connected(app)
+            await connected_channel(app)
             core.deliver(event)
             await until(lambda: of_type(log, t.MessageReceived), what="the message")
 
@@ -189,7 +133,7 @@ def test_groups_are_synced_with_their_names_for_mains_available_groups(own, core
 
     async def scenario():
         async with live_router(settings, log) as app:
-            await _connected(app)
+            await connected_channel(app)
             await until(lambda: len(of_type(log, t.ChatSeen)) >= 2, what="the groups")
             core.deliver(wa.complete(N.JoinedGroup(GroupInfo=N.GroupInfo(
                 JID=wa.jid("120363000000000003@g.us"), GroupName=N.GroupName(Name="Climbing")))))
@@ -209,7 +153,7 @@ def test_typing_is_shown_while_the_agent_works_and_stopped_after(own, core, monk
 
     async def scenario():
         async with live_router(settings, log) as app:
-            channel = await _connected(app)
+            channel = await connected_channel(app)
             await channel.set_typing(f"wa:{ALICE}", True)
             await until(lambda: len(core.presence) >= 2, what="typing renewed")
             await channel.set_typing(f"wa:{ALICE}", False)
@@ -227,7 +171,7 @@ def test_a_photo_goes_as_a_photo_with_its_caption(own, core):
 
     async def scenario():
         async with live_router(settings, log) as app:
-            await _connected(app)
+            await connected_channel(app)
             queue_file(settings, log, "f1", "chart.png", image.getvalue(), "image/png", "the **chart**",
                        jid=f"wa:{ALICE}")
             await until(lambda: core.sent, what="the photo")
@@ -248,14 +192,14 @@ def test_a_voice_note_is_saved_for_the_agent_and_named_as_one(own, core):
 
     async def scenario():
         async with live_router(settings, log) as app:
-            await _connected(app)
-            _say(core, ALICE, ALICE, "", "V1", media=note)
+            await connected_channel(app)
+            say(core, ALICE, ALICE, "", "V1", media=note)
             await until(lambda: of_type(log, t.MessageReceived), what="the voice note")
 
     asyncio.run(scenario())
     [message] = of_type(log, t.MessageReceived)
     assert message.content.startswith("[Voice message: /workspace/group/inbox/V1-1-")
-    assert _saved(settings, message.content).read_bytes().startswith(b"OggS")
+    assert saved_file(settings, message.content).read_bytes().startswith(b"OggS")
     assert core.download_urls == [""]  # fetched by its path on WhatsApp's servers, never from the sender's URL
 
 
@@ -265,9 +209,9 @@ def test_chatid_is_answered_for_the_owner_and_nobody_else_on_a_shared_number(sha
 
     async def scenario():
         async with live_router(settings, log) as app:
-            await _connected(app)
-            _say(core, elsewhere, BOB, "/chatid", "C1", push_name="Bob")
-            _say(core, elsewhere, ME, "/chatid", "C2", from_me=True)
+            await connected_channel(app)
+            say(core, elsewhere, BOB, "/chatid", "C1", push_name="Bob")
+            say(core, elsewhere, ME, "/chatid", "C2", from_me=True)
             await until(lambda: core.sent, what="the answer")
             await asyncio.sleep(0.3)
 
@@ -284,7 +228,7 @@ def test_a_logged_out_device_is_reported_in_status_doctor_and_the_log_and_replie
 
     async def scenario():
         async with live_router(settings, log) as app:
-            channel = await _connected(app)
+            channel = await connected_channel(app)
             core.log_out()
             await until(lambda: not channel.is_connected(), what="the logout")
             await until(lambda: (link.read_state(settings) or link.LinkState(state="linked", at="")).state
@@ -347,204 +291,12 @@ def test_messages_are_recorded_in_the_order_whatsapp_delivered_them_even_behind_
 
     async def scenario():
         async with live_router(settings, log) as app:
-            await _connected(app)
-            _say(core, ALICE, ALICE, "", "S0", media=lease)
+            await connected_channel(app)
+            say(core, ALICE, ALICE, "", "S0", media=lease)
             for n in range(1, 30):
-                _say(core, ALICE, ALICE if n % 2 else BOB, f"message {n}", f"S{n}")
+                say(core, ALICE, ALICE if n % 2 else BOB, f"message {n}", f"S{n}")
             await until(lambda: len(of_type(log, t.MessageReceived)) == 30, what="every message")
 
     asyncio.run(scenario())
     ids = [m.message_id for m in of_type(log, t.MessageReceived)]
     assert ids == [f"S{n}" for n in range(30)]
-
-
-def test_a_stranger_writing_to_the_assistants_own_number_is_told_how_to_register_the_chat_once_an_hour(own, core):
-    settings, log = own
-    stranger = "447700900055@s.whatsapp.net"
-
-    async def scenario():
-        async with live_router(settings, log) as app:
-            await _connected(app)
-            _say(core, stranger, stranger, "hello?", "X1", push_name="Sam")
-            _say(core, stranger, stranger, "anyone?", "X2", push_name="Sam")
-            _say(core, "120363000000000009@g.us", stranger, "in a group", "X3", push_name="Sam")
-            await until(lambda: core.sent, what="the answer")
-            await asyncio.sleep(0.3)
-
-    asyncio.run(scenario())
-    [answer] = core.sent
-    assert answer.to == stranger and answer.text.startswith(f"This chat is wa:{stranger}.")
-    assert not of_type(log, t.MessageReceived)
-
-
-def test_hostile_input_is_recorded_or_refused_and_never_stops_the_channel(own, core):
-    settings, log = own
-    url = core.add_media(b"#!/bin/sh\nrm -rf /\n")
-    planted = Message(documentMessage=DocumentMessage(URL=wa.SENDERS_URL, directPath=url,
-                                                      fileName="../../../../etc/cron.d/x", caption="see",
-                                                      mimetype="text/x-sh", fileLength=20))
-    oddities = [Message(locationMessage={"degreesLatitude": 51.5, "degreesLongitude": -0.1}),
-                Message(pollCreationMessage={"name": "lunch?"}), Message()]
-    huge = "x" * 200_000
-
-    async def scenario():
-        async with live_router(settings, log) as app:
-            channel = await _connected(app)
-            _say(core, ALICE, ALICE, "", "H1", media=planted)
-            for n, odd in enumerate(oddities):
-                _say(core, ALICE, ALICE, "", f"O{n}", media=odd)
-            _say(core, "status@broadcast", ALICE, "my status", "B1")
-            _say(core, ALICE, ALICE, huge, "H2")
-            _say(core, ALICE, ALICE, "still here", "H3")
-            await until(lambda: len(of_type(log, t.MessageReceived)) == 3, what="the messages a person wrote")
-            assert channel.is_connected()
-
-    asyncio.run(scenario())
-    file_msg, big, last = of_type(log, t.MessageReceived)
-    assert _saved(settings, file_msg.content).is_file()
-    assert not (settings.root / "etc").exists()
-    assert big.content.startswith("x" * 65_536 + "\n[... cut: 200,000 characters in all]")
-    assert last.content == "still here"
-
-
-def test_a_file_declaring_no_size_or_too_large_a_size_is_not_fetched_at_all(own, core):
-    settings, log = own
-    path = core.add_media(b"x" * 100)
-    undeclared = Message(documentMessage=DocumentMessage(directPath=path, fileName="a.bin", fileLength=0))
-    huge = Message(documentMessage=DocumentMessage(directPath=path, fileName="b.bin", fileLength=2_000_000_000))
-
-    async def scenario():
-        async with live_router(settings, log) as app:
-            await _connected(app)
-            _say(core, ALICE, ALICE, "", "Z1", media=undeclared)
-            _say(core, ALICE, ALICE, "", "Z2", media=huge)
-            await until(lambda: len(of_type(log, t.MessageReceived)) == 2, what="both messages")
-
-    asyncio.run(scenario())
-    assert [m.content for m in of_type(log, t.MessageReceived)] == [
-        "[Document: a.bin, not downloaded: it declares no size]",
-        "[Document: b.bin, not downloaded: it is 1907.3 MB and files up to 20.0 MB are]"]
-    assert core.download_urls == []
-
-
-def test_the_agents_words_mention_nobody_and_look_up_no_group(own, core):
-    settings, log = own
-    image = io.BytesIO()
-    Image.new("RGB", (4, 4)).save(image, format="PNG")
-
-    async def scenario():
-        async with live_router(settings, log) as app:
-            await _connected(app)
-            text = "Ask @447700900002 and @0, or everyone in @120363000000000001@g.us"
-            log.append(t.OutboundQueued(outbound_id="o1", chat_jid=FAMILY, text=text), key="out:o1")
-            queue_file(settings, log, "f1", "a.png", image.getvalue(), "image/png", "see @447700900002", jid=FAMILY)
-            queue_file(settings, log, "f2", "a.txt", b"notes", "text/plain", "and @447700900002", jid=FAMILY)
-            await until(lambda: len(core.sent) == 3, what="the three replies")
-
-    asyncio.run(scenario())
-    text, photo, document = (s.message for s in core.sent)
-    assert text.conversation.startswith("Ask @447700900002") and not text.HasField("extendedTextMessage")
-    assert not photo.imageMessage.HasField("contextInfo") and photo.imageMessage.caption == "see @447700900002"
-    assert not document.documentMessage.HasField("contextInfo")
-
-
-def test_on_a_shared_number_a_mention_of_the_owner_is_for_the_owner(shared, core):
-    settings, log = shared
-
-    async def scenario():
-        async with live_router(settings, log) as app:
-            await _connected(app)
-            _say(core, FAMILY[3:], BOB, f"@{wa.BOT_NUMBER} are you coming?", "S1", push_name="Bob",
-                 mentions=[ME])
-            await until(lambda: of_type(log, t.MessageReceived), what="the message")
-            await asyncio.sleep(0.3)
-
-    asyncio.run(scenario())
-    assert of_type(log, t.MessageReceived)[0].content == f"@{wa.BOT_NUMBER} are you coming?"
-    assert not of_type(log, t.AgentRunRequested)
-
-
-def test_commands_are_answered_once_a_minute_per_chat(own, core):
-    settings, log = own
-
-    async def scenario():
-        async with live_router(settings, log) as app:
-            await _connected(app)
-            for n in range(5):
-                _say(core, ALICE, ALICE, "/ping", f"P{n}")
-            await until(lambda: core.sent, what="the answer")
-            await asyncio.sleep(0.3)
-
-    asyncio.run(scenario())
-    assert [s.text for s in core.sent] == ["Andy is online."]
-
-
-@pytest.mark.parametrize("end, state", [
-    (lambda core: core.deliver(wa.complete(N.TemporaryBan(Code=N.TemporaryBan.SENT_TOO_MANY_SAME_MESSAGE,
-                                                           Expire=3600))), "banned"),
-    (lambda core: core.deliver(N.StreamReplaced()), "replaced"),
-    (lambda core: core.deliver(wa.complete(N.ClientOutdated())), "logged_out"),
-    (lambda core: core._actions.put(lambda: core._show_qr("2@pair-me-again")), "logged_out"),
-], ids=["banned", "replaced", "outdated", "offered-pairing"])
-def test_a_session_that_ends_stops_the_connection_and_says_why(own, core, end, state, capsys):
-    settings, log = own
-
-    async def scenario():
-        async with live_router(settings, log) as app:
-            channel = await _connected(app)
-            end(core)
-            await until(lambda: not core.running(), what="the connection stopped")
-            assert not channel.is_connected()
-
-    asyncio.run(scenario())
-    assert link.read_state(settings).state == state
-    assert link.LOGIN_COMMAND in status.channel_notes(settings)["whatsapp"] or state == "banned"
-    assert "2@pair-me-again" not in capsys.readouterr().out  # no QR code is drawn by the service
-
-
-def test_the_session_files_are_the_service_users_alone_once_connected(own, core):
-    settings, log = own
-    session = link.session_path(settings)
-    session.chmod(0o644)
-    session.with_name("session.db-wal").write_bytes(b"")
-
-    async def scenario():
-        async with live_router(settings, log) as app:
-            await _connected(app)
-
-    asyncio.run(scenario())
-    assert {p.name: p.stat().st_mode & 0o777 for p in link.folder(settings).glob("session.db*")} == {
-        "session.db": 0o600, "session.db-wal": 0o600}
-
-
-def test_messages_taken_from_whatsapp_are_recorded_before_the_service_stops(own, core):
-    settings, log = own
-    path = core.add_media(b"%PDF-1.4 " + b"y" * 100)
-    slow, started = core.DownloadAny, []
-    core.DownloadAny = lambda *args: (started.append(1), time.sleep(1.0), slow(*args))[2]
-    doc = Message(documentMessage=DocumentMessage(directPath=path, fileName="a.pdf", fileLength=109))
-
-    async def scenario():
-        async with live_router(settings, log) as app:
-            await _connected(app)
-            _say(core, ALICE, ALICE, "", "D1", media=doc)
-            _say(core, ALICE, ALICE, "behind the file", "D2")
-            await until(lambda: started, what="the download to start")
-            await asyncio.sleep(0.1)  # both taken from WhatsApp; the service stops while the file downloads
-
-    asyncio.run(scenario())
-    assert [m.message_id for m in of_type(log, t.MessageReceived)] == ["D1", "D2"]
-
-
-def test_the_linked_device_is_read_from_whatsmeows_table_whatever_the_accounts_name(root):
-    import sqlite3
-    settings = fresh_settings()
-    session = link.ensure_folder(settings) / "session.db"
-    with sqlite3.connect(session) as db:
-        db.execute("CREATE TABLE whatsmeow_device (jid TEXT PRIMARY KEY, push_name TEXT, business_name TEXT)")
-        db.execute("INSERT INTO whatsmeow_device VALUES ('447700900077.0:12@s.whatsapp.net', 'Acme, Inc.', 'A, B')")
-    assert whatsapp.linked_devices(session) == ["447700900077"]
-    assert whatsapp.linked_devices(session.with_name("none.db")) == []
-    empty = session.with_name("empty.db")
-    sqlite3.connect(empty).close()
-    assert whatsapp.linked_devices(empty) == []
