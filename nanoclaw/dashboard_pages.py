@@ -9,6 +9,7 @@ swaps it in when the log moves.
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -32,6 +33,16 @@ _ENV = Environment(loader=PackageLoader("nanoclaw", "dashboard_templates"), auto
 _ENV.filters["ago"] = lambda iso, now: ago(iso, now)
 _ENV.filters["duration"] = duration
 _ENV.filters["epoch"] = lambda iso: parse_iso(iso).timestamp()
+
+
+@contextmanager
+def _reading(settings: Settings):
+    """The page's own connection to the log, closed when the page is gathered."""
+    log = EventLog(settings.db_path, sync=settings.event_log_sync)
+    try:
+        yield log
+    finally:
+        log.close()
 
 
 class NotFound(Exception):
@@ -59,13 +70,10 @@ TASK_HISTORY = 20
 
 
 def _tasks(settings: Settings, _: dict) -> dict[str, Any]:
-    log = EventLog(settings.db_path, sync=settings.event_log_sync)
-    try:
+    with _reading(settings) as log:
         tasks = [dict(row) for row in tasks_soonest_first(log)]
         history = [(r.at, r.event) for r in log.read_since(0, types=[t.TaskRunFinished], limit=TASK_HISTORY,
                                                            newest=True)]
-    finally:
-        log.close()
     return {"tasks": tasks, "history": history, "actions": ACTIONS}
 
 
@@ -76,14 +84,11 @@ def _usage(settings: Settings, _: dict) -> dict[str, Any]:
     """Spend and tokens per UTC day and group over the last 30 days, and the caps with what is left."""
     prices = PriceTable.load_or_defaults(settings.config_dir)
     days = [utc_day(offset) for offset in range(1 - USAGE_DAYS, 1)]
-    log = EventLog(settings.db_path, sync=settings.event_log_sync)
-    try:
+    with _reading(settings) as log:
         rows = usage_since(log, days[0])
         by_group = usage_by(log, prices, "group", days[0])
         group_caps = _group_caps(settings, log, prices)
         report = status.gather(settings)
-    finally:
-        log.close()
     folders = sorted({row["folder"] for row in rows})
     cost = {folder: [0.0] * len(days) for folder in folders}
     tokens = {folder: [0.0] * len(days) for folder in folders}
@@ -126,27 +131,22 @@ CONVERSATION_TYPES = [t.MessageReceived, t.OutboundQueued, t.OutboundSent, t.Out
 
 def _conversation(settings: Settings, args: dict) -> dict[str, Any]:
     """A group's last messages, replies and runs, oldest first; each message opens its story."""
-    log = EventLog(settings.db_path, sync=settings.event_log_sync)
-    try:
+    with _reading(settings) as log:
         group = group_by_folder(log, args["folder"])
         if group is None:
             raise NotFound(f"no group has the folder {args['folder']!r}")
         records = log.read_since(0, types=CONVERSATION_TYPES, streams=[group.jid, group.folder],
                                  limit=CONVERSATION_EVENTS, newest=True)
         groups = list_groups(log)
-    finally:
-        log.close()
     return {"group": group, "records": sorted(records, key=lambda r: r.seq), "groups": groups}
 
 
 def _story(settings: Settings, args: dict) -> dict[str, Any]:
-    log = EventLog(settings.db_path, sync=settings.event_log_sync)
-    try:
-        return {"story": tell(log, settings, args["seq"])}
-    except WhyError as exc:
-        raise NotFound(str(exc)) from None
-    finally:
-        log.close()
+    with _reading(settings) as log:
+        try:
+            return {"story": tell(log, settings, args["seq"])}
+        except WhyError as exc:
+            raise NotFound(str(exc)) from None
 
 
 RUNS_SHOWN = 50
@@ -154,8 +154,7 @@ RUNS_SHOWN = 50
 
 def _runs(settings: Settings, _: dict) -> dict[str, Any]:
     """The last runs: how long, how they ended, their model calls and tokens."""
-    log = EventLog(settings.db_path, sync=settings.event_log_sync)
-    try:
+    with _reading(settings) as log:
         finished = log.read_since(0, types=[t.AgentRunFinished], limit=RUNS_SHOWN, newest=True)
         calls: dict[str, list] = {}
         if finished:
@@ -165,8 +164,6 @@ def _runs(settings: Settings, _: dict) -> dict[str, Any]:
             after = min([first, *(r.seq for r in started)]) - 1
             for record in log.read_since(after, types=[t.ModelCalled], limit=None):
                 calls.setdefault(record.event.run_id, []).append(record.event)
-    finally:
-        log.close()
     runs = []
     for record in finished:
         run = record.event
@@ -181,11 +178,8 @@ LOG_SHOWN_BYTES = 512 * 1024
 
 def _run_log(settings: Settings, args: dict) -> dict[str, Any]:
     """A run's log as the worker wrote it under logs/runs/ (the host's folder; no agent writes there)."""
-    log = EventLog(settings.db_path, sync=settings.event_log_sync)
-    try:
+    with _reading(settings) as log:
         record = log.get(int(args["seq"]))
-    finally:
-        log.close()
     if record is None or not isinstance(record.event, t.AgentRunFinished) or not record.event.log_file:
         raise NotFound(f"no run with a log at seq {args['seq']}")
     runs = (settings.logs_dir / "runs").resolve()
@@ -202,11 +196,8 @@ EGRESS_SHOWN = 200
 
 def _egress(settings: Settings, _: dict) -> dict[str, Any]:
     """Where each group's agents went, or were stopped going, newest first."""
-    log = EventLog(settings.db_path, sync=settings.event_log_sync)
-    try:
+    with _reading(settings) as log:
         checked = log.read_since(0, types=[t.EgressChecked], limit=EGRESS_SHOWN, newest=True)
-    finally:
-        log.close()
     return {"checked": [(r.at, r.event) for r in checked]}
 
 

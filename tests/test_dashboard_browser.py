@@ -24,11 +24,9 @@ from tests.live_router import fresh_settings
 from tests.router_process import RouterProcess
 from tests.waiting import wait_for
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"  # scripts/test.sh installs it
 ARTIFACTS = Path(os.environ.get("NANOCLAW_TEST_ARTIFACTS", Path(__file__).parents[1] / "test-artifacts")) / "dashboard"
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed "
-                                "(scripts/test.sh installs it)")
 
 
 @pytest.fixture

@@ -96,6 +96,11 @@ def _drawable(data: bytes) -> bool:
     return 0 < width * height <= MAX_PHOTO_PIXELS
 
 
+def _enum_name(event, field: str) -> str:
+    """An event's enum field by its name (`LOGGED_OUT`); the library hands over the number."""
+    return event.DESCRIPTOR.fields_by_name[field].enum_type.values_by_number[getattr(event, field)].name
+
+
 def _logged(handler):
     """A handler whose exception is logged: neonize drops the future its events run in, and the error with it."""
     async def run(*args) -> None:
@@ -243,7 +248,7 @@ class WhatsAppChannel(Channel):
             logger.warning("whatsapp: disconnected; the library reconnects by itself")
 
     async def _on_logged_out(self, _: NewAClient, event: LoggedOutEv) -> None:
-        reason = LoggedOutEv.DESCRIPTOR.fields_by_name["Reason"].enum_type.values_by_number[event.Reason].name
+        reason = _enum_name(event, "Reason")
         self._end("logged_out", f"WhatsApp ended the device's session ({reason.lower().replace('_', ' ')})")
         self._spawn(self._stop_client())
 
@@ -252,7 +257,7 @@ class WhatsAppChannel(Channel):
         self._spawn(self._stop_client())
 
     async def _on_banned(self, _: NewAClient, event: TemporaryBanEv) -> None:
-        code = TemporaryBanEv.DESCRIPTOR.fields_by_name["Code"].enum_type.values_by_number[event.Code].name
+        code = _enum_name(event, "Code")
         self._end("banned", f"{code.lower().replace('_', ' ')}, for {event.Expire} s")
         self._spawn(self._stop_client())
 
@@ -267,7 +272,7 @@ class WhatsAppChannel(Channel):
         self._spawn(self._stop_client())
 
     async def _on_connect_failure(self, _: NewAClient, event: ConnectFailureEv) -> None:
-        reason = ConnectFailureEv.DESCRIPTOR.fields_by_name["Reason"].enum_type.values_by_number[event.Reason].name
+        reason = _enum_name(event, "Reason")
         if reason in ("LOGGED_OUT", "MAIN_DEVICE_GONE", "UNKNOWN_LOGOUT"):
             self._end("logged_out", f"WhatsApp refused the device ({reason.lower().replace('_', ' ')})")
             self._spawn(self._stop_client())

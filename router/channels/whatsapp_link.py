@@ -60,11 +60,15 @@ def ensure_folder(settings: Settings) -> Path:
     return path
 
 
-def keep_private(settings: Settings) -> None:
-    """The session file and SQLite's files beside it readable by the service user alone (the library makes
-    them with the process's umask)."""
+def session_files(settings: Settings) -> list[Path]:
+    """The session file and SQLite's `-wal` and `-shm` beside it."""
     session = session_path(settings)
-    for path in (session, *session.parent.glob(session.name + "-*")):
+    return [session, *session.parent.glob(session.name + "-*")]
+
+
+def keep_private(settings: Settings) -> None:
+    """The session's files readable by the service user alone (the library makes them with the umask)."""
+    for path in session_files(settings):
         try:
             os.chmod(path, 0o600)
         except FileNotFoundError:

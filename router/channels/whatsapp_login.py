@@ -123,7 +123,7 @@ async def logout(settings: Settings, *, make_client: Callable[[Path], NewAClient
         told = f"the session could not be read ({type(exc).__name__}: {exc}); remove the device on the phone too: " \
             "Settings, Linked devices"
     finally:
-        for path in (session, *session.parent.glob(session.name + "-*")):  # SQLite's -wal and -shm beside it
+        for path in link.session_files(settings):
             path.unlink(missing_ok=True)
     link.write_state(settings, "logged_out", reason="unlinked with `nanoclaw channels logout whatsapp`")
     return f"{told}; the local session is removed"
