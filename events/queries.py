@@ -236,6 +236,12 @@ def pending_messages(db: Reader, chat_jid: str, after_seq: int, limit: int) -> l
     return found[-limit:]
 
 
+def recent_messages(db: Reader, chat_jid: str, limit: int) -> list[t.MessageReceived]:
+    """The chat's newest `limit` recorded messages, newest first, bots' and the assistant's own included."""
+    records = db.read_since(0, types=[t.MessageReceived], streams=[chat_jid], limit=limit, newest=True)
+    return [r.event for r in reversed(records)]  # type: ignore[misc]
+
+
 def first_seq_at_or_after(db: Reader, at: str) -> int | None:
     """The seq of the first event recorded at or after the ISO time `at`; None when there is none."""
     return db.query("SELECT min(seq) FROM events WHERE at >= ?", (at,))[0][0]

@@ -18,7 +18,8 @@ from loguru import logger
 
 import router.channels  # noqa: F401  (registers the installed channels)
 from base.config import Settings
-from events import EventLog, consumer
+from events import EventLog, consumer, queries
+from events.types import MessageReceived
 from router.actions import ActionsStage
 from router.channels import registry
 from router.channels.base import Channel, ChannelContext, InboundMessage
@@ -73,7 +74,10 @@ class RouterApp:
             if not self.inbound.knows(jid, name, channel, is_group):
                 await self.on_db(self.inbound.chat_metadata, jid, timestamp, name, channel, is_group)
 
-        return ChannelContext(self.settings, on_message, on_chat_metadata, self.groups.current)
+        async def recent_messages(jid: str, limit: int) -> list[MessageReceived]:
+            return await self.on_db(queries.recent_messages, self.log, jid, limit)
+
+        return ChannelContext(self.settings, on_message, on_chat_metadata, self.groups.current, recent_messages)
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()

@@ -26,7 +26,7 @@ from tests.slack_harness import point_at
 from tests.slack_stub_api import BOT_ID, BOT_USER, SlackStub
 from tests.telegram_stub_api import BOT_USER as TG_BOT, TelegramStub, visible_text
 
-EVERYTHING = frozenset({"bots", "mentions", "formatting", "rate_limit", "outage", "parts", "files"})
+EVERYTHING = frozenset({"bots", "mentions", "formatting", "rate_limit", "outage", "parts", "files", "away"})
 
 
 @dataclass
@@ -72,6 +72,8 @@ class Driver:
     def rate_limited(self) -> int: return 0
     def go_away(self) -> None: ...
     def come_back(self) -> None: ...
+    def not_listening(self) -> bool: return True  # the service's connection to the platform is closed
+    def time_passes(self) -> None: ...  # longer than the platform retries a message nobody acknowledged
 
 
 class LocalDriver(Driver):
@@ -226,6 +228,9 @@ class WebSocketStubDriver(Driver):
     def come_back(self) -> None:
         self.stub.come_back()
 
+    def not_listening(self) -> bool:
+        return not self.stub.connected()
+
 
 class SlackDriver(WebSocketStubDriver):
     def __init__(self):
@@ -273,6 +278,9 @@ class SlackDriver(WebSocketStubDriver):
 
     def refuse_formatting(self) -> None:
         self.stub.refuse_formatting(1)
+
+    def time_passes(self) -> None:
+        self.stub.give_up_retries()
 
 
 class DiscordDriver(WebSocketStubDriver):
@@ -329,7 +337,8 @@ class WhatsAppDriver(Driver):
     The assistant has its own number here (replies plain, the account's own
     messages are the assistant's); tests/test_whatsapp.py covers a shared
     number. WhatsApp has no bots and never refuses formatting; its rate
-    limits are the core's to meet, which the stand-in does not model.
+    limits are the core's to meet, which the stand-in does not model, and
+    so is handing a device what was sent while it was away ("away").
     People's messages and what was sent go through the stand-in's folder
     (`Spool`), so a `nanoclaw run` process (tests/whatsapp_service.py) and
     the router in this process are driven alike.
@@ -338,7 +347,7 @@ class WhatsAppDriver(Driver):
     def __init__(self):
         super().__init__("whatsapp", "wa:447700900001@s.whatsapp.net", "wa:120363000000000001@g.us",
                          "447700900001@s.whatsapp.net", "447700900002@s.whatsapp.net",
-                         can=EVERYTHING - {"bots", "formatting", "rate_limit"}, redelivers=False,
+                         can=EVERYTHING - {"bots", "formatting", "rate_limit", "away"}, redelivers=False,
                          service_module="tests.whatsapp_service")
         self.folder = Path(tempfile.mkdtemp(prefix="wa-standin-"))
         self.spool = wa.Spool(self.folder)

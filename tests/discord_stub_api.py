@@ -5,7 +5,8 @@ answers JSON with `Content-Type: application/json` exactly (discord.py
 parses nothing else), a 429 carries `retry_after` and the rate-limit
 headers, and the gateway greets with HELLO, takes heartbeats, IDENTIFY and
 RESUME, sends READY and GUILD_CREATE, numbers its dispatches and replays
-those after a resumed session's sequence, as Discord does. Tests drive it
+those after a resumed session's sequence, as Discord does. Each channel and
+thread keeps its history, listed by GET /channels/{id}/messages. Tests drive it
 from their own thread: every public method is thread-safe.
 """
 
@@ -33,8 +34,9 @@ EPOCH_MS = 1420070400000  # Discord's snowflake epoch
 MAX_CONTENT = 2000
 
 
-def snowflake(counter=itertools.count(1)) -> str:
-    return str(((int(time.time() * 1000) - EPOCH_MS) << 22) | (next(counter) & 0x3FFFFF))
+def snowflake(at: float | None = None, counter=itertools.count(1)) -> str:
+    """An id as Discord makes them: the time in ms since its epoch, then a counter."""
+    return str(((int((time.time() if at is None else at) * 1000) - EPOCH_MS) << 22) | (next(counter) & 0x3FFFFF))
 
 
 @dataclass
@@ -77,6 +79,9 @@ class DiscordStub(StubServer):
         self._channels: dict[str, dict] = {}
         self._threads: dict[str, dict] = {}
         self._dms: dict[str, dict] = {}  # channel id -> the person
+        self._history: dict[str, list[dict]] = {}  # channel (or thread) id -> its messages, oldest first
+        self.history_reads: list[str] = []  # channel ids whose history was asked for
+        self.history_refused = False  # the bot lacks Read Message History
 
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/gateway", self._gateway)
@@ -123,9 +128,11 @@ class DiscordStub(StubServer):
 
     # ----- what people do -----------------------------------------------------------------------
     def say(self, channel_id: str, author: dict, content: str, *, mentions: list[dict] | None = None,
-            attachments: list[tuple[str, bytes, str]] | None = None, webhook: bool = False) -> dict:
-        """A message appears in the channel (a thread, a DM); the MESSAGE_CREATE sent, returned for `deliver_again`."""
-        data = self._message(channel_id, author, content, mentions=mentions or [])
+            attachments: list[tuple[str, bytes, str]] | None = None, webhook: bool = False,
+            at: float | None = None) -> dict:
+        """A message appears in the channel (a thread, a DM), said now or `at` a time since the epoch; the
+        MESSAGE_CREATE sent, returned for `deliver_again`."""
+        data = self._message(channel_id, author, content, mentions=mentions or [], at=at)
         for name, body, content_type in attachments or []:
             attachment = snowflake()
             self.attachments[attachment] = body
@@ -135,16 +142,22 @@ class DiscordStub(StubServer):
                                         "proxy_url": f"{self.url}/attachments/{attachment}/{quote(name, safe='')}"})
         if webhook:
             data["webhook_id"] = snowflake()
+        self._keep(data)
         self.dispatch("MESSAGE_CREATE", data)
         return data
+
+    def _keep(self, data: dict) -> None:
+        with self._lock:
+            self._history.setdefault(data["channel_id"], []).append(data)
 
     def deliver_again(self, data: dict) -> None:
         """The same message dispatched again (as a resumed session replays it)."""
         self.dispatch("MESSAGE_CREATE", data)
 
-    def _message(self, channel_id: str, author: dict, content: str, *, mentions: list[dict]) -> dict:
-        data = {"id": snowflake(), "channel_id": channel_id, "author": author, "content": content,
-                "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()), "edited_timestamp": None,
+    def _message(self, channel_id: str, author: dict, content: str, *, mentions: list[dict],
+                 at: float | None = None) -> dict:
+        data = {"id": snowflake(at), "channel_id": channel_id, "author": author, "content": content,
+                "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(at)), "edited_timestamp": None,
                 "tts": False, "mention_everyone": False, "mentions": mentions, "mention_roles": [],
                 "attachments": [], "embeds": [], "pinned": False, "type": 0, "flags": 0, "components": []}
         if channel_id in self._channels or channel_id in self._threads:
@@ -201,6 +214,8 @@ class DiscordStub(StubServer):
             return web.Response(status=204)
         if len(parts) == 3 and parts[0] == "channels" and parts[2] == "messages" and method == "POST":
             return await self._post_message(parts[1], request)
+        if len(parts) == 3 and parts[0] == "channels" and parts[2] == "messages" and method == "GET":
+            return self._history_of(parts[1], request.query)
         if len(parts) == 2 and parts[0] == "channels" and method == "GET":
             channel = self._channels.get(parts[1]) or self._threads.get(parts[1])
             if channel is None and parts[1] in self._dms:
@@ -240,7 +255,28 @@ class DiscordStub(StubServer):
         reference = (payload.get("message_reference") or {}).get("message_id")
         with self._lock:
             self.sent.append(Posted(channel_id, content, files, reference))
-        return _json(self._message(channel_id, BOT_USER, content, mentions=[]))
+        posted = self._message(channel_id, BOT_USER, content, mentions=[])
+        self._keep(posted)
+        return _json(posted)
+
+    def _history_of(self, channel_id: str, query) -> web.Response:
+        """GET /channels/{id}/messages: newest first; `before` the newest ones before an id, `after` the oldest
+        ones after it (Discord's own quirk: still listed newest first), at most `limit` (1 to 100)."""
+        if channel_id not in self._channels and channel_id not in self._threads and channel_id not in self._dms:
+            return _json({"message": "Unknown Channel", "code": 10003}, 404)
+        with self._lock:
+            self.history_reads.append(channel_id)
+        if self.history_refused:
+            return _json({"message": "Missing Access", "code": 50001}, 403)
+        limit = min(max(int(query.get("limit", 50)), 1), 100)
+        with self._lock:
+            history = sorted(self._history.get(channel_id, []), key=lambda m: int(m["id"]))
+        if "after" in query:
+            listed = [m for m in history if int(m["id"]) > int(query["after"])][:limit]
+        else:
+            before = int(query["before"]) if "before" in query else None
+            listed = [m for m in history if before is None or int(m["id"]) < before][-limit:]
+        return _json(list(reversed(listed)))
 
     def _limited(self) -> float | None:
         with self._lock:

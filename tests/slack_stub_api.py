@@ -5,7 +5,9 @@ methods answer `{"ok": ...}` JSON (429 with `Retry-After` when told to limit),
 `apps.connections.open` hands out a `ws://` URL, and the socket greets with
 `hello`, carries `events_api` and `slash_commands` envelopes and takes acks.
 An envelope not acknowledged is sent again on the next connection, with its
-`retry_attempt` counted up, as Slack does. Tests drive it from their own
+`retry_attempt` counted up, as Slack does, until `give_up_retries` (Slack
+stops after a few minutes). Each channel keeps its history, listed by
+`conversations.history` and `conversations.replies` as Slack lists it. Tests drive it from their own
 thread: every public method is thread-safe.
 """
 
@@ -18,6 +20,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
 
@@ -74,6 +77,7 @@ class _Envelope:
 class _State:
     users: dict[str, dict] = field(default_factory=dict)
     channels: dict[str, dict] = field(default_factory=dict)
+    history: dict[str, list[dict]] = field(default_factory=dict)  # channel -> its messages, oldest first
 
 
 class SlackStub(StubServer):
@@ -86,12 +90,14 @@ class SlackStub(StubServer):
         self.uploads: list[Uploaded] = []
         self.reactions: list[tuple[str, str, str, str]] = []  # (add|remove, channel, ts, name)
         self.calls: list[str] = []
+        self.listed: list[str] = []  # channels whose history was asked for
         self.connections = 0
         self.rate_limited = 0
         self._lock = threading.Lock()
         self._ts = itertools.count(1)
         self._flood: list[int] = []  # [answers, retry_after_s, after]
         self._refuse_formatting = 0
+        self._refusals: dict[str, str] = {}  # Web API method -> the error it answers
         self._envelopes: dict[str, _Envelope] = {}
         self._pending_uploads: dict[str, dict] = {}
         self._files: dict[str, bytes] = {}
@@ -140,6 +146,8 @@ class SlackStub(StubServer):
         if files:
             event["files"] = files
             event.setdefault("subtype", "file_share")
+        self._keep({k: v for k, v in event.items() if k not in ("channel", "channel_type", "event_ts", "team")},
+                   channel)
         payload = {"token": "verification", "team_id": TEAM, "api_app_id": "A0APP", "event": event,
                    "type": "event_callback", "event_id": f"Ev{uuid.uuid4().hex[:10]}", "event_time": int(time.time()),
                    "authorizations": [{"team_id": TEAM, "user_id": BOT_USER, "is_bot": True}]}
@@ -169,6 +177,25 @@ class SlackStub(StubServer):
         self._run(send())
         return envelope.envelope_id
 
+    def _keep(self, message: dict, channel: str) -> None:
+        """Into the channel's history; a reply in a thread counts on its parent, as Slack's history shows it."""
+        with self._lock:
+            history = self.state.history.setdefault(channel, [])
+            history.append(message)
+            thread = message.get("thread_ts")
+            if thread and thread != message["ts"]:
+                for parent in history:
+                    if parent["ts"] == thread:
+                        parent["reply_count"] = parent.get("reply_count", 0) + 1
+                        parent["latest_reply"] = message["ts"]
+
+    def give_up_retries(self) -> None:
+        """Time passes: Slack retries an event nobody acknowledged three times over a few minutes, then drops it."""
+        with self._lock:
+            for envelope_id, envelope in list(self._envelopes.items()):
+                if envelope.acked is None or not envelope.acked.is_set():
+                    del self._envelopes[envelope_id]
+
     def deliver_again(self, envelope_id: str) -> None:
         """Slack sends an envelope again (as it does when it thinks the ack was lost)."""
         async def again():
@@ -191,6 +218,11 @@ class SlackStub(StubServer):
         """Answer the next `answers` posts (after `after` more go through) with 429 Retry-After."""
         with self._lock:
             self._flood = [answers, retry_after_s, after]
+
+    def refuse(self, method: str, error: str) -> None:
+        """Answer every call of a Web API method with an error (`missing_scope` for an app without the scope)."""
+        with self._lock:
+            self._refusals[method] = error
 
     def refuse_formatting(self, answers: int) -> None:
         """Refuse the next `answers` posts that carry blocks with `invalid_blocks`."""
@@ -219,6 +251,8 @@ class SlackStub(StubServer):
         if token != wanted:
             return _answer({"ok": False, "error": "invalid_auth"})
         handler = getattr(self, "api_" + method.replace(".", "_"), None)
+        if method in self._refusals:
+            return _answer({"ok": False, "error": self._refusals[method]})
         if handler is None:
             return _answer({"ok": False, "error": "unknown_method"})
         if method in ("chat.postMessage", "files.completeUploadExternal") and (limit := self._flooded()):
@@ -287,7 +321,37 @@ class SlackStub(StubServer):
         ts = self.next_ts()
         with self._lock:
             self.sent.append(Posted(channel, text, blocks, params.get("thread_ts"), ts))
+        posted = {"type": "message", "user": BOT_USER, "bot_id": BOT_ID, "text": text, "ts": ts}
+        if params.get("thread_ts"):
+            posted["thread_ts"] = params["thread_ts"]
+        self._keep(posted, channel)
         return {"ok": True, "channel": channel, "ts": ts, "message": {"text": text, "ts": ts, "bot_id": BOT_ID}}
+
+    def api_conversations_history(self, params: dict) -> dict:
+        """The channel's messages (threads' replies left out), newest first, after `oldest`, at most `limit`."""
+        channel = str(params.get("channel"))
+        if channel not in self.state.channels:
+            return {"ok": False, "error": "channel_not_found"}
+        with self._lock:
+            self.listed.append(channel)
+            listed = [m for m in _in_order(self.state.history.get(channel, []))
+                      if m.get("thread_ts") in (None, m["ts"]) and _after(m, params)]
+        limit = int(params.get("limit") or 100)
+        return {"ok": True, "messages": [dict(m) for m in reversed(listed)][:limit],
+                "has_more": len(listed) > limit, "response_metadata": {"next_cursor": ""}}
+
+    def api_conversations_replies(self, params: dict) -> dict:
+        """A thread: its parent first, then its replies after `oldest`, oldest first, at most `limit`."""
+        channel, thread = str(params.get("channel")), str(params.get("ts"))
+        with self._lock:
+            history = _in_order(self.state.history.get(channel, []))
+            parent = [m for m in history if m["ts"] == thread]
+            replies = [m for m in history if m.get("thread_ts") == thread and m["ts"] != thread and _after(m, params)]
+        if not parent:
+            return {"ok": False, "error": "thread_not_found"}
+        limit = int(params.get("limit") or 100)
+        return {"ok": True, "messages": [dict(m) for m in parent + replies[:limit]],
+                "has_more": len(replies) > limit, "response_metadata": {"next_cursor": ""}}
 
     def api_reactions_add(self, params: dict) -> dict:
         return self._reaction("add", params)
@@ -376,6 +440,17 @@ class SlackStub(StubServer):
             await ws.send_json(body)
         except ConnectionError:
             pass
+
+
+def _in_order(messages: list[dict]) -> list[dict]:
+    return sorted(messages, key=lambda m: Decimal(m["ts"]))
+
+
+def _after(message: dict, params: dict) -> bool:
+    """Whether a message is past a listing's `oldest` (with `inclusive`, at it too), compared as Slack does."""
+    oldest = Decimal(str(params.get("oldest") or "0"))
+    ts = Decimal(message["ts"])
+    return ts >= oldest if str(params.get("inclusive", "")).lower() in ("1", "true") else ts > oldest
 
 
 def _answer(body: dict) -> web.Response:

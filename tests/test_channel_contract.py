@@ -132,6 +132,41 @@ def test_a_long_reply_arrives_in_order_as_the_parts_the_channel_cuts(channel):
         assert [e.part for e in of_type(log, t.OutboundPartSent)] == list(range(1, len(shown) + 1))
 
 
+@each("away")
+def test_what_was_said_while_the_service_was_stopped_is_recorded_once_and_answered(channel):
+    """Telegram holds a bot's updates; Slack and Discord are read back from their history when they connect."""
+    driver, settings, log = channel
+    contents = lambda: [m.content for m in of_type(log, t.MessageReceived)]
+
+    async def scenario():
+        async with _live(driver, settings, log):
+            driver.say(driver.main_jid, "before the stop")
+            driver.say(driver.group_jid, "just chatting", sender=driver.other)
+            await until(lambda: len(contents()) == 2, what="the messages before the stop")
+        await until(driver.not_listening, what=f"{driver.name} to be closed")
+        driver.say(driver.main_jid, "what did I miss?")
+        driver.say(driver.group_jid, "@Andy are you there?", sender=driver.other)
+        driver.say(driver.group_jid, "no trigger here", sender=driver.other)
+        driver.time_passes()
+        async with _live(driver, settings, log):
+            await until(lambda: len(contents()) >= 5, timeout=60, what="what was said while it was stopped")
+            driver.say(driver.main_jid, "and now?")
+            await until(lambda: len(contents()) >= 6, what="the next message")
+        async with _live(driver, settings, log):  # started again: nothing is read back twice
+            await _connected(driver)
+            driver.say(driver.main_jid, "once more")
+            await until(lambda: len(contents()) >= 7, what="the message after a second restart")
+            await asyncio.sleep(0.5)
+
+    asyncio.run(scenario())
+    got = contents()
+    assert sorted(got[:2]) == ["before the stop", "just chatting"]
+    assert sorted(got[2:5]) == ["@Andy are you there?", "no trigger here", "what did I miss?"]
+    assert got[5:] == ["and now?", "once more"]
+    asked = {(r.folder, r.reason) for r in of_type(log, t.AgentRunRequested)}
+    assert {("main", "messages"), ("family", "messages")} <= asked
+
+
 @each("formatting")
 def test_refused_formatting_is_sent_again_as_plain_text(channel):
     driver, settings, log = channel

@@ -21,7 +21,7 @@ import msgspec
 from loguru import logger
 
 from base.config import Settings
-from events.types import OutboundFile
+from events.types import MessageReceived, OutboundFile
 from rules.triggers import matches_trigger
 
 
@@ -65,6 +65,8 @@ class ChannelContext:
     on_message: Callable[[str, InboundMessage], Awaitable[int | None]]
     on_chat_metadata: Callable[[str, str, str, str | None, bool | None], Awaitable[None]]
     registered_groups: Callable[..., dict[str, RegisteredChat]]  # (fresh: bool = False)
+    # (chat, limit): the chat's newest recorded messages, newest first; None where nothing is read back
+    recent_messages: Callable[[str, int], Awaitable[list[MessageReceived]]] | None = None
 
     def registered(self, jid: str) -> RegisteredChat | None:
         """The chat's registered group, asked again once (fresh) before a message is dropped as unregistered."""

@@ -26,11 +26,13 @@ from loguru import logger
 from base.timefmt import to_iso
 from events.types import OutboundFile
 from router.channels import registry
-from router.channels.base import Channel, ChannelContext, ChannelStartError, connection_refused, retry_unsent
+from router.channels.base import (Channel, ChannelContext, ChannelStartError, RegisteredChat,
+                                  connection_refused, retry_unsent)
 from router.channels.discord_format import split_message, to_discord
 from router.channels.discord_inbound import (PREFIX, channel_of, chat_name, conversation_of, jid_of,
                                              mentions_bot, to_inbound)
 from router.channels.inbound_files import Incoming, kind_of, receive_files
+from router.channels.read_back import MAX_MESSAGES, ChatToRead, newest, read_all
 from router.channels.registration import HelpLimiter, registration_help
 
 TOKEN_KEY = "DISCORD_BOT_TOKEN"
@@ -62,7 +64,9 @@ class DiscordChannel(Channel):
         self.client = discord.Client(intents=intents, chunk_guilds_at_startup=False,
                                      allowed_mentions=discord.AllowedMentions.none(), max_messages=None)
         self.client.event(self.on_message)
+        self.client.event(self.on_ready)
         self._runner: asyncio.Task | None = None
+        self._reading: asyncio.Task | None = None
         self._typing: dict[str, asyncio.Task] = {}
         self._help = HelpLimiter()
 
@@ -94,8 +98,9 @@ class DiscordChannel(Channel):
             logger.opt(exception=exc).error("discord: the gateway stopped for good ({}: {})", type(exc).__name__, exc)
 
     async def disconnect(self) -> None:
-        for task in self._typing.values():
-            task.cancel()
+        for task in (*self._typing.values(), self._reading):
+            if task is not None:
+                task.cancel()
         await self.client.close()
         if self._runner is not None:
             self._runner.cancel()
@@ -111,9 +116,10 @@ class DiscordChannel(Channel):
     async def on_message(self, message: discord.Message) -> None:
         chat, _ = conversation_of(message)
         jid = jid_of(chat)
-        name, is_group = chat_name(message)
-        await self.ctx.on_chat_metadata(jid, to_iso(message.created_at), name, self.name, is_group)
         me = self.client.user.id if self.client.user else None
+        name, is_group = chat_name(message, me)
+        if name is not None:
+            await self.ctx.on_chat_metadata(jid, to_iso(message.created_at), name, self.name, is_group)
         if message.content.strip().lower() in COMMANDS and message.author.id != me and not message.author.bot:
             await self._command(jid, name, message)
             return
@@ -121,6 +127,10 @@ class DiscordChannel(Channel):
         if registered is None:
             await self._help_unregistered(jid, name, message, me)
             return
+        await self._record(registered, message)
+
+    async def _record(self, registered: RegisteredChat, message: discord.Message) -> None:
+        me = self.client.user.id if self.client.user else None
         files = [Incoming(a.filename, kind_of(a.content_type, "Document"), a.size, a.read)
                  for a in message.attachments]
         extra = await receive_files(self.ctx.settings, registered.folder, str(message.id), files) if files else ""
@@ -129,8 +139,47 @@ class DiscordChannel(Channel):
         if inbound is not None:
             await self.ctx.on_message(self.name, inbound)
 
+    async def on_ready(self) -> None:
+        """A new gateway session (at start, or after a resume was refused): nothing said meanwhile is replayed,
+        so each registered chat is read back from its history (router/channels/read_back.py)."""
+        if self._reading is None or self._reading.done():
+            self._reading = asyncio.create_task(read_all(self.name, self.ctx, self.owns_jid, self._read_chat),
+                                                name="discord read-back")
 
-    async def _command(self, jid: str, name: str, message: discord.Message) -> None:
+    async def _read_chat(self, chat: ChatToRead) -> int:
+        """The chat's messages after the newest one recorded, in the channel (or DM) and its threads, but the
+        bot's own (the log has those as the replies it sent)."""
+        registered = self.ctx.registered(chat.jid)
+        if registered is None:
+            return 0
+        after = discord.Object(max([int(m.message_id) for m in chat.recorded if m.message_id.isdigit()]
+                                   + [discord.utils.time_snowflake(chat.not_before)]))
+        home = await self._channel(channel_of(chat.jid))
+        places = [home, *getattr(home, "threads", ())]  # a text channel's active threads, as the gateway listed them
+        for thread in chat.threads() - {str(p.id) for p in places}:
+            try:
+                places.append(await self._channel(int(thread)))
+            except discord.NotFound:  # deleted since
+                continue
+        found: list[discord.Message] = []
+        for place in places:
+            try:
+                found += [m async for m in place.history(limit=MAX_MESSAGES, after=after, oldest_first=False)]
+            except discord.Forbidden:
+                raise DiscordSendError(f"Discord refused to show the bot the history of {chat.jid}: give it Read "
+                                       "Message History there") from None
+        me = self.client.user.id if self.client.user else None
+        messages = newest((m for m in found if m.author.id != me), key=lambda m: m.id)  # its own: sent replies
+        for message in messages:
+            await self._record(registered, message)
+        return len(messages)
+
+    async def _channel(self, channel_id: int | None):
+        if channel_id is None:
+            raise ValueError("not a Discord channel id")
+        return self.client.get_channel(channel_id) or await self.client.fetch_channel(channel_id)
+
+    async def _command(self, jid: str, name: str | None, message: discord.Message) -> None:
         if message.content.strip().lower() == "!ping":
             text = f"{self.ctx.settings.assistant_name} is online."
         else:
@@ -138,7 +187,7 @@ class DiscordChannel(Channel):
                                      self.ctx.settings.root, "discord_team")
         await self._answer(message, text)
 
-    async def _help_unregistered(self, jid: str, name: str, message: discord.Message, me: int | None) -> None:
+    async def _help_unregistered(self, jid: str, name: str | None, message: discord.Message, me: int | None) -> None:
         direct = message.guild is None
         if message.author.bot or not (direct or mentions_bot(message, me)) or not self._help.due(jid):
             logger.debug("discord: message in unregistered chat {} ({!r}) not recorded; !chatid there tells how "

@@ -37,10 +37,13 @@ def conversation_of(message: discord.Message) -> tuple[int, int | None]:
     return channel.id, None
 
 
-def chat_name(message: discord.Message) -> tuple[str, bool]:
-    """(name, is_group): `#general`, or the person's name for a DM."""
+def chat_name(message: discord.Message, bot_id: int | None) -> tuple[str | None, bool]:
+    """(name, is_group): `#general`, or the person's name for a DM (None on the bot's own there: not its name)."""
     if message.guild is None:
-        return message.author.display_name, False
+        person = getattr(message.channel, "recipient", None)
+        if person is None and bot_id is not None and message.author.id == bot_id:
+            return None, False
+        return (person or message.author).display_name, False
     channel = message.channel
     parent = channel.parent if isinstance(channel, discord.Thread) else channel
     return f"#{getattr(parent, 'name', None) or parent.id}", True

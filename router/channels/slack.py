@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import aiohttp
@@ -33,6 +34,7 @@ from router.channels.base import Channel, ChannelContext, ChannelStartError, con
 from router.channels.credentials import problems_of
 from router.channels.inbound_files import MAX_INBOUND_BYTES, Incoming, kind_of, receive_files
 from router.channels.markdown import to_plain
+from router.channels.read_back import MAX_MESSAGES, ChatToRead, newest, read_all
 from router.channels.registration import HelpLimiter, registration_help
 from router.channels.slack_format import split_message, to_mrkdwn
 from router.channels.slack_inbound import (GROUP_TYPES, PREFIX, channel_of, iso_of, jid_of, mentions,
@@ -76,6 +78,7 @@ class SlackChannel(Channel):
                             logger=logging.getLogger("slack_bolt"))
         self._handler: AsyncSocketModeHandler | None = None
         self._connecting: asyncio.Task | None = None
+        self._reading: asyncio.Task | None = None
         self._names: dict[str, str] = {}  # user id -> display name
         self._chats: dict[str, tuple[str, bool]] = {}  # channel id -> (name, is_group)
         self._newest: dict[str, str] = {}  # jid -> ts of the newest message recorded (the one the agent answers)
@@ -104,6 +107,7 @@ class SlackChannel(Channel):
                            self.api_url, type(exc).__name__, exc)
         self._handler = AsyncSocketModeHandler(self.app, self.app_token, logger=logging.getLogger("slack_sdk"),
                                                web_client=self.client, ping_interval=PING_INTERVAL_S)
+        self._handler.client.message_listeners.append(self._on_socket_message)
         self._connecting = asyncio.create_task(self._open_socket(), name="slack socket")
 
     async def _open_socket(self) -> None:
@@ -111,9 +115,10 @@ class SlackChannel(Channel):
         logger.info("slack: connected as {} via {} (Socket Mode)", self.bot_user or "the app", self.api_url)
 
     async def disconnect(self) -> None:
-        if self._connecting is not None:
-            self._connecting.cancel()
-            await asyncio.gather(self._connecting, return_exceptions=True)
+        for task in (self._connecting, self._reading):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if self._handler is not None:
             await self._handler.close_async()
         await self._clear_working()
@@ -176,6 +181,47 @@ class SlackChannel(Channel):
         if not inbound.is_bot_message:
             self._newest[jid] = event["ts"]
         await self.ctx.on_message(self.name, inbound)
+
+    async def _on_socket_message(self, _client, message: dict, _raw: str | None) -> None:
+        """Slack greets every new connection with `hello`: read back what was said while there was none."""
+        if message.get("type") == "hello" and (self._reading is None or self._reading.done()):
+            self._reading = asyncio.create_task(read_all(self.name, self.ctx, self.owns_jid, self._read_chat),
+                                                name="slack read-back")
+
+    async def _read_chat(self, chat: ChatToRead) -> int:
+        """The chat's messages after the newest one recorded, but the assistant's own: its history, and the
+        replies of its threads (those recently in use, and those with a reply since), which the history leaves
+        out."""
+        channel = self._channel(chat.jid)
+        since = max([_ts(m.message_id) for m in chat.recorded] + [Decimal(f"{chat.not_before.timestamp():.6f}")])
+        oldest = f"{since:.6f}"
+        try:
+            found = list(await self._listed("conversations_history", channel=channel, oldest=oldest))
+            threads = chat.threads() | {m["ts"] for m in found if m.get("reply_count")
+                                        and _ts(m.get("latest_reply", "0")) > since}
+            for thread in sorted(threads):
+                found += await self._listed("conversations_replies", channel=channel, ts=thread, oldest=oldest)
+        except SlackApiError as exc:
+            error = exc.response.get("error", "")
+            if error == "missing_scope":
+                raise SlackSendError("Slack answered missing_scope: add channels:history, groups:history, "
+                                     "im:history and mpim:history to the app's Bot Token Scopes and reinstall "
+                                     "it") from None
+            raise SlackSendError(_explain(chat.jid, error)) from None
+        messages = newest((m for m in found if _ts(m.get("ts", "0")) > since and not self._own(m)),
+                          key=lambda m: _ts(m["ts"]))
+        for message in messages:
+            await self._on_message({**message, "channel": channel})
+        return len(messages)
+
+    def _own(self, message: dict) -> bool:
+        """The assistant's own message: the log has it already, as the reply it sent."""
+        return bool(self.bot_user) and message.get("user") == self.bot_user
+
+    async def _listed(self, method: str, **args) -> list[dict]:
+        """The newest `MAX_MESSAGES` of a history listing (one page is enough for that many)."""
+        answer = await getattr(self.client, method)(limit=MAX_MESSAGES, inclusive=False, **args)
+        return list(answer.get("messages") or [])
 
     def _fetcher(self, url: str):
         """A file's download, with the bot token Slack asks for (files:read), stopped past the size cap."""
@@ -317,6 +363,14 @@ class SlackChannel(Channel):
         if channel is None:
             raise ValueError(f"not a Slack JID: {jid!r} (expected slack:<channel id>)")
         return channel
+
+
+def _ts(ts: str) -> Decimal:
+    """A Slack `ts` as a number that orders exactly (a float would round its microseconds)."""
+    try:
+        return Decimal(ts)
+    except InvalidOperation:
+        return Decimal(0)
 
 
 def _explain(jid: str, error: str, scope: str = "chat:write") -> str:
