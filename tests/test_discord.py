@@ -18,34 +18,9 @@ from router.channels.base import ChannelStartError
 from router.channels.discord_format import MAX_MESSAGE_CHARS, split_message, to_discord
 from rules.groups import register_group
 from tests import discord_stub_api as dc
+from tests.discord_harness import ALICE, BOB, FAMILY, PLANS, log, settings, stub  # noqa: F401
 from tests.live_router import fresh_settings, keys_of, live_router, start_and_stop, until
 from tests.observe import of_type
-
-FAMILY, PLANS = "810000000000000001", "810000000000000009"
-ALICE, BOB = dc.user("700000000000000001", "Alice"), dc.user("700000000000000002", "Bob")
-
-
-@pytest.fixture
-def stub():
-    server = dc.DiscordStub().start()
-    server.text_channel(FAMILY, "family")
-    server.thread(PLANS, FAMILY, "holiday plans")
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def settings(root, stub, monkeypatch):
-    monkeypatch.setenv("DISCORD_BOT_TOKEN", stub.token)
-    monkeypatch.setenv("DISCORD_API_BASE_URL", stub.url)
-    return fresh_settings()
-
-
-@pytest.fixture
-def log(settings):
-    events = EventLog(settings.db_path)
-    yield events
-    events.close()
 
 
 def test_a_mention_in_a_thread_is_the_trigger_and_the_reply_goes_back_into_the_thread(stub, settings, log):

@@ -14,20 +14,19 @@ import asyncio
 import time
 from contextlib import contextmanager
 
-import pytest
 from loguru import logger
 
 from events import EventLog, types as t
 from router.channels.read_back import MAX_MESSAGES
 from rules.groups import register_group
 from tests import discord_stub_api as dc
-from tests.live_router import fresh_settings, live_router, until
+from tests.discord_harness import (ALICE as DC_ALICE, BOB as DC_BOB, DM_CHANNEL, FAMILY, PLANS,  # noqa: F401
+                                   log, settings, stub)
+from tests.live_router import live_router, until
 from tests.observe import of_type
 from tests.slack_harness import ALICE, BOB, DM, GENERAL, slack, slack_log, slack_settings  # noqa: F401
 
 HOUR = 3600.0
-FAMILY, PLANS, DM_CHANNEL = "810000000000000001", "810000000000000009", "820000000000000001"
-DC_ALICE, DC_BOB = dc.user("700000000000000001", "Alice"), dc.user("700000000000000002", "Bob")
 
 
 def _messages(log: EventLog) -> list[t.MessageReceived]:
@@ -165,30 +164,6 @@ def test_slack_without_the_history_scope_says_which_scopes_and_goes_on(slack, sl
 
 
 # ----- Discord -------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def stub():
-    server = dc.DiscordStub().start()
-    server.text_channel(FAMILY, "family")
-    server.thread(PLANS, FAMILY, "holiday plans")
-    server.dm(DM_CHANNEL, DC_ALICE)
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def settings(root, stub, monkeypatch):
-    monkeypatch.setenv("DISCORD_BOT_TOKEN", stub.token)
-    monkeypatch.setenv("DISCORD_API_BASE_URL", stub.url)
-    return fresh_settings()
-
-
-@pytest.fixture
-def log(settings):
-    events = EventLog(settings.db_path)
-    yield events
-    events.close()
 
 
 def _away(stub, settings, log, before, meanwhile, expected: int, expected_before: int = 1):
