@@ -63,6 +63,8 @@ def render(report: status.Status, out: TextIO) -> None:
     w(f"channels    {', '.join(report.service.channels) or '-'}\n")
     for channel, note in report.channel_notes.items():
         w(f"  {channel:<10}{note}\n")
+    for channel, problem in report.service.channel_problems.items():
+        w(f"  {channel:<10}PROBLEM: {problem}\n")
     w(f"docker      {'up, ' + report.docker.detail if report.docker.reachable else 'DOWN: ' + report.docker.detail}\n")
     w(f"queue       {report.queue.pending} job(s) waiting, {report.queue.scheduled} scheduled\n")
     w(f"groups      {len(report.groups)} registered\n")

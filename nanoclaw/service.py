@@ -135,7 +135,8 @@ def _heartbeat(settings: Settings, app: RouterApp, stop: asyncio.Event, worker: 
 
     return Heartbeat(settings, channels=lambda: [c.name for c in app.channels if c.is_connected()],
                      state=lambda: "stopping" if stop.is_set() else ("live" if app.live else "starting"),
-                     worker_pid=worker_pid, dashboard=lambda: dashboard.url if dashboard else None)
+                     worker_pid=worker_pid, dashboard=lambda: dashboard.url if dashboard else None,
+                     problems=lambda: {c.name: c.problem for c in app.channels if c.problem})
 
 
 class WorkerSupervisor:

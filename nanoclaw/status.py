@@ -48,6 +48,7 @@ class ServiceInfo(msgspec.Struct, kw_only=True):
     updated_at: str | None = None
     worker_pid: int | None = None
     channels: list[str] = []
+    channel_problems: dict[str, str] = {}
 
 
 class DockerInfo(msgspec.Struct, kw_only=True):
@@ -147,10 +148,11 @@ def service_info(settings: Settings, now: float | None = None) -> ServiceInfo:
     if beat is None:
         return ServiceInfo(state="down", detail="not running (no status file; it stopped cleanly or never ran)")
     info = ServiceInfo(state="down", detail="", pid=beat.pid, started_at=beat.started_at,
-                       updated_at=beat.updated_at, worker_pid=beat.worker_pid, channels=beat.channels)
+                       updated_at=beat.updated_at, worker_pid=beat.worker_pid, channels=beat.channels,
+                       channel_problems=beat.channel_problems)
     if not _pid_alive(beat.pid):
         info.detail = f"not running: pid {beat.pid} is gone (last seen {beat.updated_at}; it did not stop cleanly)"
-        info.worker_pid, info.channels = None, []
+        info.worker_pid, info.channels, info.channel_problems = None, [], {}
         return info
     silent = (now or time.time()) - parse_iso(beat.updated_at).timestamp()
     if silent > STALE_BEAT_S:

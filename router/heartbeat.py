@@ -38,6 +38,7 @@ class ServiceBeat(msgspec.Struct, kw_only=True):
     worker_pid: int | None = None
     interval_s: float = HEARTBEAT_INTERVAL_S
     dashboard: str | None = None  # where the dashboard listens (without its token)
+    channel_problems: dict[str, str] = {}  # channel -> what its owner must fix, in plain words
 
 
 def status_path(settings: Settings) -> Path:
@@ -68,11 +69,12 @@ class Heartbeat:
 
     def __init__(self, settings: Settings, *, state: Callable[[], ServiceState],
                  channels: Callable[[], list[str]], worker_pid: Callable[[], int | None],
-                 dashboard: Callable[[], str | None] = lambda: None):
+                 dashboard: Callable[[], str | None] = lambda: None,
+                 problems: Callable[[], dict[str, str]] = dict):
         self.settings = settings
         self.path = status_path(settings)
         self._state, self._channels, self._worker_pid = state, channels, worker_pid
-        self._dashboard = dashboard
+        self._dashboard, self._problems = dashboard, problems
         self._started_at = iso_now()
         self._task: asyncio.Task | None = None
         self._last: tuple = ()
@@ -80,14 +82,19 @@ class Heartbeat:
     def beat(self) -> ServiceBeat:
         beat = ServiceBeat(pid=os.getpid(), started_at=self._started_at, updated_at=iso_now(),
                            state=self._state(), root=str(self.settings.root), channels=self._channels(),
-                           worker_pid=self._worker_pid(), dashboard=self._dashboard())
-        self._last = (beat.state, beat.channels, beat.worker_pid)
+                           worker_pid=self._worker_pid(), dashboard=self._dashboard(),
+                           channel_problems=self._problems())
+        self._last = self._facts()
         try:
             write_beat(self.path, beat)
         except OSError as exc:
             logger.warning("cannot write the service status file {} ({}); nanoclaw status will say the "
                            "service is down; retrying in {:.0f} s", self.path, exc, HEARTBEAT_INTERVAL_S)
         return beat
+
+    def _facts(self) -> tuple:
+        """What, when it changes, is written at once."""
+        return self._state(), self._channels(), self._worker_pid(), self._problems()
 
     def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -99,7 +106,7 @@ class Heartbeat:
         due = loop.time() + HEARTBEAT_INTERVAL_S
         while True:
             await asyncio.sleep(CHANGE_CHECK_S)
-            if loop.time() >= due or (self._state(), self._channels(), self._worker_pid()) != self._last:
+            if loop.time() >= due or self._facts() != self._last:
                 self.beat()
                 due = loop.time() + HEARTBEAT_INTERVAL_S
 

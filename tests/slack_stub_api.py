@@ -219,10 +219,14 @@ class SlackStub(StubServer):
         with self._lock:
             self._flood = [answers, retry_after_s, after]
 
-    def refuse(self, method: str, error: str) -> None:
-        """Answer every call of a Web API method with an error (`missing_scope` for an app without the scope)."""
+    def refuse(self, method: str, error: str | None) -> None:
+        """Answer every call of a Web API method with an error (`missing_scope` for an app without the scope);
+        None answers it again."""
         with self._lock:
-            self._refusals[method] = error
+            if error is None:
+                self._refusals.pop(method, None)
+            else:
+                self._refusals[method] = error
 
     def refuse_formatting(self, answers: int) -> None:
         """Refuse the next `answers` posts that carry blocks with `invalid_blocks`."""

@@ -11,12 +11,16 @@ stand-in, reached by slack-sdk or discord.py on 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 from contextlib import contextmanager
 
+import pytest
 from loguru import logger
 
+from base.timefmt import iso_now
 from events import EventLog, types as t
+from nanoclaw import cli_status, status
 from router.channels.read_back import MAX_MESSAGES
 from rules.groups import register_group
 from tests import discord_stub_api as dc
@@ -24,7 +28,9 @@ from tests.discord_harness import (ALICE as DC_ALICE, BOB as DC_BOB, DM_CHANNEL,
                                    log, settings, stub)
 from tests.live_router import live_router, until
 from tests.observe import of_type
+from tests.router_process import RouterProcess
 from tests.slack_harness import ALICE, BOB, DM, GENERAL, slack, slack_log, slack_settings  # noqa: F401
+from tests.waiting import wait_for
 
 HOUR = 3600.0
 
@@ -151,16 +157,41 @@ def test_slack_without_the_history_scope_says_which_scopes_and_goes_on(slack, sl
         slack.refuse("conversations.history", "missing_scope")
         slack.say(DM, ALICE, "lost while away")
         slack.give_up_retries()
-        async with live_router(slack_settings, slack_log):
-            await until(lambda: any("history" in line for line in lines), what="the warning")
+        async with live_router(slack_settings, slack_log) as app:
+            channel = next(c for c in app.channels if c.name == "slack")
+            await until(lambda: channel.problem, what="the problem")
+            problem = channel.problem
             slack.say(DM, ALICE, "still listening?")
             await until(lambda: len(_messages(slack_log)) == 2, what="a live message")
+            slack.refuse("conversations.history", None)  # the scope added: the next socket reads back fine
+            await asyncio.to_thread(slack.go_away)
+            await asyncio.to_thread(slack.come_back)
+            await until(lambda: channel.problem is None, what="the problem to clear")
+        return problem
 
     with _warnings() as lines:
-        asyncio.run(scenario(lines))
+        problem = asyncio.run(scenario(lines))
     [warning] = [line for line in lines if "read back" in line]
-    assert f"slack:{DM}" in warning and "channels:history" in warning and "im:history" in warning
+    for said in (warning, problem):
+        assert f"slack:{DM}" in said and "channels:history" in said and "im:history" in said
     assert [m.content for m in _messages(slack_log)] == ["hello", "still listening?"]
+
+
+@pytest.mark.docker  # `nanoclaw run` checks the container runtime first
+def test_a_chat_that_cannot_be_read_back_is_a_problem_in_status(slack, slack_settings, slack_log):
+    register_group(slack_log, slack_settings, jid=f"slack:{DM}", name="Alice", folder="main", is_main=True)
+    slack_log.append(t.MessageReceived(channel="slack", chat_jid=f"slack:{DM}", message_id=slack.next_ts(),
+                                       sender=ALICE, sender_name="Alice", content="hello", timestamp=iso_now()))
+    slack.refuse("conversations.history", "missing_scope")
+    service = RouterProcess(slack_settings).wait_ready()
+    try:
+        wait_for(lambda: status.service_info(slack_settings).channel_problems, timeout=30, what="the problem")
+        shown = io.StringIO()
+        cli_status.render(status.gather(slack_settings), shown)
+    finally:
+        assert service.stop() == 0
+    [line] = [line for line in shown.getvalue().splitlines() if "PROBLEM" in line]
+    assert line.split()[:2] == ["slack", "PROBLEM:"] and f"slack:{DM}" in line and "channels:history" in line
 
 
 # ----- Discord -------------------------------------------------------------------------------------

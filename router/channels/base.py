@@ -77,6 +77,7 @@ class Channel(ABC):
     """A connection to one chat platform."""
 
     name: str = ""
+    problem: str | None = None  # a fault its owner must fix, in plain words (`status` shows it); None when well
 
     @abstractmethod
     async def connect(self) -> None:

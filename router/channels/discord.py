@@ -143,7 +143,7 @@ class DiscordChannel(Channel):
         """A new gateway session (at start, or after a resume was refused): nothing said meanwhile is replayed,
         so each registered chat is read back from its history (router/channels/read_back.py)."""
         if self._reading is None or self._reading.done():
-            self._reading = asyncio.create_task(read_all(self.name, self.ctx, self.owns_jid, self._read_chat),
+            self._reading = asyncio.create_task(read_all(self, self.ctx, self._read_chat),
                                                 name="discord read-back")
 
     async def _read_chat(self, chat: ChatToRead) -> int:

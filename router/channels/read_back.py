@@ -25,7 +25,7 @@ from typing import Awaitable, Callable, Iterable, TypeVar
 from loguru import logger
 
 from events.types import MessageReceived
-from router.channels.base import ChannelContext
+from router.channels.base import Channel, ChannelContext
 
 MAX_AGE = timedelta(hours=24)
 MAX_MESSAGES = 100
@@ -66,20 +66,25 @@ def newest(found: Iterable[T], key: Callable[[T], object]) -> list[T]:
     return [unique[k] for k in sorted(unique)][-MAX_MESSAGES:]
 
 
-async def read_all(channel: str, ctx: ChannelContext, owns: Callable[[str], bool],
-                    read_chat: Callable[[ChatToRead], Awaitable[int]]) -> int:
-    """Read every chat with `read_chat` (which returns how many messages it handed over); one chat's failure
-    is logged with what to fix and does not stop the others."""
-    handed = 0
-    for chat in await chats_to_read(ctx, owns):
+async def read_all(channel: Channel, ctx: ChannelContext, read_chat: Callable[[ChatToRead], Awaitable[int]]) -> int:
+    """Read every chat of the channel with `read_chat` (which returns how many messages it handed over).
+
+    A chat that cannot be read is logged with what to fix and becomes the channel's `problem`, which
+    `status` and the dashboard show until a read-back succeeds everywhere; it does not stop the others.
+    """
+    handed, failed = 0, []
+    for chat in await chats_to_read(ctx, channel.owns_jid):
         try:
             handed += await read_chat(chat)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             logger.warning("{}: could not read back what was said in {} while the service was away: {}",
-                           channel, chat.jid, exc)
+                           channel.name, chat.jid, exc)
+            failed.append(f"{chat.jid} ({exc})")
+    channel.problem = ("what was said while the service was away could not be read back in "
+                       + "; ".join(failed)) if failed else None
     if handed:
         logger.info("{}: read back {} message(s) said while the service was away (each recorded once)",
-                    channel, handed)
+                    channel.name, handed)
     return handed

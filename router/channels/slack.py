@@ -185,7 +185,7 @@ class SlackChannel(Channel):
     async def _on_socket_message(self, _client, message: dict, _raw: str | None) -> None:
         """Slack greets every new connection with `hello`: read back what was said while there was none."""
         if message.get("type") == "hello" and (self._reading is None or self._reading.done()):
-            self._reading = asyncio.create_task(read_all(self.name, self.ctx, self.owns_jid, self._read_chat),
+            self._reading = asyncio.create_task(read_all(self, self.ctx, self._read_chat),
                                                 name="slack read-back")
 
     async def _read_chat(self, chat: ChatToRead) -> int:
