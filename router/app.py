@@ -28,6 +28,7 @@ from router.inbound import GroupDirectory, Inbound
 from router.ipc import IpcWatcher
 from router.trigger_stage import TriggerStage
 from rules.allowlist import AllowlistFile
+from rules.notices import tell_unread
 from rules.snapshots import write_all_tasks_snapshots, write_groups_snapshot
 
 SAFETY_POLL_S = 5.0
@@ -77,7 +78,11 @@ class RouterApp:
         async def recent_messages(jid: str, limit: int) -> list[MessageReceived]:
             return await self.on_db(queries.recent_messages, self.log, jid, limit)
 
-        return ChannelContext(self.settings, on_message, on_chat_metadata, self.groups.current, recent_messages)
+        async def notify(jid: str, outbound_id: str, text: str) -> None:
+            await self.on_db(tell_unread, self.log, self.settings, jid, outbound_id, text)
+
+        return ChannelContext(self.settings, on_message, on_chat_metadata, self.groups.current, recent_messages,
+                              notify)
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()

@@ -7,7 +7,9 @@ fix), never one per retry. A failure in another group is also reported to
 the main group, with what to do. Notices are ordinary outbound events with
 their own idempotency keys, at most one per chat per NOTICE_INTERVAL_S, except
 the one that ends a chain of retries, which the chat was promised. A
-spending cap reached is told once per cap and period (rules/budgets.py).
+spending cap reached is told once per cap and period (rules/budgets.py), and
+messages Slack or Discord said while the service was away but it did not
+read back, once per gap (router/channels/read_back.py).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from loguru import logger
 
 from base.config import Settings
 from base.timefmt import to_iso
-from events import Transaction, types as t
+from events import EventLog, Transaction, types as t
 from events.queries import Group, main_group, notice_queued_since, reply_thread
 from rules.failures import Kind, notice
 
@@ -62,6 +64,14 @@ def tell_budget(tx: Transaction, settings: Settings, group: Group, reached: t.Bu
             # a cap for every group is reached by every group at once: main hears of it once per period
             main_id = f"budget-all-{reached.period}-{reached.until}" if reached.scope == "all" else f"budget-{seq}-main"
             _queue(tx, jid, main_id, f"In {group.folder}: {text}{raise_it}.", None, limit=False)
+
+
+def tell_unread(log: EventLog, settings: Settings, jid: str, outbound_id: str, text: str) -> None:
+    """The chat learns that messages said while the service was away were not read back (once: the id is
+    the gap's)."""
+    if settings.failure_notices:
+        with log.transaction() as tx:
+            _queue(tx, jid, outbound_id, text, None, limit=False)
 
 
 def _queue(tx: Transaction, jid: str, outbound_id: str, text: str, run_id: str | None, *,

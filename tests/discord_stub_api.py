@@ -186,13 +186,6 @@ class DiscordStub(StubServer):
         with self._lock:
             self._flood = [answers, retry_after_s, after]
 
-    def close_sockets(self, code: int = 4000) -> None:
-        """The gateway drops the connection (a resumable close): the client reconnects and resumes."""
-        async def close():
-            for ws in list(self._sockets):
-                await ws.close(code=code)
-        self._run(close())
-
     # ----- REST ---------------------------------------------------------------------------------
     async def _rest(self, request: web.Request) -> web.StreamResponse:
         if request.headers.get("Authorization") != f"Bot {self.token}":

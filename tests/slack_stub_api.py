@@ -98,6 +98,7 @@ class SlackStub(StubServer):
         self._flood: list[int] = []  # [answers, retry_after_s, after]
         self._refuse_formatting = 0
         self._refusals: dict[str, str] = {}  # Web API method -> the error it answers
+        self._slow: dict[str, float] = {}  # Web API method -> seconds it takes to answer
         self._envelopes: dict[str, _Envelope] = {}
         self._pending_uploads: dict[str, dict] = {}
         self._files: dict[str, bytes] = {}
@@ -129,8 +130,9 @@ class SlackStub(StubServer):
     # ----- what people do -----------------------------------------------------------------------
     def say(self, channel: str, user: str | None, text: str, *, thread_ts: str | None = None,
             bot_id: str | None = None, subtype: str | None = None, files: list[dict] | None = None,
-            ts: str | None = None) -> tuple[str, str]:
-        """A message posted in a channel; returns (envelope id, message ts)."""
+            ts: str | None = None, unsent: bool = False) -> tuple[str | None, str]:
+        """A message posted in a channel; returns (envelope id, message ts). `unsent`: in the history only, as
+        one said while the app had no socket, once Slack stopped retrying it."""
         kind = self.state.channels[channel]["kind"]
         event: dict[str, Any] = {"type": "message", "channel": channel, "text": text, "ts": ts or self.next_ts(),
                                  "channel_type": kind, "event_ts": None, "team": TEAM}
@@ -148,6 +150,8 @@ class SlackStub(StubServer):
             event.setdefault("subtype", "file_share")
         self._keep({k: v for k, v in event.items() if k not in ("channel", "channel_type", "event_ts", "team")},
                    channel)
+        if unsent:
+            return None, event["ts"]
         payload = {"token": "verification", "team_id": TEAM, "api_app_id": "A0APP", "event": event,
                    "type": "event_callback", "event_id": f"Ev{uuid.uuid4().hex[:10]}", "event_time": int(time.time()),
                    "authorizations": [{"team_id": TEAM, "user_id": BOT_USER, "is_bot": True}]}
@@ -228,6 +232,11 @@ class SlackStub(StubServer):
             else:
                 self._refusals[method] = error
 
+    def slow(self, method: str, seconds: float) -> None:
+        """Answer a Web API method only after `seconds` (a busy Slack, or one pacing the app)."""
+        with self._lock:
+            self._slow[method] = seconds
+
     def refuse_formatting(self, answers: int) -> None:
         """Refuse the next `answers` posts that carry blocks with `invalid_blocks`."""
         with self._lock:
@@ -263,7 +272,10 @@ class SlackStub(StubServer):
             self.rate_limited += 1
             return web.json_response({"ok": False, "error": "ratelimited"}, status=429,
                                      headers={"Retry-After": str(limit)})
-        return _answer(handler(params))
+        answer = handler(params)
+        if method in self._slow:  # the answer is as things were when the request arrived
+            await asyncio.sleep(self._slow[method])
+        return _answer(answer)
 
     def _flooded(self) -> int:
         with self._lock:
@@ -332,30 +344,33 @@ class SlackStub(StubServer):
         return {"ok": True, "channel": channel, "ts": ts, "message": {"text": text, "ts": ts, "bot_id": BOT_ID}}
 
     def api_conversations_history(self, params: dict) -> dict:
-        """The channel's messages (threads' replies left out), newest first, after `oldest`, at most `limit`."""
+        """The channel's messages (threads' replies left out), newest first, between `oldest` and `latest`,
+        a page of `limit` at a time (`cursor`)."""
         channel = str(params.get("channel"))
         if channel not in self.state.channels:
             return {"ok": False, "error": "channel_not_found"}
         with self._lock:
             self.listed.append(channel)
             listed = [m for m in _in_order(self.state.history.get(channel, []))
-                      if m.get("thread_ts") in (None, m["ts"]) and _after(m, params)]
-        limit = int(params.get("limit") or 100)
-        return {"ok": True, "messages": [dict(m) for m in reversed(listed)][:limit],
-                "has_more": len(listed) > limit, "response_metadata": {"next_cursor": ""}}
+                      if m.get("thread_ts") in (None, m["ts"]) and _within(m, params)]
+        return _page(list(reversed(listed)), params)
 
     def api_conversations_replies(self, params: dict) -> dict:
-        """A thread: its parent first, then its replies after `oldest`, oldest first, at most `limit`."""
+        """A thread: its parent, then its replies after `oldest`, oldest first, a page at a time."""
         channel, thread = str(params.get("channel")), str(params.get("ts"))
         with self._lock:
             history = _in_order(self.state.history.get(channel, []))
             parent = [m for m in history if m["ts"] == thread]
-            replies = [m for m in history if m.get("thread_ts") == thread and m["ts"] != thread and _after(m, params)]
+            replies = [m for m in history if m.get("thread_ts") == thread and m["ts"] != thread and _within(m, params)]
         if not parent:
             return {"ok": False, "error": "thread_not_found"}
-        limit = int(params.get("limit") or 100)
-        return {"ok": True, "messages": [dict(m) for m in parent + replies[:limit]],
-                "has_more": len(replies) > limit, "response_metadata": {"next_cursor": ""}}
+        return _page(parent + replies, params)
+
+    def delete(self, channel: str, ts: str) -> None:
+        """A person deletes a message (and, with it, the replies of its thread)."""
+        with self._lock:
+            self.state.history[channel] = [m for m in self.state.history.get(channel, [])
+                                           if ts not in (m["ts"], m.get("thread_ts"))]
 
     def api_reactions_add(self, params: dict) -> dict:
         return self._reaction("add", params)
@@ -450,11 +465,21 @@ def _in_order(messages: list[dict]) -> list[dict]:
     return sorted(messages, key=lambda m: Decimal(m["ts"]))
 
 
-def _after(message: dict, params: dict) -> bool:
-    """Whether a message is past a listing's `oldest` (with `inclusive`, at it too), compared as Slack does."""
-    oldest = Decimal(str(params.get("oldest") or "0"))
-    ts = Decimal(message["ts"])
-    return ts >= oldest if str(params.get("inclusive", "")).lower() in ("1", "true") else ts > oldest
+def _within(message: dict, params: dict) -> bool:
+    """Whether a message lies between a listing's `oldest` and `latest` (with `inclusive`, at them too)."""
+    ts, inclusive = Decimal(message["ts"]), str(params.get("inclusive", "")).lower() in ("1", "true")
+    oldest, latest = Decimal(str(params.get("oldest") or "0")), params.get("latest")
+    if ts < oldest or (ts == oldest and not inclusive):
+        return False
+    return latest is None or ts < Decimal(str(latest)) or (ts == Decimal(str(latest)) and inclusive)
+
+
+def _page(messages: list[dict], params: dict) -> dict:
+    """One page of a listing: `limit` messages from the offset its `cursor` names."""
+    offset, limit = int(params.get("cursor") or 0), int(params.get("limit") or 100)
+    rest = offset + limit < len(messages)
+    return {"ok": True, "messages": [dict(m) for m in messages[offset:offset + limit]], "has_more": rest,
+            "response_metadata": {"next_cursor": str(offset + limit) if rest else ""}}
 
 
 def _answer(body: dict) -> web.Response:

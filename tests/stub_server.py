@@ -63,12 +63,19 @@ class StubServer:
     def go_away(self) -> None:
         """The server is gone: sockets cut, nothing listening on the port."""
         async def close():
-            for ws in list(self._sockets):
-                await ws.close(code=1001)
+            await self._close_sockets(1001)
             if self._runner is not None:
                 await self._runner.cleanup()
                 self._runner = None
         self._run(close())
+
+    def drop_sockets(self, code: int = 1001) -> None:
+        """The WebSocket connections are cut with `code` (the server stays): clients open new ones."""
+        self._run(self._close_sockets(code))
+
+    async def _close_sockets(self, code: int) -> None:
+        for ws in list(self._sockets):
+            await ws.close(code=code)
 
     def come_back(self) -> None:
         """Listening again on the same port."""

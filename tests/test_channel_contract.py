@@ -163,8 +163,8 @@ def test_what_was_said_while_the_service_was_stopped_is_recorded_once_and_answer
     assert sorted(got[:2]) == ["before the stop", "just chatting"]
     assert sorted(got[2:5]) == ["@Andy are you there?", "no trigger here", "what did I miss?"]
     assert got[5:] == ["and now?", "once more"]
-    asked = {(r.folder, r.reason) for r in of_type(log, t.AgentRunRequested)}
-    assert {("main", "messages"), ("family", "messages")} <= asked
+    asked = [r.folder for r in of_type(log, t.AgentRunRequested)]
+    assert "family" in asked  # only the trigger read back asks for the family's agent
 
 
 @each("formatting")

@@ -59,7 +59,7 @@ def test_a_dropped_gateway_is_resumed_and_what_was_said_meanwhile_is_recorded_on
             await until(stub.ready, what="the gateway")
             first = stub.say(FAMILY, ALICE, "@Andy one")
             await until(lambda: of_type(log, t.MessageReceived), what="the first message")
-            stub.close_sockets(4000)  # resumable: discord.py reconnects and sends RESUME
+            stub.drop_sockets(4000)  # resumable: discord.py reconnects and sends RESUME
             await asyncio.to_thread(stub.say, FAMILY, BOB, "@Andy two")
             await until(lambda: stub.resumed, timeout=60, what="the session to be resumed")
             await until(lambda: len(of_type(log, t.MessageReceived)) >= 2, what="the message said meanwhile")

@@ -25,14 +25,14 @@ from loguru import logger
 
 from base.timefmt import to_iso
 from events.types import OutboundFile
-from router.channels import registry
+from router.channels import discord_history, registry
 from router.channels.base import (Channel, ChannelContext, ChannelStartError, RegisteredChat,
                                   connection_refused, retry_unsent)
 from router.channels.discord_format import split_message, to_discord
 from router.channels.discord_inbound import (PREFIX, channel_of, chat_name, conversation_of, jid_of,
                                              mentions_bot, to_inbound)
 from router.channels.inbound_files import Incoming, kind_of, receive_files
-from router.channels.read_back import MAX_MESSAGES, ChatToRead, newest, read_all
+from router.channels.read_back import ChatRead, ChatToRead, ReadBacks
 from router.channels.registration import HelpLimiter, registration_help
 
 TOKEN_KEY = "DISCORD_BOT_TOKEN"
@@ -64,9 +64,11 @@ class DiscordChannel(Channel):
         self.client = discord.Client(intents=intents, chunk_guilds_at_startup=False,
                                      allowed_mentions=discord.AllowedMentions.none(), max_messages=None)
         self.client.event(self.on_message)
+        self.client.event(self.on_connect)
         self.client.event(self.on_ready)
         self._runner: asyncio.Task | None = None
-        self._reading: asyncio.Task | None = None
+        self._listed = asyncio.Event()  # the gateway has listed the guilds (and their active threads)
+        self.read_backs = ReadBacks(self, ctx, self._read_chat, ready=self._listed.wait)
         self._typing: dict[str, asyncio.Task] = {}
         self._help = HelpLimiter()
 
@@ -98,9 +100,9 @@ class DiscordChannel(Channel):
             logger.opt(exception=exc).error("discord: the gateway stopped for good ({}: {})", type(exc).__name__, exc)
 
     async def disconnect(self) -> None:
-        for task in (*self._typing.values(), self._reading):
-            if task is not None:
-                task.cancel()
+        await self.read_backs.close()
+        for task in self._typing.values():
+            task.cancel()
         await self.client.close()
         if self._runner is not None:
             self._runner.cancel()
@@ -137,47 +139,24 @@ class DiscordChannel(Channel):
         inbound = to_inbound(message, bot_id=me, trigger=registered.trigger or self.ctx.settings.trigger,
                              extra=extra)
         if inbound is not None:
+            await self.read_backs.marks_taken()  # a live message must not become the mark that hides a gap
             await self.ctx.on_message(self.name, inbound)
 
-    async def on_ready(self) -> None:
+    async def on_connect(self) -> None:
         """A new gateway session (at start, or after a resume was refused): nothing said meanwhile is replayed,
-        so each registered chat is read back from its history (router/channels/read_back.py)."""
-        if self._reading is None or self._reading.done():
-            self._reading = asyncio.create_task(read_all(self, self.ctx, self._read_chat),
-                                                name="discord read-back")
+        so the chats are read back (router/channels/read_back.py), once the guilds and threads are listed."""
+        self._listed.clear()
+        self.read_backs.opened()
 
-    async def _read_chat(self, chat: ChatToRead) -> int:
-        """The chat's messages after the newest one recorded, in the channel (or DM) and its threads, but the
-        bot's own (the log has those as the replies it sent)."""
+    async def on_ready(self) -> None:
+        self._listed.set()
+
+    async def _read_chat(self, chat: ChatToRead) -> ChatRead:
         registered = self.ctx.registered(chat.jid)
         if registered is None:
-            return 0
-        after = discord.Object(max([int(m.message_id) for m in chat.recorded if m.message_id.isdigit()]
-                                   + [discord.utils.time_snowflake(chat.not_before)]))
-        home = await self._channel(channel_of(chat.jid))
-        places = [home, *getattr(home, "threads", ())]  # a text channel's active threads, as the gateway listed them
-        for thread in chat.threads() - {str(p.id) for p in places}:
-            try:
-                places.append(await self._channel(int(thread)))
-            except discord.NotFound:  # deleted since
-                continue
-        found: list[discord.Message] = []
-        for place in places:
-            try:
-                found += [m async for m in place.history(limit=MAX_MESSAGES, after=after, oldest_first=False)]
-            except discord.Forbidden:
-                raise DiscordSendError(f"Discord refused to show the bot the history of {chat.jid}: give it Read "
-                                       "Message History there") from None
-        me = self.client.user.id if self.client.user else None
-        messages = newest((m for m in found if m.author.id != me), key=lambda m: m.id)  # its own: sent replies
-        for message in messages:
-            await self._record(registered, message)
-        return len(messages)
-
-    async def _channel(self, channel_id: int | None):
-        if channel_id is None:
-            raise ValueError("not a Discord channel id")
-        return self.client.get_channel(channel_id) or await self.client.fetch_channel(channel_id)
+            return ChatRead()
+        return await discord_history.read_chat(self.client, chat,
+                                               hand_over=lambda message: self._record(registered, message))
 
     async def _command(self, jid: str, name: str | None, message: discord.Message) -> None:
         if message.content.strip().lower() == "!ping":

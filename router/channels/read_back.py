@@ -4,15 +4,27 @@ Telegram holds a bot's updates until the bot asks for them, and WhatsApp's
 servers hand a linked device what it missed when it reconnects. A Slack app
 in Socket Mode and a Discord bot are sent only what happens while they are
 connected: Slack retries an unacknowledged event for a few minutes, and
-Discord replays only a resumed session. So when those two connect, they
-read each registered chat back from the newest message the log holds for
-it, and hand what they find to the router like any message. The platform's
-message id is in the key, so a message already recorded is stored once.
+Discord replays only a resumed session. So when one of those connections
+opens, each registered chat is read back from the newest message the log
+holds for it (its mark), and what is found goes to the router like any
+message. The platform's message id is in the key, so a message read twice
+is stored once.
+
+The marks are taken the moment the connection opens, and the channel holds
+its live messages until they are (`ReadBacks.marks_taken`): a message said
+just after the connection opened must not become the mark and hide the gap
+before it. A connection that opens while a read-back runs gets a pass of
+its own, after that one. A chat a pass could not read (a scope missing) is
+read by the next pass from the same mark, so messages recorded live in the
+meantime do not hide what it owes; a restart forgets that, and starts from
+the newest message recorded.
 
 Limits, so a service away for a month does not wake its agents with a
-month of chatter: a chat the log holds nothing for is not read (there is no
-"since"), nothing older than `MAX_AGE` is read, and at most the newest
-`MAX_MESSAGES` of a chat (its threads included) are handed over.
+month of chatter: a chat the log holds nothing of is not read (there is no
+mark), nothing older than `MAX_AGE` is read, and at most the newest
+`MAX_MESSAGES` of a chat, its threads included, are handed over. When
+messages were left out for either reason the chat is told once, so whoever
+wrote then knows to ask again.
 """
 
 from __future__ import annotations
@@ -29,23 +41,37 @@ from router.channels.base import Channel, ChannelContext
 
 MAX_AGE = timedelta(hours=24)
 MAX_MESSAGES = 100
-RECENT = 50  # recorded messages looked at for the newest one and the threads in use
+MAX_THREADS = 20  # threads of one chat read, those with the newest replies first
+RECENT = 50  # recorded messages looked at for the mark and the threads in use
 
 T = TypeVar("T")
 
 
+class HistoryRefused(Exception):
+    """The platform will not show the bot a chat's history; the text says what to grant it."""
+
+
 @dataclass(frozen=True)
 class ChatToRead:
-    """A registered chat, what the log last holds of it, and how far back reading may go."""
+    """A registered chat, what the log last held of it when the connection opened, and how far back to go."""
 
     jid: str
     recorded: tuple[MessageReceived, ...]  # newest first
     not_before: datetime
 
     def threads(self) -> set[str]:
-        """The threads of the chat its recent messages were in (read back too: a thread's replies are not
-        in the chat's own history on Slack, nor in its channel on Discord)."""
+        """The threads the chat's recent messages were in (a thread's replies are not in the chat's own
+        history on Slack, nor in its channel on Discord)."""
         return {m.thread_id for m in self.recorded if m.thread_id}
+
+
+@dataclass
+class ChatRead:
+    """What reading one chat back found."""
+
+    handed: int = 0  # messages handed to the router
+    left_out: int = 0  # found, but older than the newest MAX_MESSAGES
+    older_unread: bool = False  # messages said between the mark and MAX_AGE ago, which were not read
 
 
 async def chats_to_read(ctx: ChannelContext, owns: Callable[[str], bool]) -> list[ChatToRead]:
@@ -60,31 +86,106 @@ async def chats_to_read(ctx: ChannelContext, owns: Callable[[str], bool]) -> lis
     return chats
 
 
-def newest(found: Iterable[T], key: Callable[[T], object]) -> list[T]:
-    """The newest `MAX_MESSAGES` of what was found, oldest first, each platform id once."""
+def newest(found: Iterable[T], key: Callable[[T], object]) -> tuple[list[T], int]:
+    """(the newest `MAX_MESSAGES` of what was found, oldest first, each platform id once; how many were left out)."""
     unique = {key(item): item for item in found}
-    return [unique[k] for k in sorted(unique)][-MAX_MESSAGES:]
+    ordered = [unique[k] for k in sorted(unique)]
+    return ordered[-MAX_MESSAGES:], max(len(ordered) - MAX_MESSAGES, 0)
 
 
-async def read_all(channel: Channel, ctx: ChannelContext, read_chat: Callable[[ChatToRead], Awaitable[int]]) -> int:
-    """Read every chat of the channel with `read_chat` (which returns how many messages it handed over).
+def left_out_notice(chat: ChatToRead, read: ChatRead) -> str | None:
+    """What the chat is told when reading back left messages out; None when nothing was."""
+    if read.older_unread:
+        since = chat.not_before.strftime("%Y-%m-%d %H:%M")
+        return (f"I was away for more than a day, and what was said here before {since} UTC was not read back. "
+                "If you asked me something then, please ask again.")
+    if read.left_out:
+        return (f"I was away for a while and read back only the newest {MAX_MESSAGES} messages said here "
+                "meanwhile. If you asked me something before those, please ask again.")
+    return None
 
-    A chat that cannot be read is logged with what to fix and becomes the channel's `problem`, which
-    `status` and the dashboard show until a read-back succeeds everywhere; it does not stop the others.
+
+class ReadBacks:
+    """One channel's read-backs: marks taken when a connection opens, passes run one after another.
+
+    `read_chat` reads one chat back and hands what it finds to the router;
+    `ready` (if given) is awaited before reading, for a platform whose
+    connection lists the chats' threads only after it opens (Discord).
     """
-    handed, failed = 0, []
-    for chat in await chats_to_read(ctx, channel.owns_jid):
+
+    def __init__(self, channel: Channel, ctx: ChannelContext, read_chat: Callable[[ChatToRead], Awaitable[ChatRead]],
+                 ready: Callable[[], Awaitable[object]] | None = None):
+        self.channel, self.ctx, self.read_chat, self.ready = channel, ctx, read_chat, ready
+        self._marks: asyncio.Future | None = None
+        self._pass: asyncio.Task | None = None
+        self._closed = False
+        self._owed: dict[str, ChatToRead] = {}  # chats a pass could not read: the next one starts at their mark
+
+    def opened(self) -> None:
+        """A connection opened: take the marks now, before any of its messages is recorded, and read back."""
+        if self._closed:
+            return
+        marks = asyncio.ensure_future(chats_to_read(self.ctx, self.channel.owns_jid))
+        self._marks = marks
+        self._pass = asyncio.create_task(self._run(self._pass, marks), name=f"{self.channel.name} read-back")
+
+    async def marks_taken(self) -> None:
+        """Wait until the marks of the newest connection are taken (a live message is recorded after that)."""
+        if self._marks is not None and not self._marks.done():
+            await asyncio.wait([self._marks])
+
+    async def close(self) -> None:
+        self._closed = True
+        for task in (self._pass, self._marks):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+    async def _run(self, previous: asyncio.Task | None, marks: asyncio.Future) -> None:
+        if previous is not None:
+            await asyncio.gather(previous, return_exceptions=True)
         try:
-            handed += await read_chat(chat)
+            chats = [self._still_owed(chat) for chat in await marks]
+            if self.ready is not None:
+                await self.ready()
+            await self._read_all(chats)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            logger.warning("{}: could not read back what was said in {} while the service was away: {}",
-                           channel.name, chat.jid, exc)
-            failed.append(f"{chat.jid} ({exc})")
-    channel.problem = ("what was said while the service was away could not be read back in "
-                       + "; ".join(failed)) if failed else None
-    if handed:
-        logger.info("{}: read back {} message(s) said while the service was away (each recorded once)",
-                    channel.name, handed)
-    return handed
+            logger.opt(exception=exc).error("{}: reading back what was said while the service was away failed "
+                                            "({}: {})", self.channel.name, type(exc).__name__, exc)
+            self.channel.problem = f"reading back what was said while the service was away failed: {exc}"
+
+    def _still_owed(self, chat: ChatToRead) -> ChatToRead:
+        """A chat a pass failed to read is read from its mark then, not from what was recorded live since."""
+        owed = self._owed.get(chat.jid)
+        return chat if owed is None else ChatToRead(chat.jid, owed.recorded, chat.not_before)
+
+    async def _read_all(self, chats: list[ChatToRead]) -> None:
+        """Every chat; one that cannot be read is logged with what to fix and becomes the channel's `problem`
+        (shown by `status` and the dashboard until a pass reads every chat), and does not stop the others."""
+        handed, failed = 0, []
+        for chat in chats:
+            try:
+                read = await self.read_chat(chat)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning("{}: could not read back what was said in {} while the service was away: {}",
+                               self.channel.name, chat.jid, exc)
+                failed.append(f"{chat.jid} ({exc})")
+                self._owed.setdefault(chat.jid, chat)
+                continue
+            self._owed.pop(chat.jid, None)
+            handed += read.handed
+            if (notice := left_out_notice(chat, read)) is not None:
+                logger.warning("{}: {} message(s) said in {} while the service was away were left out ({})",
+                               self.channel.name, read.left_out or "older", chat.jid,
+                               "more than a day ago" if read.older_unread else f"beyond the newest {MAX_MESSAGES}")
+                if self.ctx.notify is not None:
+                    await self.ctx.notify(chat.jid, f"read-back:{chat.jid}:{chat.recorded[0].message_id}", notice)
+        self.channel.problem = ("what was said while the service was away could not be read back in "
+                                + "; ".join(failed)) if failed else None
+        if handed:
+            logger.info("{}: read back {} message(s) said while the service was away (each recorded once)",
+                        self.channel.name, handed)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import aiohttp
@@ -29,12 +28,12 @@ from slack_sdk.http_retry.builtin_async_handlers import (AsyncConnectionErrorRet
 from slack_sdk.web.async_client import AsyncWebClient
 
 from events.types import OutboundFile
-from router.channels import registry
+from router.channels import registry, slack_history
 from router.channels.base import Channel, ChannelContext, ChannelStartError, connection_refused, retry_unsent
 from router.channels.credentials import problems_of
 from router.channels.inbound_files import MAX_INBOUND_BYTES, Incoming, kind_of, receive_files
 from router.channels.markdown import to_plain
-from router.channels.read_back import MAX_MESSAGES, ChatToRead, newest, read_all
+from router.channels.read_back import ChatRead, ChatToRead, ReadBacks
 from router.channels.registration import HelpLimiter, registration_help
 from router.channels.slack_format import split_message, to_mrkdwn
 from router.channels.slack_inbound import (GROUP_TYPES, PREFIX, channel_of, iso_of, jid_of, mentions,
@@ -78,12 +77,12 @@ class SlackChannel(Channel):
                             logger=logging.getLogger("slack_bolt"))
         self._handler: AsyncSocketModeHandler | None = None
         self._connecting: asyncio.Task | None = None
-        self._reading: asyncio.Task | None = None
         self._names: dict[str, str] = {}  # user id -> display name
         self._chats: dict[str, tuple[str, bool]] = {}  # channel id -> (name, is_group)
         self._newest: dict[str, str] = {}  # jid -> ts of the newest message recorded (the one the agent answers)
         self._working: dict[str, str] = {}  # jid -> ts wearing the working reaction
         self._help = HelpLimiter()
+        self.read_backs = ReadBacks(self, ctx, self._read_chat)
         self._route()
 
     # ----- lifetime -----------------------------------------------------------------------------
@@ -115,10 +114,10 @@ class SlackChannel(Channel):
         logger.info("slack: connected as {} via {} (Socket Mode)", self.bot_user or "the app", self.api_url)
 
     async def disconnect(self) -> None:
-        for task in (self._connecting, self._reading):
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+        await self.read_backs.close()  # first: a socket opening meanwhile starts no new one
+        if self._connecting is not None:
+            self._connecting.cancel()
+            await asyncio.gather(self._connecting, return_exceptions=True)
         if self._handler is not None:
             await self._handler.close_async()
         await self._clear_working()
@@ -178,50 +177,21 @@ class SlackChannel(Channel):
                              trigger=chat.trigger or self.ctx.settings.trigger, extra=extra)
         if inbound is None:
             return
-        if not inbound.is_bot_message:
+        newest = slack_history.ts_of(self._newest.get(jid))
+        if not inbound.is_bot_message and slack_history.ts_of(event["ts"]) > newest:  # not one read back
             self._newest[jid] = event["ts"]
+        await self.read_backs.marks_taken()  # a live message must not become the mark that hides a gap
         await self.ctx.on_message(self.name, inbound)
 
     async def _on_socket_message(self, _client, message: dict, _raw: str | None) -> None:
         """Slack greets every new connection with `hello`: read back what was said while there was none."""
-        if message.get("type") == "hello" and (self._reading is None or self._reading.done()):
-            self._reading = asyncio.create_task(read_all(self, self.ctx, self._read_chat),
-                                                name="slack read-back")
+        if message.get("type") == "hello":
+            self.read_backs.opened()
 
-    async def _read_chat(self, chat: ChatToRead) -> int:
-        """The chat's messages after the newest one recorded, but the assistant's own: its history, and the
-        replies of its threads (those recently in use, and those with a reply since), which the history leaves
-        out."""
-        channel = self._channel(chat.jid)
-        since = max([_ts(m.message_id) for m in chat.recorded] + [Decimal(f"{chat.not_before.timestamp():.6f}")])
-        oldest = f"{since:.6f}"
-        try:
-            found = list(await self._listed("conversations_history", channel=channel, oldest=oldest))
-            threads = chat.threads() | {m["ts"] for m in found if m.get("reply_count")
-                                        and _ts(m.get("latest_reply", "0")) > since}
-            for thread in sorted(threads):
-                found += await self._listed("conversations_replies", channel=channel, ts=thread, oldest=oldest)
-        except SlackApiError as exc:
-            error = exc.response.get("error", "")
-            if error == "missing_scope":
-                raise SlackSendError("Slack answered missing_scope: add channels:history, groups:history, "
-                                     "im:history and mpim:history to the app's Bot Token Scopes and reinstall "
-                                     "it") from None
-            raise SlackSendError(_explain(chat.jid, error)) from None
-        messages = newest((m for m in found if _ts(m.get("ts", "0")) > since and not self._own(m)),
-                          key=lambda m: _ts(m["ts"]))
-        for message in messages:
-            await self._on_message({**message, "channel": channel})
-        return len(messages)
-
-    def _own(self, message: dict) -> bool:
-        """The assistant's own message: the log has it already, as the reply it sent."""
-        return bool(self.bot_user) and message.get("user") == self.bot_user
-
-    async def _listed(self, method: str, **args) -> list[dict]:
-        """The newest `MAX_MESSAGES` of a history listing (one page is enough for that many)."""
-        answer = await getattr(self.client, method)(limit=MAX_MESSAGES, inclusive=False, **args)
-        return list(answer.get("messages") or [])
+    async def _read_chat(self, chat: ChatToRead) -> ChatRead:
+        if self.bot_user is None:
+            await self._who_am_i()
+        return await slack_history.read_chat(self.client, chat, bot_user=self.bot_user, hand_over=self._on_message)
 
     def _fetcher(self, url: str):
         """A file's download, with the bot token Slack asks for (files:read), stopped past the size cap."""
@@ -363,14 +333,6 @@ class SlackChannel(Channel):
         if channel is None:
             raise ValueError(f"not a Slack JID: {jid!r} (expected slack:<channel id>)")
         return channel
-
-
-def _ts(ts: str) -> Decimal:
-    """A Slack `ts` as a number that orders exactly (a float would round its microseconds)."""
-    try:
-        return Decimal(ts)
-    except InvalidOperation:
-        return Decimal(0)
 
 
 def _explain(jid: str, error: str, scope: str = "chat:write") -> str:
