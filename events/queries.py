@@ -242,6 +242,23 @@ def recent_messages(db: Reader, chat_jid: str, limit: int) -> list[t.MessageRece
     return [r.event for r in reversed(records)]  # type: ignore[misc]
 
 
+def message_key(chat_jid: str, message_id: str) -> str:
+    """The idempotency key a `MessageReceived` is stored under: a platform's redelivery is stored once."""
+    return f"{chat_jid}:{message_id}"
+
+
+def recorded_message_ids(db: Reader, chat_jid: str, message_ids: Iterable[str]) -> set[str]:
+    """Which of the chat's platform message ids the log holds."""
+    wanted = {message_key(chat_jid, i): i for i in message_ids}
+    keys = list(wanted)
+    found: set[str] = set()
+    for start in range(0, len(keys), 500):
+        chunk = keys[start:start + 500]
+        rows = db.query(f"SELECT key FROM events WHERE key IN ({', '.join('?' * len(chunk))})", chunk)
+        found |= {wanted[row["key"]] for row in rows}
+    return found
+
+
 def first_seq_at_or_after(db: Reader, at: str) -> int | None:
     """The seq of the first event recorded at or after the ISO time `at`; None when there is none."""
     return db.query("SELECT min(seq) FROM events WHERE at >= ?", (at,))[0][0]

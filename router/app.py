@@ -81,8 +81,11 @@ class RouterApp:
         async def notify(jid: str, outbound_id: str, text: str) -> None:
             await self.on_db(tell_unread, self.log, self.settings, jid, outbound_id, text)
 
+        async def recorded_ids(jid: str, message_ids: list[str]) -> set[str]:
+            return await self.on_db(queries.recorded_message_ids, self.log, jid, message_ids)
+
         return ChannelContext(self.settings, on_message, on_chat_metadata, self.groups.current, recent_messages,
-                              notify)
+                              recorded_ids, notify)
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()

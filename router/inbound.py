@@ -14,13 +14,9 @@ from loguru import logger
 
 from base.faults import fault_point
 from events import EventLog, types as t
-from events.queries import list_groups
+from events.queries import list_groups, message_key
 from router.channels.base import InboundMessage, RegisteredChat
 from rules.allowlist import AllowlistFile
-
-
-def message_key(chat_jid: str, message_id: str) -> str:
-    return f"{chat_jid}:{message_id}"
 
 
 class GroupDirectory:

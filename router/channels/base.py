@@ -67,6 +67,8 @@ class ChannelContext:
     registered_groups: Callable[..., dict[str, RegisteredChat]]  # (fresh: bool = False)
     # (chat, limit): the chat's newest recorded messages, newest first; None where nothing is read back
     recent_messages: Callable[[str, int], Awaitable[list[MessageReceived]]] | None = None
+    # (chat, platform message ids): those of them the log holds
+    recorded_ids: Callable[[str, list[str]], Awaitable[set[str]]] | None = None
     # (chat, outbound id, text): a notice queued for the chat once per id, like a failure notice
     notify: Callable[[str, str, str], Awaitable[None]] | None = None
 

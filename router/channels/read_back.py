@@ -16,8 +16,13 @@ just after the connection opened must not become the mark and hide the gap
 before it. A connection that opens while a read-back runs gets a pass of
 its own, after that one. A chat a pass could not read (a scope missing) is
 read by the next pass from the same mark, so messages recorded live in the
-meantime do not hide what it owes; a restart forgets that, and starts from
-the newest message recorded.
+meantime do not hide what it owes. And a chat read back before, in this
+process, is read again from that time at the latest: that pass may have
+handed over a thread's reply newer than a message said after it listed
+the chat's top level, so the newest message recorded is no safe mark then.
+Messages the log holds already are not handed over again, nor counted as
+left out. A restart forgets both, and starts from the newest message
+recorded.
 
 Limits, so a service away for a month does not wake its agents with a
 month of chatter: a chat the log holds nothing of is not read (there is no
@@ -30,8 +35,9 @@ wrote then knows to ask again.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
+from functools import partial
 from typing import Awaitable, Callable, Iterable, TypeVar
 
 from loguru import logger
@@ -43,6 +49,7 @@ MAX_AGE = timedelta(hours=24)
 MAX_MESSAGES = 100
 MAX_THREADS = 20  # threads of one chat read, those with the newest replies first
 RECENT = 50  # recorded messages looked at for the mark and the threads in use
+CLOCK_SKEW = timedelta(minutes=1)  # this machine's clock against the platform's, when a time is the mark
 
 T = TypeVar("T")
 
@@ -58,6 +65,9 @@ class ChatToRead:
     jid: str
     recorded: tuple[MessageReceived, ...]  # newest first
     not_before: datetime
+    # when this process last read the chat back: complete up to then, whatever the newest message recorded
+    listed_at: datetime | None = None
+    known: Callable[[list[str]], Awaitable[set[str]]] | None = field(default=None, compare=False)
 
     def threads(self) -> set[str]:
         """The threads the chat's recent messages were in (a thread's replies are not in the chat's own
@@ -82,14 +92,18 @@ async def chats_to_read(ctx: ChannelContext, owns: Callable[[str], bool]) -> lis
     chats = []
     for jid in sorted(ctx.registered_groups(fresh=True)):
         if owns(jid) and (recorded := await ctx.recent_messages(jid, RECENT)):
-            chats.append(ChatToRead(jid, tuple(recorded), not_before))
+            known = partial(ctx.recorded_ids, jid) if ctx.recorded_ids is not None else None
+            chats.append(ChatToRead(jid, tuple(recorded), not_before, known=known))
     return chats
 
 
-def newest(found: Iterable[T], key: Callable[[T], object]) -> tuple[list[T], int]:
-    """(the newest `MAX_MESSAGES` of what was found, oldest first, each platform id once; how many were left out)."""
+async def newest(chat: ChatToRead, found: Iterable[T], key: Callable[[T], object],
+                 id_of: Callable[[T], str]) -> tuple[list[T], int]:
+    """(the newest `MAX_MESSAGES` of what was found that the log does not hold, oldest first, each platform id
+    once; how many such were left out)."""
     unique = {key(item): item for item in found}
-    ordered = [unique[k] for k in sorted(unique)]
+    known = await chat.known([id_of(item) for item in unique.values()]) if chat.known and unique else set()
+    ordered = [unique[k] for k in sorted(unique) if id_of(unique[k]) not in known]
     return ordered[-MAX_MESSAGES:], max(len(ordered) - MAX_MESSAGES, 0)
 
 
@@ -100,8 +114,9 @@ def left_out_notice(chat: ChatToRead, read: ChatRead) -> str | None:
         return (f"I was away for more than a day, and what was said here before {since} UTC was not read back. "
                 "If you asked me something then, please ask again.")
     if read.left_out:
-        return (f"I was away for a while and read back only the newest {MAX_MESSAGES} messages said here "
-                "meanwhile. If you asked me something before those, please ask again.")
+        return (f"I was away for a while and could not read back everything said here meanwhile (I read the "
+                f"newest {MAX_MESSAGES} messages, in at most {MAX_THREADS} threads). If you asked me something "
+                "and got no answer, please ask again.")
     return None
 
 
@@ -118,16 +133,32 @@ class ReadBacks:
         self.channel, self.ctx, self.read_chat, self.ready = channel, ctx, read_chat, ready
         self._marks: asyncio.Future | None = None
         self._pass: asyncio.Task | None = None
+        self._unfinished: list[asyncio.Future] = []  # the marks of passes not yet done, oldest first
+        self._reading: set[asyncio.Task] = set()  # passes past their wait, reading
+        self._passes: set[asyncio.Task] = set()  # every pass not done
         self._closed = False
         self._owed: dict[str, ChatToRead] = {}  # chats a pass could not read: the next one starts at their mark
+        self._listed_at: dict[str, datetime] = {}  # when each chat was last read back, in this process
 
     def opened(self) -> None:
-        """A connection opened: take the marks now, before any of its messages is recorded, and read back."""
+        """A connection opened: take the marks now, before any of its messages is recorded, and read back.
+
+        A pass still under way may have listed a chat before the connection dropped and handed over messages
+        newer than what it missed since, so the new pass starts each chat from the oldest mark of the passes
+        not done; one that has not begun reading is dropped for it (its marks are among those).
+        """
         if self._closed:
             return
         marks = asyncio.ensure_future(chats_to_read(self.ctx, self.channel.owns_jid))
         self._marks = marks
-        self._pass = asyncio.create_task(self._run(self._pass, marks), name=f"{self.channel.name} read-back")
+        earlier = list(self._unfinished)
+        self._unfinished.append(marks)
+        previous = self._pass
+        if previous is not None and not previous.done() and previous not in self._reading:
+            previous.cancel()
+        self._pass = asyncio.create_task(self._run(previous, marks, earlier), name=f"{self.channel.name} read-back")
+        self._passes.add(self._pass)
+        self._pass.add_done_callback(self._passes.discard)
 
     async def marks_taken(self) -> None:
         """Wait until the marks of the newest connection are taken (a live message is recorded after that)."""
@@ -136,38 +167,69 @@ class ReadBacks:
 
     async def close(self) -> None:
         self._closed = True
-        for task in (self._pass, self._marks):
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+        tasks = [*self._passes, *self._unfinished]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _run(self, previous: asyncio.Task | None, marks: asyncio.Future) -> None:
-        if previous is not None:
-            await asyncio.gather(previous, return_exceptions=True)
+    async def _run(self, previous: asyncio.Task | None, marks: asyncio.Future, earlier: list[asyncio.Future]) -> None:
+        me = asyncio.current_task()
         try:
-            chats = [self._still_owed(chat) for chat in await marks]
+            if previous is not None:  # wait, not gather: cancelling this pass must not cancel that one
+                await asyncio.wait([previous])
+            chats = await self._oldest_marks(await marks, earlier)
             if self.ready is not None:
                 await self.ready()
+            self._reading.add(me)
             await self._read_all(chats)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError:  # dropped for a newer pass, which starts from these marks too
+            self._reading.discard(me)
             raise
         except Exception as exc:
             logger.opt(exception=exc).error("{}: reading back what was said while the service was away failed "
                                             "({}: {})", self.channel.name, type(exc).__name__, exc)
             self.channel.problem = f"reading back what was said while the service was away failed: {exc}"
+        self._reading.discard(me)
+        covered = {id(m) for m in (marks, *earlier)}  # done: what a chat still owes is in `_owed`
+        self._unfinished = [m for m in self._unfinished if id(m) not in covered]
 
-    def _still_owed(self, chat: ChatToRead) -> ChatToRead:
+    async def _oldest_marks(self, chats: list[ChatToRead], earlier: list[asyncio.Future]) -> list[ChatToRead]:
+        """Each chat from its owed mark, else the oldest mark of an unfinished pass, else the one just taken."""
+        older: dict[str, ChatToRead] = {}
+        for taken in earlier:
+            try:
+                for chat in await asyncio.shield(taken):
+                    older.setdefault(chat.jid, chat)
+            except Exception:  # that pass's marks failed: the new ones stand
+                continue
+        return [self._still_owed(older.get(chat.jid, chat), chat.not_before) for chat in chats]
+
+    def _still_owed(self, chat: ChatToRead, not_before: datetime) -> ChatToRead:
         """A chat a pass failed to read is read from its mark then, not from what was recorded live since."""
-        owed = self._owed.get(chat.jid)
-        return chat if owed is None else ChatToRead(chat.jid, owed.recorded, chat.not_before)
+        start = self._owed.get(chat.jid) or chat
+        return replace(start, not_before=not_before)
+
+    async def _tell(self, chat: ChatToRead, read: ChatRead) -> None:
+        """Log, and tell the chat once per gap (the mark names it), when messages were left out."""
+        if (notice := left_out_notice(chat, read)) is None:
+            return
+        logger.warning("{}: messages said in {} while the service was away were left out ({})", self.channel.name,
+                       chat.jid, "more than a day ago" if read.older_unread else
+                       f"beyond the newest {MAX_MESSAGES}, or in more than {MAX_THREADS} threads")
+        if self.ctx.notify is not None:
+            await self.ctx.notify(chat.jid, f"read-back:{chat.jid}:{chat.recorded[0].message_id}", notice)
 
     async def _read_all(self, chats: list[ChatToRead]) -> None:
         """Every chat; one that cannot be read is logged with what to fix and becomes the channel's `problem`
         (shown by `status` and the dashboard until a pass reads every chat), and does not stop the others."""
         handed, failed = 0, []
         for chat in chats:
+            started = datetime.now(timezone.utc)
+            chat = replace(chat, listed_at=self._listed_at.get(chat.jid))
             try:
                 read = await self.read_chat(chat)
+                self._listed_at[chat.jid] = started - CLOCK_SKEW
+                await self._tell(chat, read)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -178,12 +240,6 @@ class ReadBacks:
                 continue
             self._owed.pop(chat.jid, None)
             handed += read.handed
-            if (notice := left_out_notice(chat, read)) is not None:
-                logger.warning("{}: {} message(s) said in {} while the service was away were left out ({})",
-                               self.channel.name, read.left_out or "older", chat.jid,
-                               "more than a day ago" if read.older_unread else f"beyond the newest {MAX_MESSAGES}")
-                if self.ctx.notify is not None:
-                    await self.ctx.notify(chat.jid, f"read-back:{chat.jid}:{chat.recorded[0].message_id}", notice)
         self.channel.problem = ("what was said while the service was away could not be read back in "
                                 + "; ".join(failed)) if failed else None
         if handed:
