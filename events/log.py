@@ -91,6 +91,16 @@ def decode_row(seq: int, type_name: str, data: str) -> t.Event:
     return event
 
 
+def known_keys(conn: sqlite3.Connection, keys: list[str]) -> dict[str, int]:
+    """key -> seq for those of `keys` already stored (asked 500 at a time, under SQLite's variable limit)."""
+    found: dict[str, int] = {}
+    for start in range(0, len(keys), 500):
+        chunk = keys[start : start + 500]
+        marks = ", ".join("?" * len(chunk))
+        found.update(conn.execute(f"SELECT key, seq FROM events WHERE key IN ({marks})", chunk).fetchall())
+    return found
+
+
 def select(
     conn: sqlite3.Connection,
     after_seq: int,
@@ -173,7 +183,7 @@ class Transaction:
     def append_many(self, items: Iterable[t.Event | tuple[t.Event, str | None]]) -> list[Appended]:
         """Append a batch with one multi-row insert; its new events get contiguous seqs."""
         pairs = [item if isinstance(item, tuple) else (item, None) for item in items]
-        known = self._known_keys([key for _, key in pairs if key is not None])
+        known = self.known_keys([key for _, key in pairs if key is not None])
         at = iso_now()
         first = self.conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0] + 1
         results: list[Appended] = []
@@ -196,14 +206,9 @@ class Transaction:
             self.last_seq = fresh[-1][0]
         return results
 
-    def _known_keys(self, keys: list[str]) -> dict[str, int]:
-        found: dict[str, int] = {}
-        for start in range(0, len(keys), 500):
-            chunk = keys[start : start + 500]
-            marks = ", ".join("?" * len(chunk))
-            sql = f"SELECT key, seq FROM events WHERE key IN ({marks})"
-            found.update(self.conn.execute(sql, chunk).fetchall())
-        return found
+    def known_keys(self, keys: list[str]) -> dict[str, int]:
+        """The seq of each of these idempotency keys already stored, as of this transaction."""
+        return known_keys(self.conn, keys)
 
     def read_since(self, after_seq: int, **filters) -> list[Record]:
         """Events as of this transaction, own appends included (see `select`)."""
@@ -325,6 +330,10 @@ class EventLog:
             "SELECT seq, at, type, stream, key, data FROM events WHERE seq = ?", (seq,)
         ).fetchone()
         return None if row is None else _record(row)
+
+    def known_keys(self, keys: list[str]) -> dict[str, int]:
+        """The seq of each of these idempotency keys already stored."""
+        return known_keys(self.reader(), keys)
 
     def by_key(self, key: str) -> Record | None:
         """The event stored under an idempotency key (a channel's message id, an outbound id)."""

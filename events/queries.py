@@ -250,13 +250,7 @@ def message_key(chat_jid: str, message_id: str) -> str:
 def recorded_message_ids(db: Reader, chat_jid: str, message_ids: Iterable[str]) -> set[str]:
     """Which of the chat's platform message ids the log holds."""
     wanted = {message_key(chat_jid, i): i for i in message_ids}
-    keys = list(wanted)
-    found: set[str] = set()
-    for start in range(0, len(keys), 500):
-        chunk = keys[start:start + 500]
-        rows = db.query(f"SELECT key FROM events WHERE key IN ({', '.join('?' * len(chunk))})", chunk)
-        found |= {wanted[row["key"]] for row in rows}
-    return found
+    return {wanted[key] for key in db.known_keys(list(wanted))}
 
 
 def first_seq_at_or_after(db: Reader, at: str) -> int | None:

@@ -1,8 +1,8 @@
 """What the read-back tests share: the messages and notices in the log, warnings caught, a service away.
 
-`away` runs one scenario: the router live while `before` is said, stopped
-(its connection closed) while `meanwhile` is, then started again until the
-log holds `expected` messages.
+`away` runs one scenario: the router live while `before` is said
+(`heard_then_stopped`), stopped (its connection closed) while `meanwhile`
+is, then started again until the log holds `expected` messages.
 """
 
 from __future__ import annotations
@@ -38,14 +38,20 @@ def warnings():
         logger.remove(sink)
 
 
+async def heard_then_stopped(settings, log: EventLog, connected: Callable[[], bool], before: Callable[[], object],
+                             expected_before: int = 1) -> None:
+    """The router live while `before` is said, until the log holds `expected_before` messages; then stopped."""
+    async with live_router(settings, log):
+        await until(connected, what="the connection")
+        before()
+        await until(lambda: len(messages(log)) >= expected_before, what="the messages before the stop")
+    await until(lambda: not connected(), what="the connection to close")
+
+
 def away(settings, log: EventLog, connected: Callable[[], bool], before: Callable[[], object],
          meanwhile: Callable[[], object], expected: int, expected_before: int = 1) -> None:
     async def scenario():
-        async with live_router(settings, log):
-            await until(connected, what="the connection")
-            before()
-            await until(lambda: len(messages(log)) >= expected_before, what="the messages before the stop")
-        await until(lambda: not connected(), what="the connection to close")
+        await heard_then_stopped(settings, log, connected, before, expected_before)
         meanwhile()
         async with live_router(settings, log):
             await until(lambda: len(messages(log)) >= expected, timeout=60, what="what was said while it was stopped")

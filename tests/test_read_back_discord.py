@@ -22,7 +22,7 @@ from tests import discord_stub_api as dc
 from tests.discord_harness import ALICE, BOB, DM_CHANNEL, FAMILY, PLANS, log, settings, stub  # noqa: F401
 from tests.live_router import live_router, until
 from tests.observe import of_type
-from tests.read_back_harness import HOUR, away, messages, notices, warnings
+from tests.read_back_harness import HOUR, away, heard_then_stopped, messages, notices, warnings
 
 
 def _family(log, settings) -> None:
@@ -59,11 +59,7 @@ def test_a_message_said_as_the_gateway_opens_does_not_hide_the_gap_before_it(stu
     _family(log, settings)
 
     async def scenario():
-        async with live_router(settings, log):
-            await until(stub.ready, what="the gateway")
-            stub.say(FAMILY, ALICE, "hello")
-            await until(lambda: messages(log), what="the first message")
-        await until(lambda: not stub.ready(), what="the gateway to close")
+        await heard_then_stopped(settings, log, stub.ready, lambda: stub.say(FAMILY, ALICE, "hello"))
         stub.say(FAMILY, BOB, "said while away")
         async with live_router(settings, log):
             await until(stub.ready, what="READY")
@@ -107,11 +103,7 @@ def test_without_read_message_history_the_permission_is_named_and_live_messages_
     _family(log, settings)
 
     async def scenario(lines):
-        async with live_router(settings, log):
-            await until(stub.ready, what="the gateway")
-            stub.say(FAMILY, ALICE, "hello")
-            await until(lambda: messages(log), what="the first message")
-        await until(lambda: not stub.ready(), what="the gateway to close")
+        await heard_then_stopped(settings, log, stub.ready, lambda: stub.say(FAMILY, ALICE, "hello"))
         stub.history_refused = True
         stub.say(FAMILY, BOB, "lost while away")
         async with live_router(settings, log):

@@ -25,7 +25,7 @@ from router.channels.read_back import MAX_MESSAGES, MAX_THREADS
 from rules.groups import register_group
 from tests.live_router import live_router, until
 from tests.observe import of_type
-from tests.read_back_harness import HOUR, away, messages, notices, warnings
+from tests.read_back_harness import HOUR, away, heard_then_stopped, messages, notices, warnings
 from tests.router_process import RouterProcess
 from tests.slack_harness import ALICE, BOB, DM, GENERAL, slack, slack_log, slack_settings  # noqa: F401
 from tests.waiting import wait_for
@@ -197,12 +197,11 @@ def test_a_thread_reply_handed_over_by_a_pass_does_not_hide_what_was_said_before
     roots = {}
 
     async def scenario():
-        async with live_router(slack_settings, slack_log):
-            await until(slack.connected, what="the socket")
+        def before():
             roots["plan"] = slack.say(GENERAL, BOB, "the plan")[1]
             slack.say(GENERAL, ALICE, "first idea", thread_ts=roots["plan"])
-            await until(lambda: len(messages(slack_log)) == 2, what="the messages before the stop")
-        await until(lambda: not slack.connected(), what="the socket to close")
+
+        await heard_then_stopped(slack_settings, slack_log, slack.connected, before, expected_before=2)
         slack.say(GENERAL, ALICE, "second idea", thread_ts=roots["plan"], unsent=True)
         slack.slow("conversations.history", 2.0)
         async with live_router(slack_settings, slack_log):
@@ -243,11 +242,7 @@ def test_a_socket_opened_while_a_read_back_runs_gets_a_pass_of_its_own(slack, sl
     _main(slack_log, slack_settings)
 
     async def scenario():
-        async with live_router(slack_settings, slack_log):
-            await until(slack.connected, what="the socket")
-            slack.say(DM, ALICE, "hello")
-            await until(lambda: messages(slack_log), what="the first message")
-        await until(lambda: not slack.connected(), what="the socket to close")
+        await heard_then_stopped(slack_settings, slack_log, slack.connected, lambda: slack.say(DM, ALICE, "hello"))
         slack.say(DM, ALICE, "in the first gap", unsent=True)
         slack.slow("conversations.history", 3.0)
         async with live_router(slack_settings, slack_log):
@@ -269,10 +264,7 @@ def test_without_the_history_scope_the_scopes_are_named_and_live_messages_still_
     _main(slack_log, slack_settings)
 
     async def scenario():
-        async with live_router(slack_settings, slack_log):
-            await until(slack.connected, what="the socket")
-            slack.say(DM, ALICE, "hello")
-            await until(lambda: messages(slack_log), what="the message")
+        await heard_then_stopped(slack_settings, slack_log, slack.connected, lambda: slack.say(DM, ALICE, "hello"))
         slack.refuse("conversations.history", "missing_scope")
         slack.say(DM, ALICE, "lost while away", unsent=True)
         async with live_router(slack_settings, slack_log) as app:

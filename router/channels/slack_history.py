@@ -22,12 +22,11 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from router.channels.read_back import MAX_MESSAGES, MAX_THREADS, ChatRead, ChatToRead, HistoryRefused, newest
-from router.channels.slack_inbound import PERSON_SUBTYPES, channel_of
+from router.channels.slack_inbound import RECORDED_SUBTYPES, channel_of
 
 PAGES = 3  # pages of 100 of a day's top level followed
 REPLY_PAGES = 10  # pages of 100 of a thread's replies (listed oldest first: the newest are on the last)
 THREAD_GONE = ("thread_not_found", "message_not_found")
-SAID = (*PERSON_SUBTYPES, "bot_message")  # what the live path records
 MISSING_SCOPE = ("Slack answered missing_scope: add channels:history, groups:history, im:history and "
                  "mpim:history to the app's Bot Token Scopes and reinstall it")
 
@@ -117,4 +116,4 @@ async def _any_between(client: AsyncWebClient, channel: str, after: Decimal, bef
 def _said(message: dict, bot_user: str | None) -> bool:
     """Something a person or another bot said (not a join or an edit), not the assistant's own: the log has
     those as the replies it sent."""
-    return message.get("subtype") in SAID and not (bool(bot_user) and message.get("user") == bot_user)
+    return message.get("subtype") in RECORDED_SUBTYPES and not (bool(bot_user) and message.get("user") == bot_user)

@@ -20,6 +20,7 @@ from router.channels.base import InboundMessage, mention_as_trigger
 PREFIX = "slack:"
 # What a person writes; other subtypes (edits, deletions, joins, topic changes) carry nothing to answer.
 PERSON_SUBTYPES = (None, "file_share", "thread_broadcast", "me_message")
+RECORDED_SUBTYPES = (*PERSON_SUBTYPES, "bot_message")  # what becomes a `MessageReceived`, live or read back
 GROUP_TYPES = ("channel", "group", "mpim")
 
 _ANGLE_RE = re.compile(r"<([^<>]+)>")
@@ -65,7 +66,7 @@ def mentions(text: str, user_id: str | None) -> bool:
 def to_inbound(event: dict, *, bot_user: str | None, sender_name: str, name_of: Callable[[str], str],
                trigger: str, extra: str = "") -> InboundMessage | None:
     """The message as the router records it; None for what is not a person's (or a bot's) message."""
-    if event.get("subtype") not in (*PERSON_SUBTYPES, "bot_message") or not event.get("ts"):
+    if event.get("subtype") not in RECORDED_SUBTYPES or not event.get("ts"):
         return None
     raw = event.get("text") or ""
     content = readable(raw, name_of).strip()
